@@ -1,0 +1,20 @@
+--[[
+  due.lua — the sandboxes whose end time has passed by the Redis server
+  clock, oldest first (read-only). Only live records are in the index.
+
+  Input:
+    KEYS[1] expiry index  <ns>:{<team>}:expiry
+    ARGV[1] maximum number of ids to return
+
+  Output:
+    {now_ms, id1, id2, ...}
+
+  Example:
+    redis-cli --eval lua/due.lua 'sbx:{t}:expiry' , 100
+]]
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+table.insert(ids, 1, tostring(now))
+return ids
