@@ -1,0 +1,303 @@
+//! The evictor's path (never waits, decides by Redis server time) and the
+//! execution pin (checked in the script, and again after every wait).
+
+mod fixture;
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fixture::{TEAM, coordinator, sandbox};
+use sandbox_coordinator::scripts::SCRIPTS;
+use sandbox_coordinator::{
+    Action, BeginOptions, Begun, Coordinator, DoneReason, Error, State, Transition,
+};
+use support::TestRedis;
+use tokio::time::timeout;
+
+fn started(b: Begun) -> Transition {
+    match b {
+        Begun::Started(t) => t,
+        Begun::AlreadyDone(d) => panic!("expected Started, got AlreadyDone({d:?})"),
+    }
+}
+
+async fn server_now_ms(redis: &TestRedis) -> u64 {
+    let mut conn = redis.client().await;
+    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    s * 1000 + us / 1000
+}
+
+fn ago(d: Duration) -> SystemTime {
+    SystemTime::now() - d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_fails_at_once_while_a_lease_is_live() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    let mut sb = sandbox("s1", "e1");
+    sb.end_time = ago(Duration::from_secs(10));
+    coord.register(sb).await.unwrap();
+    let snap = started(
+        coord
+            .begin(TEAM, "s1", Action::Snapshot, BeginOptions::default())
+            .await
+            .unwrap(),
+    );
+
+    // No wait_timeout: it must not wait for the 30 s lease.
+    let answer = timeout(
+        Duration::from_secs(5),
+        coord.begin(TEAM, "s1", Action::Kill, BeginOptions::default().eviction()),
+    )
+    .await
+    .expect("eviction never waits");
+    match answer {
+        Err(Error::EvictionInProgress { fence, .. }) => assert_eq!(fence, snap.fence()),
+        other => panic!("expected EvictionInProgress, got {other:?}"),
+    }
+    snap.succeed().await.unwrap();
+    let kill = started(
+        coord
+            .begin(TEAM, "s1", Action::Kill, BeginOptions::default().eviction())
+            .await
+            .unwrap(),
+    );
+    kill.succeed().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_is_not_needed_before_the_end_time_by_server_time() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    coord.register(sandbox("s1", "e1")).await.unwrap(); // ends in an hour
+    let before = fixture::dump_all(&redis).await;
+    let err = coord
+        .begin(
+            TEAM,
+            "s1",
+            Action::Pause,
+            BeginOptions::default().eviction(),
+        )
+        .await
+        .unwrap_err();
+    let now = server_now_ms(&redis).await;
+    match err {
+        Error::EvictionNotNeeded { end_ms, now_ms, .. } => {
+            assert!(end_ms > now_ms);
+            // now_ms is the server's clock, read inside the script.
+            assert!(
+                now_ms <= now && now - now_ms < 5_000,
+                "{now_ms} vs server {now}"
+            );
+        }
+        other => panic!("expected EvictionNotNeeded, got {other:?}"),
+    }
+    assert_eq!(before, fixture::dump_all(&redis).await, "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_for_eviction_returns_exactly_the_expired_ids() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    for (id, past) in [
+        ("old-1", true),
+        ("old-2", true),
+        ("new-1", false),
+        ("paused", true),
+    ] {
+        let mut sb = sandbox(id, "e1");
+        if past {
+            sb.end_time = ago(Duration::from_secs(60));
+        }
+        coord.register(sb).await.unwrap();
+    }
+    started(
+        coord
+            .begin(TEAM, "paused", Action::Pause, BeginOptions::default())
+            .await
+            .unwrap(),
+    )
+    .succeed()
+    .await
+    .unwrap();
+    let mut due = coord.due_for_eviction(TEAM, 100).await.unwrap();
+    due.sort();
+    assert_eq!(due, ["old-1", "old-2"], "tombstones are not due");
+    fixture::assert_index_agrees(&redis, &coord, &["old-1", "old-2", "new-1", "paused"]).await;
+
+    coord
+        .set_end_time(TEAM, "new-1", ago(Duration::from_secs(1)), Some("e1"))
+        .await
+        .unwrap();
+    coord
+        .set_end_time(
+            TEAM,
+            "old-1",
+            SystemTime::now() + Duration::from_secs(600),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut due = coord.due_for_eviction(TEAM, 100).await.unwrap();
+    due.sort();
+    assert_eq!(due, ["new-1", "old-2"]);
+    assert_eq!(
+        coord.due_for_eviction(TEAM, 1).await.unwrap().len(),
+        1,
+        "limit applies"
+    );
+    fixture::assert_index_agrees(&redis, &coord, &["old-1", "old-2", "new-1", "paused"]).await;
+
+    assert!(coord.remove(TEAM, "old-2").await.unwrap());
+    assert_eq!(coord.due_for_eviction(TEAM, 100).await.unwrap(), ["new-1"]);
+    fixture::assert_index_agrees(&redis, &coord, &["old-1", "old-2", "new-1", "paused"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execution_mismatch_is_refused_before_any_wait() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    coord.register(sandbox("s1", "e1")).await.unwrap();
+    let pause = started(
+        coord
+            .begin(TEAM, "s1", Action::Pause, BeginOptions::default())
+            .await
+            .unwrap(),
+    );
+    let answer = timeout(
+        Duration::from_secs(5),
+        coord.begin(
+            TEAM,
+            "s1",
+            Action::Pause,
+            BeginOptions::default().expect_execution("e0"),
+        ),
+    )
+    .await
+    .expect("no wait for a mismatch");
+    match answer {
+        Err(Error::ExecutionMismatch {
+            expected, actual, ..
+        }) => {
+            assert_eq!((expected.as_str(), actual.as_str()), ("e0", "e1"));
+        }
+        other => panic!("expected ExecutionMismatch, got {other:?}"),
+    }
+    let err = coord
+        .set_end_time(TEAM, "s1", SystemTime::now(), Some("e0"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ExecutionMismatch { .. }), "{err}");
+    pause.succeed().await.unwrap();
+}
+
+/// Runs finish (pause succeeded) and register (resume as e2) in one
+/// MULTI/EXEC, so no waiter can re-check between them.
+async fn pause_and_resume_atomically(redis: &TestRedis, coord: &Coordinator, fence: u64) {
+    let ns = coord.namespace();
+    let k = ns.sandbox(TEAM, "s1").unwrap();
+    let lc = coord.lifecycle();
+    let end = (SystemTime::now() + Duration::from_secs(3600))
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("EVAL")
+        .arg(SCRIPTS.finish.source)
+        .arg(4)
+        .arg(&[&k.record, &k.lease, &k.outcomes, &k.expiry])
+        .arg(&[
+            "1",
+            TEAM,
+            "s1",
+            &fence.to_string(),
+            "pause",
+            "succeeded",
+            "paused",
+            "1",
+            "86400000",
+            "",
+            &ns.channel(),
+            "600000",
+        ])
+        .cmd("EVAL")
+        .arg(SCRIPTS.register.source)
+        .arg(3)
+        .arg(&[&k.record, &k.lease, &k.expiry])
+        .arg(&["1", "s1", "e2", &end, "{}", "running", &lc.classes_arg()]);
+    let mut conn = redis.client().await;
+    let (fin, reg): (Vec<String>, Vec<String>) = pipe.query_async(&mut conn).await.unwrap();
+    assert_eq!((fin[0].as_str(), reg[0].as_str()), ("finished", "resumed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execution_mismatch_found_after_a_wait() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    coord.register(sandbox("s1", "e1")).await.unwrap();
+    let pause = started(
+        coord
+            .begin(TEAM, "s1", Action::Pause, BeginOptions::default())
+            .await
+            .unwrap(),
+    );
+    let fence = pause.fence();
+
+    // A kill pinned to e1 waits for the pause...
+    let c2 = coord.clone();
+    let kill = tokio::spawn(async move {
+        c2.begin(
+            TEAM,
+            "s1",
+            Action::Kill,
+            BeginOptions::default().expect_execution("e1"),
+        )
+        .await
+    });
+    timeout(Duration::from_secs(10), async {
+        while coord.waiting() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // ...which ends, and the sandbox is resumed as e2 in the same instant.
+    std::mem::forget(pause);
+    pause_and_resume_atomically(&redis, &coord, fence).await;
+
+    match timeout(Duration::from_secs(10), kill)
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Err(Error::ExecutionMismatch {
+            expected, actual, ..
+        }) => {
+            assert_eq!((expected.as_str(), actual.as_str()), ("e1", "e2"));
+        }
+        other => panic!("expected ExecutionMismatch after the wait, got {other:?}"),
+    }
+    let sb = coord.get(TEAM, "s1").await.unwrap().unwrap();
+    assert_eq!((sb.state, sb.execution.as_str()), (State::Running, "e2"));
+    // Unpinned, the same kill now starts against e2.
+    let kill = started(
+        coord
+            .begin(TEAM, "s1", Action::Kill, BeginOptions::default())
+            .await
+            .unwrap(),
+    );
+    assert!(kill.fence() > fence);
+    kill.succeed().await.unwrap();
+    let why = match coord
+        .begin(TEAM, "s1", Action::Kill, BeginOptions::default())
+        .await
+        .unwrap()
+    {
+        Begun::AlreadyDone(d) => d.why,
+        Begun::Started(_) => panic!("killed twice"),
+    };
+    assert_eq!(why, DoneReason::AlreadyInState);
+}
