@@ -36,9 +36,10 @@
     ARGV[14] rules for this action: "<state>=<if lease live>/<if stuck>,..."
              decisions: start | join | wait | same | absorbed | invalid
 
-  Output (array of strings; rows marked [rec] end with the 13 record fields
+  Output (array of strings; rows marked [rec] end with the 14 record fields
   state, exec, end_ms, fence, data, last_fence, last_action, last_outcome,
-  last_reason, lease, lease_pttl, record_pttl, now_ms):
+  last_reason, lease, lease_pttl, record_pttl, now_ms, started_ms — the
+  server time the latest transition started):
     {"started",  fence, lease_pttl, [rec]} transition opened with this fence
     {"join",     fence, lease_pttl, [rec]} same action in flight: wait for its outcome
     {"wait",     fence, lease_pttl, [rec]} other action in flight: wait, then decide again
@@ -83,7 +84,7 @@ local function parse_pairs(s)
 end
 
 local FIELDS = {'v', 'state', 'exec', 'end_ms', 'fence', 'action', 'data',
-                'last_fence', 'last_action', 'last_outcome', 'last_reason'}
+                'last_fence', 'last_action', 'last_outcome', 'last_reason', 'started_ms'}
 
 -- Reads and validates the record: nil if absent, or an error reply.
 local function load(key, classes)
@@ -113,7 +114,8 @@ end
 local function record_reply(code, a, b, r, lease, now)
   return {code, tostring(a), tostring(b), r.state, r.exec, r.end_ms, r.fence, r.data,
           r.last_fence, r.last_action, r.last_outcome, r.last_reason,
-          lease.raw or '', tostring(lease.pttl or -2), tostring(redis.call('PTTL', rec_key)), tostring(now)}
+          lease.raw or '', tostring(lease.pttl or -2), tostring(redis.call('PTTL', rec_key)), tostring(now),
+          r.started_ms}
 end
 
 -- Records the outcome of transition `fence` in the record and the outcome
@@ -179,7 +181,9 @@ if decision == 'start' then
   local fence = redis.call('INCR', fence_key)
   r.fence, r.state = tostring(fence), in_flight
   if pull_end and tonumber(r.end_ms) > now then r.end_ms = tostring(now) end
-  redis.call('HSET', rec_key, 'state', in_flight, 'fence', fence, 'action', action, 'end_ms', r.end_ms)
+  r.started_ms = tostring(now)
+  redis.call('HSET', rec_key, 'state', in_flight, 'fence', fence, 'action', action, 'end_ms', r.end_ms,
+             'started_ms', r.started_ms)
   redis.call('PERSIST', rec_key)
   redis.call('ZADD', expiry_key, r.end_ms, id)
   local raw = fence .. ' ' .. action .. ' ' .. holder

@@ -30,7 +30,7 @@
     ARGV[12] outcome retention in ms
 
   Output:
-    {"finished", outcome, reason, [rec]}   (13 record fields as in begin.lua)
+    {"finished", outcome, reason, [rec]}   (14 record fields as in begin.lua)
     {"recorded", outcome, reason}          outcome already recorded for this fence
     {"fenced", current_fence}              not the live holder; nothing written
     {"not_found"} | {"corrupt", detail} | {"schema", found_version}
@@ -59,7 +59,7 @@ local function now_ms()
 end
 
 local FIELDS = {'v', 'state', 'exec', 'end_ms', 'fence', 'action', 'data',
-                'last_fence', 'last_action', 'last_outcome', 'last_reason'}
+                'last_fence', 'last_action', 'last_outcome', 'last_reason', 'started_ms'}
 
 local bad = foreign(expiry_key, 'zset')
 if bad then return bad end
@@ -109,4 +109,4 @@ redis.call('PUBLISH', channel, team .. ' ' .. id .. ' ' .. fence .. ' ' .. actio
 
 return {'finished', outcome, reason, r.state, r.exec, r.end_ms, r.fence, r.data,
         r.last_fence, r.last_action, r.last_outcome, r.last_reason,
-        '', '-2', tostring(redis.call('PTTL', rec_key)), tostring(now_ms())}
+        '', '-2', tostring(redis.call('PTTL', rec_key)), tostring(now_ms()), r.started_ms}

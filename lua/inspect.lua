@@ -10,7 +10,8 @@
   Output:
     {"record", "", "", state, exec, end_ms, fence, data, last_fence,
      last_action, last_outcome, last_reason, lease, lease_pttl,
-     record_pttl, now_ms}               (record_pttl -1: no expiry)
+     record_pttl, now_ms, started_ms}   (record_pttl -1: no expiry;
+                                         started_ms: start of the latest transition)
     {"not_found", lease, lease_pttl}
     {"corrupt", detail} | {"schema", found_version}
 
@@ -26,7 +27,7 @@ local lease = redis.pcall('GET', lease_key)
 if type(lease) == 'table' and lease.err then return {'corrupt', lease_key .. ' is not a string'} end
 local lease_pttl = tostring(redis.call('PTTL', lease_key))
 local vals = redis.pcall('HMGET', rec_key, 'v', 'state', 'exec', 'end_ms', 'fence', 'data',
-                         'last_fence', 'last_action', 'last_outcome', 'last_reason')
+                         'last_fence', 'last_action', 'last_outcome', 'last_reason', 'started_ms')
 if vals.err then return {'corrupt', rec_key .. ' is not a hash'} end
 if redis.call('EXISTS', rec_key) == 0 then return {'not_found', lease or '', lease_pttl} end
 if vals[1] ~= schema then return {'schema', vals[1] or ''} end
@@ -36,4 +37,5 @@ out[#out + 1] = lease or ''
 out[#out + 1] = lease_pttl
 out[#out + 1] = tostring(redis.call('PTTL', rec_key))
 out[#out + 1] = tostring(now)
+out[#out + 1] = vals[11] or ''
 return out

@@ -20,7 +20,7 @@
     ARGV[6] initial state (e.g. "running")
     ARGV[7] state classes: "running=live,pausing=inflight,paused=resumable,killed=final,..."
 
-  Output (rows marked [rec] end with the 13 record fields of begin.lua):
+  Output (rows marked [rec] end with the 14 record fields of begin.lua):
     {"created",  "", "", [rec]}
     {"existing", "", "", [rec]}           same execution: nothing written
     {"resumed",  previous_exec, "", [rec]}
@@ -53,14 +53,14 @@ local classes = {}
 for k, v in string.gmatch(ARGV[7], '([^,=]+)=([^,]+)') do classes[k] = v end
 
 local FIELDS = {'v', 'state', 'exec', 'end_ms', 'fence', 'data',
-                'last_fence', 'last_action', 'last_outcome', 'last_reason'}
+                'last_fence', 'last_action', 'last_outcome', 'last_reason', 'started_ms'}
 
 local function reply(code, a, r)
   local lease = redis.call('GET', lease_key)
   return {code, a, '', r.state, r.exec, r.end_ms, r.fence, r.data,
           r.last_fence, r.last_action, r.last_outcome, r.last_reason,
           lease or '', tostring(redis.call('PTTL', lease_key)),
-          tostring(redis.call('PTTL', rec_key)), tostring(now_ms())}
+          tostring(redis.call('PTTL', rec_key)), tostring(now_ms()), r.started_ms}
 end
 
 local bad = foreign(expiry_key, 'zset')
@@ -96,7 +96,7 @@ if redis.call('EXISTS', rec_key) == 1 then
 end
 
 r = {state = initial, exec = exec, end_ms = end_ms, fence = '0', data = data,
-     last_fence = '', last_action = '', last_outcome = '', last_reason = ''}
+     last_fence = '', last_action = '', last_outcome = '', last_reason = '', started_ms = ''}
 redis.call('HSET', rec_key, 'v', schema, 'state', initial, 'exec', exec, 'end_ms', end_ms,
            'fence', '0', 'data', data)
 redis.call('ZADD', expiry_key, end_ms, id)

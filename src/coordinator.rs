@@ -114,6 +114,7 @@ pub enum Finish {
 /// Settings shared by every call of one coordinator.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
+    pub notifications: bool,
     pub poll_interval: Duration,
     pub tombstone_retention: Duration,
     pub outcome_retention: Duration,
@@ -160,6 +161,13 @@ impl Builder {
         self.settings.poll_interval = interval.max(Duration::from_millis(1));
         self
     }
+    /// Whether waiters are woken over pub/sub (default true). Off, they
+    /// learn outcomes by polling and at lease deadlines only — for
+    /// measuring what pub/sub buys, or for deployments without pub/sub.
+    pub fn notifications(mut self, on: bool) -> Self {
+        self.settings.notifications = on;
+        self
+    }
     /// How long paused/killed tombstones are kept (default 24 h; zero keeps
     /// them forever).
     pub fn tombstone_retention(mut self, retention: Duration) -> Self {
@@ -185,8 +193,12 @@ impl Builder {
             })?;
         let pool = Pool::new(&self.url, self.pool)?;
         scripts::load_all(&pool).await?;
-        let notifier = Notifier::start(pool.client().clone(), ns.channel());
-        if !notifier.ready(self.pool.connect_timeout).await {
+        let notifier = if self.settings.notifications {
+            Notifier::start(pool.client().clone(), ns.channel())
+        } else {
+            Notifier::disabled()
+        };
+        if self.settings.notifications && !notifier.ready(self.pool.connect_timeout).await {
             tracing::warn!("notification subscription not up yet; waiters poll meanwhile");
         }
         let mut seed = RandomState::new().build_hasher();
@@ -264,6 +276,7 @@ impl Coordinator {
                 response_timeout: Duration::from_secs(5),
             },
             settings: Settings {
+                notifications: true,
                 poll_interval: Duration::from_secs(1),
                 tombstone_retention: Duration::from_secs(24 * 3600),
                 outcome_retention: Duration::from_secs(600),

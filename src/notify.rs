@@ -50,12 +50,14 @@ struct Shared {
 /// The notification connection and its routing table.
 pub(crate) struct Notifier {
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl Drop for Notifier {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -72,7 +74,22 @@ impl Notifier {
             epoch,
         });
         let task = tokio::spawn(run(client, channel, Arc::clone(&shared)));
-        Notifier { shared, task }
+        Notifier {
+            shared,
+            task: Some(task),
+        }
+    }
+
+    /// A notifier without a connection: waiters register and count, but
+    /// only their poll and lease-deadline timers wake them.
+    pub(crate) fn disabled() -> Notifier {
+        Notifier {
+            shared: Arc::new(Shared {
+                slots: Mutex::new(HashMap::new()),
+                epoch: watch::channel(0).0,
+            }),
+            task: None,
+        }
     }
 
     /// Waits until the first subscription is in place, at most `timeout`.

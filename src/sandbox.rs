@@ -51,6 +51,9 @@ pub struct Lease {
     pub holder: String,
     /// Time left, by the server clock, when it was read.
     pub ttl: Duration,
+    /// Time since the transition started, by the server clock, when it
+    /// was read.
+    pub age: Duration,
 }
 
 /// The recorded end of a transition.
@@ -139,9 +142,9 @@ pub(crate) fn system_time_ms(t: SystemTime) -> Result<u64, Error> {
     })
 }
 
-/// Parses the 13 record fields scripts reply with, starting at `at`:
+/// Parses the 14 record fields scripts reply with, starting at `at`:
 /// state, exec, end_ms, fence, data, last_fence, last_action, last_outcome,
-/// last_reason, lease, lease_pttl, record_pttl, now_ms.
+/// last_reason, lease, lease_pttl, record_pttl, now_ms, started_ms.
 pub(crate) fn parse_record(
     script: &str,
     team: &str,
@@ -155,7 +158,7 @@ pub(crate) fn parse_record(
             reply.0
         ),
     };
-    if reply.0.len() < at + 13 {
+    if reply.0.len() < at + 14 {
         return Err(corrupt("reply too short"));
     }
     let f = |i: usize| reply.get(at + i);
@@ -176,7 +179,12 @@ pub(crate) fn parse_record(
             reason: f(8).to_string(),
         })
     };
-    let lease = parse_lease(f(9), f(10)).map_err(|e| corrupt(&e))?;
+    let now_ms: u64 = f(12)
+        .parse()
+        .map_err(|_| corrupt("now_ms is not a number"))?;
+    let started_ms: u64 = f(13).parse().unwrap_or(now_ms);
+    let age = Duration::from_millis(now_ms.saturating_sub(started_ms));
+    let lease = parse_lease(f(9), f(10), age).map_err(|e| corrupt(&e))?;
     let rec_pttl: i64 = f(11).parse().map_err(|_| corrupt("record pttl"))?;
     Ok(Sandbox {
         team: team.to_string(),
@@ -193,7 +201,7 @@ pub(crate) fn parse_record(
 }
 
 /// Parses a lease value `"<fence> <action> <holder>"` and its PTTL.
-pub(crate) fn parse_lease(raw: &str, pttl: &str) -> Result<Option<Lease>, String> {
+pub(crate) fn parse_lease(raw: &str, pttl: &str, age: Duration) -> Result<Option<Lease>, String> {
     if raw.is_empty() {
         return Ok(None);
     }
@@ -214,5 +222,6 @@ pub(crate) fn parse_lease(raw: &str, pttl: &str) -> Result<Option<Lease>, String
         action: action.parse()?,
         holder: holder.to_string(),
         ttl: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
+        age,
     }))
 }

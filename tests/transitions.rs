@@ -517,3 +517,65 @@ async fn finishing_twice_for_the_same_fence_returns_the_recorded_outcome() {
         .unwrap_err();
     assert!(matches!(err, Error::Fenced { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_notifications_joiners_learn_the_outcome_by_polling() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    let polling = fixture::coordinator_with(&redis, |b| {
+        b.notifications(false)
+            .poll_interval(Duration::from_millis(50))
+    })
+    .await;
+    coord.register(sandbox("s1", "e1")).await.unwrap();
+    let pause = started(
+        coord
+            .begin(TEAM, "s1", Action::Pause, BeginOptions::default())
+            .await
+            .unwrap(),
+    );
+    let fence = pause.fence();
+    let p2 = polling.clone();
+    let join = tokio::spawn(async move {
+        p2.begin(TEAM, "s1", Action::Pause, BeginOptions::default())
+            .await
+    });
+    parked(&polling, &join).await;
+    assert_eq!(
+        polling.subscription_epoch(),
+        0,
+        "no subscription when notifications are off"
+    );
+    pause.succeed().await.unwrap();
+    let why = done(join.await.unwrap().unwrap());
+    assert_eq!(why, DoneReason::Joined { fence });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_lease_reports_holder_ttl_and_age() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    coord.register(sandbox("s1", "e1")).await.unwrap();
+    let t = started(
+        coord
+            .begin(TEAM, "s1", Action::Snapshot, BeginOptions::default())
+            .await
+            .unwrap(),
+    );
+    let lease = coord
+        .get(TEAM, "s1")
+        .await
+        .unwrap()
+        .unwrap()
+        .lease
+        .expect("live lease");
+    assert_eq!((lease.fence, lease.action), (t.fence(), Action::Snapshot));
+    assert!(
+        lease.holder.starts_with(coord.holder_id()),
+        "{}",
+        lease.holder
+    );
+    assert!(lease.ttl <= Duration::from_secs(30) && lease.ttl > Duration::from_secs(20));
+    assert!(lease.age < Duration::from_secs(10));
+    t.succeed().await.unwrap();
+}
