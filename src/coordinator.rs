@@ -85,6 +85,10 @@ impl BeginOptions {
 }
 
 /// What [`Coordinator::begin`] returns.
+// `Started` is much larger than `AlreadyDone`; the value is matched at
+// once and never stored in bulk, so boxing would only add an allocation
+// to every started transition.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Begun {
     /// This caller holds the transition: do the work, then `succeed` or `fail`.
