@@ -179,6 +179,11 @@ local decision = live and on_live or on_stuck
 
 if decision == 'start' then
   local fence = redis.call('INCR', fence_key)
+  if fence <= tonumber(r.fence) then
+    -- The counter was lost (eviction, partial restore): never reuse a fence.
+    fence = tonumber(r.fence) + 1
+    redis.call('SET', fence_key, fence)
+  end
   r.fence, r.state = tostring(fence), in_flight
   if pull_end and tonumber(r.end_ms) > now then r.end_ms = tostring(now) end
   r.started_ms = tostring(now)

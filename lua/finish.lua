@@ -28,6 +28,7 @@
     ARGV[10] reason ("" for success)
     ARGV[11] notification channel
     ARGV[12] outcome retention in ms
+    ARGV[13] state classes (as in register.lua), to validate the record
 
   Output:
     {"finished", outcome, reason, [rec]}   (14 record fields as in begin.lua)
@@ -37,7 +38,8 @@
 
   Example:
     redis-cli --eval lua/finish.lua 'sbx:{t}:rec:s1' 'sbx:{t}:lease:s1' 'sbx:{t}:out:s1' 'sbx:{t}:expiry' , \
-      1 t s1 1 pause succeeded paused 1 86400000 '' sbx:notify 600000
+      1 t s1 1 pause succeeded paused 1 86400000 '' sbx:notify 600000 \
+      'running=live,pausing=inflight,paused=resumable,killing=inflight,killed=final,snapshotting=inflight'
 ]]
 
 -- A key of ours holding another type is corruption: refuse before writing.
@@ -78,6 +80,12 @@ if redis.call('EXISTS', rec_key) == 0 then return {'not_found'} end
 local r = {}
 for i, f in ipairs(FIELDS) do r[f] = vals[i] or '' end
 if r.v ~= schema then return {'schema', r.v} end
+local classes = {}
+for k, v in string.gmatch(ARGV[13], '([^,=]+)=([^,]+)') do classes[k] = v end
+if classes[r.state] == nil then return {'corrupt', rec_key .. ' has unknown state "' .. r.state .. '"'} end
+if r.exec == '' or not tonumber(r.end_ms) or not tonumber(r.fence) then
+  return {'corrupt', rec_key .. ' lacks exec, end_ms or fence'}
+end
 if r.last_fence == fence then return {'recorded', r.last_outcome, r.last_reason} end
 
 local raw = redis.pcall('GET', lease_key)

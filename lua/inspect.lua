@@ -31,6 +31,9 @@ local vals = redis.pcall('HMGET', rec_key, 'v', 'state', 'exec', 'end_ms', 'fenc
 if vals.err then return {'corrupt', rec_key .. ' is not a hash'} end
 if redis.call('EXISTS', rec_key) == 0 then return {'not_found', lease or '', lease_pttl} end
 if vals[1] ~= schema then return {'schema', vals[1] or ''} end
+if not vals[3] or vals[3] == '' or not tonumber(vals[4] or '') or not tonumber(vals[5] or '') then
+  return {'corrupt', rec_key .. ' lacks exec, end_ms or fence'}
+end
 local out = {'record', '', ''}
 for i = 2, 10 do out[#out + 1] = vals[i] or '' end
 out[#out + 1] = lease or ''

@@ -68,8 +68,9 @@ if bad then return bad end
 local raw = redis.pcall('GET', lease_key)
 if type(raw) == 'table' and raw.err then return {'corrupt', lease_key .. ' is not a string'} end
 if raw then
-  local lf, la = string.match(raw, '^(%d+) (%S+) ')
-  return {'busy', lf or '', la or ''}
+  local lf, la = string.match(raw, '^(%d+) (%S+) %S+$')
+  if not lf then return {'corrupt', lease_key .. ' holds "' .. raw .. '"'} end
+  return {'busy', lf, la}
 end
 
 local vals = redis.pcall('HMGET', rec_key, unpack(FIELDS))

@@ -12,6 +12,7 @@
     ARGV[1] schema version
     ARGV[2] sandbox id
     ARGV[3] expected execution id, or "" for any
+    ARGV[4] state classes (as in register.lua)
 
   Output:
     {"removed", state, exec}
@@ -21,7 +22,8 @@
     {"corrupt", detail} | {"schema", found_version}
 
   Example:
-    redis-cli --eval lua/remove.lua 'sbx:{t}:rec:s1' 'sbx:{t}:lease:s1' 'sbx:{t}:expiry' , 1 s1 ''
+    redis-cli --eval lua/remove.lua 'sbx:{t}:rec:s1' 'sbx:{t}:lease:s1' 'sbx:{t}:expiry' , \
+      1 s1 '' 'running=live,pausing=inflight,paused=resumable,killing=inflight,killed=final,snapshotting=inflight'
 ]]
 
 -- A key of ours holding another type is corruption: refuse before writing.
@@ -33,20 +35,26 @@ end
 
 local rec_key, lease_key, expiry_key = KEYS[1], KEYS[2], KEYS[3]
 local schema, id, expect_exec = ARGV[1], ARGV[2], ARGV[3]
+local classes = {}
+for k, v in string.gmatch(ARGV[4], '([^,=]+)=([^,]+)') do classes[k] = v end
 
 local bad = foreign(expiry_key, 'zset')
 if bad then return bad end
 local raw = redis.pcall('GET', lease_key)
 if type(raw) == 'table' and raw.err then return {'corrupt', lease_key .. ' is not a string'} end
 if raw then
-  local lf, la = string.match(raw, '^(%d+) (%S+) ')
-  return {'busy', lf or '', la or ''}
+  local lf, la = string.match(raw, '^(%d+) (%S+) %S+$')
+  if not lf then return {'corrupt', lease_key .. ' holds "' .. raw .. '"'} end
+  return {'busy', lf, la}
 end
-local vals = redis.pcall('HMGET', rec_key, 'v', 'state', 'exec')
+local vals = redis.pcall('HMGET', rec_key, 'v', 'state', 'exec', 'end_ms', 'fence')
 if vals.err then return {'corrupt', rec_key .. ' is not a hash'} end
 if redis.call('EXISTS', rec_key) == 0 then return {'not_found'} end
 if vals[1] ~= schema then return {'schema', vals[1] or ''} end
-if not vals[2] or not vals[3] then return {'corrupt', rec_key .. ' lacks state or exec'} end
+if classes[vals[2] or ''] == nil then return {'corrupt', rec_key .. ' has unknown state "' .. (vals[2] or '') .. '"'} end
+if not vals[3] or vals[3] == '' or not tonumber(vals[4] or '') or not tonumber(vals[5] or '') then
+  return {'corrupt', rec_key .. ' lacks exec, end_ms or fence'}
+end
 if expect_exec ~= '' and vals[3] ~= expect_exec then return {'exec_mismatch', vals[3]} end
 redis.call('DEL', rec_key)
 redis.call('ZREM', expiry_key, id)

@@ -18,6 +18,7 @@
     ARGV[6] reason recorded with `abandoned` (e.g. "lease expired")
     ARGV[7] notification channel
     ARGV[8] outcome retention in ms
+    ARGV[9] state classes (as in register.lua), to validate the record
 
   Output:
     {"outcome", action, outcome, reason}  outcome is succeeded|failed|abandoned
@@ -28,7 +29,8 @@
 
   Example:
     redis-cli --eval lua/settle.lua 'sbx:{t}:rec:s1' 'sbx:{t}:lease:s1' 'sbx:{t}:out:s1' , \
-      1 t s1 7 expired 'lease expired' sbx:notify 600000
+      1 t s1 7 expired 'lease expired' sbx:notify 600000 \
+      'running=live,pausing=inflight,paused=resumable,killing=inflight,killed=final,snapshotting=inflight'
 ]]
 
 local rec_key, lease_key, out_key = KEYS[1], KEYS[2], KEYS[3]
@@ -43,10 +45,17 @@ if recorded then
   return {'outcome', a or '', o or '', why or ''}
 end
 
-local vals = redis.pcall('HMGET', rec_key, 'v', 'fence', 'action', 'last_fence', 'last_action', 'last_outcome', 'last_reason')
+local vals = redis.pcall('HMGET', rec_key, 'v', 'fence', 'action', 'last_fence', 'last_action', 'last_outcome',
+                         'last_reason', 'state', 'exec', 'end_ms')
 if vals.err then return {'corrupt', rec_key .. ' is not a hash'} end
 if redis.call('EXISTS', rec_key) == 0 then return {'unknown'} end
 if vals[1] ~= schema then return {'schema', vals[1] or ''} end
+local classes = {}
+for k, v in string.gmatch(ARGV[9], '([^,=]+)=([^,]+)') do classes[k] = v end
+if classes[vals[8] or ''] == nil then return {'corrupt', rec_key .. ' has unknown state "' .. (vals[8] or '') .. '"'} end
+if not vals[9] or vals[9] == '' or not tonumber(vals[10] or '') or not tonumber(vals[2] or '') then
+  return {'corrupt', rec_key .. ' lacks exec, end_ms or fence'}
+end
 if vals[4] == fence then return {'outcome', vals[5] or '', vals[6] or '', vals[7] or ''} end
 if vals[2] ~= fence then return {'unknown'} end
 

@@ -587,6 +587,11 @@ impl Coordinator {
             .inner
             .run(&SCRIPTS.due, &[&expiry], &[&limit.to_string()])
             .await?;
+        if reply.status() == "corrupt" {
+            return Err(Error::Corrupt {
+                detail: reply.get(1).into(),
+            });
+        }
         Ok(reply.0.into_iter().skip(1).collect())
     }
 
@@ -604,7 +609,7 @@ impl Coordinator {
             .run(
                 &SCRIPTS.remove,
                 &[&keys.record, &keys.lease, &keys.expiry],
-                &[SCHEMA_VERSION, id, ""],
+                &[SCHEMA_VERSION, id, "", &self.inner.classes_arg],
             )
             .await?;
         match reply.status() {
@@ -753,6 +758,7 @@ impl Inner {
                 cut_reason(reason),
                 &self.channel,
                 &self.settings.outcome_retention.as_millis().to_string(),
+                &self.classes_arg,
             ],
         )
         .await
@@ -865,6 +871,7 @@ impl Inner {
                     cut_reason(reason),
                     &self.channel,
                     &self.settings.outcome_retention.as_millis().to_string(),
+                    &self.classes_arg,
                 ],
             )
             .await?;

@@ -3,11 +3,16 @@
 //! The stock deadpool-redis manager sends `UNWATCH` + `PING` on every
 //! checkout; on our hot path (one `EVALSHA` per call) that would triple the
 //! round trips. This manager creates connections with deadpool-redis and
-//! recycles them for free: a connection is dropped from the pool only after
-//! a call on it failed at the transport level. Everything that talks to
+//! recycles them for free. Health is learned from real calls instead: a
+//! transport failure on one connection usually means the server restarted
+//! or the network broke, so it retires that connection *and every
+//! connection created before it* (a generation counter), and the next
+//! checkout connects afresh instead of trying each dead one in turn. Everything that talks to
 //! Redis goes through [`Pool::query`], so a cluster connection can later
 //! slot in here without touching the coordinator's logic.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool::managed::{self, Manager, Metrics, RecycleError, RecycleResult};
@@ -19,11 +24,13 @@ use crate::error::Error;
 /// One pooled connection, marked broken after a transport error.
 pub(crate) struct Link {
     conn: MultiplexedConnection,
-    broken: bool,
+    generation: u64,
 }
 
 struct LinkManager {
     create: deadpool_redis::Manager,
+    /// Connections of an older generation than this are retired.
+    generation: Arc<AtomicU64>,
 }
 
 impl Manager for LinkManager {
@@ -31,18 +38,16 @@ impl Manager for LinkManager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<Link, RedisError> {
+        let generation = self.generation.load(Ordering::Acquire);
         let conn = self.create.create().await?;
-        Ok(Link {
-            conn,
-            broken: false,
-        })
+        Ok(Link { conn, generation })
     }
 
     async fn recycle(&self, link: &mut Link, _: &Metrics) -> RecycleResult<RedisError> {
-        // No round trip: a healthy multiplexed connection stays healthy
-        // until a call on it fails, and such a call marks it.
-        if link.broken {
-            Err(RecycleError::message("connection failed earlier"))
+        // No round trip: a connection is retired only when a real call on
+        // it, or on a younger one, failed at the transport level.
+        if link.generation < self.generation.load(Ordering::Acquire) {
+            Err(RecycleError::message("retired after a transport failure"))
         } else {
             Ok(())
         }
@@ -54,6 +59,7 @@ impl Manager for LinkManager {
 pub(crate) struct Pool {
     pool: managed::Pool<LinkManager>,
     client: redis::Client,
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -79,14 +85,23 @@ impl Pool {
             .set_response_timeout(Some(settings.response_timeout));
         let create = deadpool_redis::Manager::new_with_config(url, config)?;
         let client = redis::Client::open(url)?;
-        let pool = managed::Pool::builder(LinkManager { create })
+        let generation = Arc::new(AtomicU64::new(0));
+        let manager = LinkManager {
+            create,
+            generation: Arc::clone(&generation),
+        };
+        let pool = managed::Pool::builder(manager)
             .max_size(settings.size)
             .wait_timeout(Some(settings.connect_timeout + settings.response_timeout))
             .create_timeout(Some(settings.connect_timeout))
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::Pool(e.to_string()))?;
-        Ok(Pool { pool, client })
+        Ok(Pool {
+            pool,
+            client,
+            generation,
+        })
     }
 
     /// The client, for the dedicated notification connection.
@@ -108,7 +123,9 @@ impl Pool {
                     || e.is_timeout()
                     || e.is_unrecoverable_error()
                 {
-                    link.broken = true;
+                    // Retire this connection and all older ones.
+                    self.generation
+                        .fetch_max(link.generation + 1, Ordering::AcqRel);
                 }
                 Err(Error::Redis(e))
             }

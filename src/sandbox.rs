@@ -163,6 +163,9 @@ pub(crate) fn parse_record(
     }
     let f = |i: usize| reply.get(at + i);
     let state: State = f(0).parse().map_err(|e: String| corrupt(&e))?;
+    if f(1).is_empty() {
+        return Err(corrupt("the record has no execution id"));
+    }
     let end_ms: u64 = f(2)
         .parse()
         .map_err(|_| corrupt("end_ms is not a number"))?;

@@ -222,6 +222,7 @@ async fn pause_and_resume_atomically(redis: &TestRedis, coord: &Coordinator, fen
             "",
             &ns.channel(),
             "600000",
+            &lc.classes_arg(),
         ])
         .cmd("EVAL")
         .arg(SCRIPTS.register.source)
