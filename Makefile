@@ -63,7 +63,18 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# The demo runs against a private redis-server that sandboxctl starts on a
+# unix socket; install Debian's package first if it is missing.
 demo:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing redis-server (apt-get install redis-server)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+		else \
+			echo "redis-server is not installed: run 'sudo apt-get install redis-server' (Debian/Ubuntu), then 'make demo' again"; \
+			exit 1; \
+		fi; \
+	fi
 	$(CARGO) run --release --bin sandboxctl -- demo
 
 bench:
