@@ -522,7 +522,26 @@ impl Coordinator {
                     team: team.into(),
                     id: id.into(),
                 })?;
+            let stuck_unrecorded = matches!(
+                self.inner.lifecycle.class(sandbox.state),
+                crate::lifecycle::StateClass::InFlight(_)
+            ) && sandbox.fence > 0
+                && sandbox
+                    .last
+                    .as_ref()
+                    .is_none_or(|l| l.fence != sandbox.fence);
             match &sandbox.lease {
+                // The holder vanished and nobody has said so yet: record
+                // `abandoned` (fenced, atomic, published), then read again.
+                None if stuck_unrecorded => {
+                    let reply = self
+                        .inner
+                        .settle(&ctx, sandbox.fence, "expired", "lease expired")
+                        .await?;
+                    if !matches!(reply.status(), "outcome" | "live" | "unknown") {
+                        return Err(self.inner.error("settle", &ctx, &reply, None, None));
+                    }
+                }
                 None => return Ok(sandbox),
                 Some(lease) => {
                     self.inner

@@ -375,3 +375,33 @@ async fn manual_extend_moves_the_deadline() {
     );
     t.succeed().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_idle_records_abandoned_for_a_vanished_holder() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    coord.register(sandbox("s1", "e1")).await.unwrap();
+    let opts = BeginOptions::default()
+        .lease(Duration::from_millis(100))
+        .watchdog(false);
+    let t = started(coord.begin(TEAM, "s1", Action::Kill, opts).await.unwrap());
+    let fence = t.fence();
+    timeout(Duration::from_secs(5), t.lost())
+        .await
+        .expect("lease lost at its deadline");
+    std::mem::forget(t); // a dead holder: no Drop
+
+    let idle = coord
+        .wait_idle(TEAM, "s1", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        idle.state,
+        State::Killing,
+        "stuck, for a retry to start from"
+    );
+    let last = idle
+        .last
+        .expect("the vanished holder's outcome is recorded");
+    assert_eq!((last.fence, last.outcome), (fence, Outcome::Abandoned));
+}

@@ -1,1 +1,289 @@
-fn main() {}
+//! `sandboxctl`: the operator's and the newcomer's view of a
+//! sandbox-coordinator deployment.
+//!
+//! - `demo` races several simulated API servers over a fleet of sandboxes
+//!   and checks the coordinator's guarantees while they run ([`demo`]).
+//! - `inspect`, `list`, `transitions` read records, leases and outcomes
+//!   ([`sandboxes`], [`in_flight`]); `scripts` shows the Lua script cache
+//!   ([`script_cache`]); `abandon` repairs a stuck transition, fenced like
+//!   everything else ([`repair`]); `watch` tails outcome notifications
+//!   ([`watch`]).
+//!
+//! Without `--url` or `REDIS_URL` every command runs against a private
+//! `redis-server` on a unix socket in a temporary directory
+//! ([`embedded`]), stopped when sandboxctl exits, also on Ctrl-C. The
+//! process is arranged so that stopping it is done in exactly one place:
+//! `main` installs the signal handlers, starts the server, races the
+//! command against the signals, shuts the runtime down, and only then
+//! stops the server.
+//!
+//! (The modules live in `src/bin/sandboxctl/`; a binary's root file
+//! resolves `mod` next to itself, hence the `#[path]`s.)
+
+#[path = "sandboxctl/demo/mod.rs"]
+mod demo;
+#[path = "sandboxctl/embedded.rs"]
+mod embedded;
+#[path = "sandboxctl/in_flight.rs"]
+mod in_flight;
+#[path = "sandboxctl/output.rs"]
+mod output;
+#[path = "sandboxctl/repair.rs"]
+mod repair;
+#[path = "sandboxctl/sandboxes.rs"]
+mod sandboxes;
+#[path = "sandboxctl/script_cache.rs"]
+mod script_cache;
+#[path = "sandboxctl/server.rs"]
+mod server;
+#[path = "sandboxctl/table.rs"]
+mod table;
+#[path = "sandboxctl/watch.rs"]
+mod watch;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::embedded::EmbeddedRedis;
+use crate::server::Server;
+
+/// Namespace of the read and repair commands when `--namespace` is not given.
+const DEFAULT_NAMESPACE: &str = "sbx";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sandboxctl",
+    version,
+    about = "Inspect, repair and demonstrate sandbox lifecycle coordination over Redis",
+    long_about = "Inspect, repair and demonstrate sandbox lifecycle coordination over Redis.\n\n\
+        Without --url or REDIS_URL, sandboxctl starts a private redis-server on a unix socket \
+        in a temporary directory (no port, no persistence) and stops it when it exits. \
+        Start with `sandboxctl demo`."
+)]
+struct Cli {
+    /// Redis to use, e.g. redis://127.0.0.1:6379 or redis+unix:///path/to/sock.
+    /// Without it (and without REDIS_URL), a private embedded redis-server is used.
+    #[arg(long, env = "REDIS_URL", global = true, value_name = "URL")]
+    url: Option<String>,
+
+    /// Key namespace (prefix) of the deployment [default: sbx; the demo
+    /// defaults to a fresh demo-<hex> namespace].
+    #[arg(long, env = "SANDBOXCTL_NAMESPACE", global = true, value_name = "NS")]
+    namespace: Option<String>,
+
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Race simulated API servers over a fleet of sandboxes and check the
+    /// guarantees (one transition at a time, fencing, joiners' outcomes).
+    Demo(demo::DemoArgs),
+    /// Show one sandbox: record, lease, last outcome, tombstone TTL (one atomic read).
+    Inspect {
+        /// Team id.
+        team: String,
+        /// Sandbox id.
+        id: String,
+    },
+    /// List the sandboxes of a team.
+    List {
+        /// Team id.
+        team: String,
+    },
+    /// List every transition in flight, across teams, with age and TTL left.
+    Transitions,
+    /// Show the Lua scripts, their SHA1s and whether the server has them cached.
+    Scripts {
+        /// Load every script into the server's cache (SCRIPT LOAD) first.
+        #[arg(long)]
+        load: bool,
+        /// Exit non-zero unless every script is cached on the server.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Mark a stuck transition abandoned, only if FENCE is still the live
+    /// one, and wake its waiters.
+    Abandon {
+        /// Team id.
+        team: String,
+        /// Sandbox id.
+        id: String,
+        /// Fence of the transition to abandon (see `inspect`).
+        #[arg(long)]
+        fence: u64,
+        /// Reason recorded with the outcome.
+        #[arg(long, default_value = "abandoned by operator (sandboxctl)")]
+        reason: String,
+    },
+    /// Print transition outcomes as they are published.
+    Watch {
+        /// Only this team's sandboxes.
+        #[arg(long)]
+        team: Option<String>,
+        /// Exit after this many notifications.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+}
+
+/// How a command ended, when it did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Did what was asked.
+    Done,
+    /// Ran, but found what it was asked to check wrong (an invariant
+    /// violated, a script missing, a repair refused); already reported.
+    Failed,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let url = cli.url.clone().filter(|u| !u.trim().is_empty());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sandboxctl: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Handlers first, so a Ctrl-C while the embedded server starts is not
+    // lost (it would kill sandboxctl and leave the directory behind).
+    let mut signals = {
+        let _runtime = runtime.enter();
+        Signals::install()
+    };
+
+    // The embedded server is started from the main thread, which lives
+    // until the end: its parent-death signal is tied to the spawning thread.
+    let embedded = match url {
+        Some(_) => None,
+        None => match EmbeddedRedis::start() {
+            Ok(redis) => {
+                eprintln!(
+                    "sandboxctl: no --url or REDIS_URL: using a private redis-server (pid {}) \
+                     on {}; it stops when sandboxctl exits",
+                    redis.pid(),
+                    redis.socket().display()
+                );
+                Some(redis)
+            }
+            Err(e) => {
+                eprintln!("sandboxctl: {}", output::describe(&e));
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let url = match (url, &embedded) {
+        (Some(url), _) => url,
+        (None, Some(redis)) => redis.url(),
+        (None, None) => unreachable!("an embedded server is started when no URL is given"),
+    };
+
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = dispatch(cli, url, embedded.is_some()) => Ok(result),
+            signal = signals.next() => Err(signal),
+        }
+    });
+    // No task may still talk to Redis when the embedded server stops.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let code = match result {
+        Ok(Ok(Verdict::Done)) => ExitCode::SUCCESS,
+        Ok(Ok(Verdict::Failed)) => ExitCode::FAILURE,
+        Ok(Err(e)) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("sandboxctl: {}", output::describe(&e));
+            ExitCode::FAILURE
+        }
+        Err(signal) => {
+            eprintln!("sandboxctl: interrupted by {}", signal.name);
+            ExitCode::from(signal.exit_code)
+        }
+    };
+
+    if let Some(redis) = embedded {
+        let (pid, dir) = (redis.pid(), redis.dir().to_path_buf());
+        match redis.stop() {
+            Ok(()) => eprintln!(
+                "sandboxctl: stopped the private redis-server (pid {pid}) and removed {}",
+                dir.display()
+            ),
+            Err(e) => eprintln!(
+                "sandboxctl: stopping the private redis-server: {}",
+                output::describe(&e)
+            ),
+        }
+    }
+    code
+}
+
+async fn dispatch(cli: Cli, url: String, embedded: bool) -> anyhow::Result<Verdict> {
+    let json = cli.json;
+    if let Command::Demo(args) = cli.command {
+        return demo::run(&url, cli.namespace, embedded, &args, json).await;
+    }
+    let namespace = cli
+        .namespace
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    let server = Server::new(url, namespace)?;
+    match cli.command {
+        Command::Demo(_) => unreachable!("handled above"),
+        Command::Inspect { team, id } => sandboxes::inspect(&server, &team, &id, json).await,
+        Command::List { team } => sandboxes::list(&server, &team, json).await,
+        Command::Transitions => in_flight::transitions(&server, json).await,
+        Command::Scripts { load, check } => script_cache::scripts(&server, load, check, json).await,
+        Command::Abandon {
+            team,
+            id,
+            fence,
+            reason,
+        } => repair::abandon(&server, &team, &id, fence, &reason, json).await,
+        Command::Watch { team, count } => watch::watch(&server, team.as_deref(), count, json).await,
+    }
+}
+
+/// A signal that ends sandboxctl early.
+struct Shutdown {
+    name: &'static str,
+    exit_code: u8,
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, caught. If a handler cannot be installed,
+/// that signal keeps its default action (the process dies; the embedded
+/// server then gets its parent-death signal).
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Installs the handlers; needs a runtime context.
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Resolves at the first signal.
+    async fn next(&mut self) -> Shutdown {
+        let (interrupt, terminate) = (&mut self.interrupt, &mut self.terminate);
+        tokio::select! {
+            Some(()) = async { interrupt.as_mut()?.recv().await } => Shutdown { name: "Ctrl-C (SIGINT)", exit_code: 130 },
+            Some(()) = async { terminate.as_mut()?.recv().await } => Shutdown { name: "SIGTERM", exit_code: 143 },
+            else => std::future::pending().await,
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `scripts`: the compiled-in Lua scripts, their SHA1s (computed with
+//! sha1_smol, as `EVALSHA` needs them) and whether the server's script
+//! cache holds them. `--load` preloads them with `SCRIPT LOAD` and checks
+//! the server computed the same SHA1. Talks to Redis directly: building a
+//! coordinator would load the scripts and hide what the cache held.
+
+use anyhow::Context;
+use redis::Value;
+use sandbox_coordinator::Coordinator;
+use serde::Serialize;
+
+use crate::Verdict;
+use crate::output::{emit, emit_json};
+use crate::server::Server;
+use crate::table::Table;
+
+/// One script, as printed in JSON.
+#[derive(Debug, Serialize)]
+pub struct ScriptReport {
+    pub name: String,
+    pub sha1: String,
+    pub bytes: usize,
+    /// Whether `SCRIPT EXISTS` found it (after `--load`, if given).
+    pub cached: bool,
+    /// What `SCRIPT LOAD` replied (with `--load`).
+    pub loaded_sha1: Option<String>,
+}
+
+/// `sandboxctl scripts [--load] [--check]`.
+pub async fn scripts(
+    server: &Server,
+    load: bool,
+    check: bool,
+    json: bool,
+) -> anyhow::Result<Verdict> {
+    let scripts = Coordinator::scripts();
+    let mut conn = server.connection().await?;
+    let mut loaded = Vec::with_capacity(scripts.len());
+    for script in &scripts {
+        if !load {
+            loaded.push(None);
+            continue;
+        }
+        let reply: Value = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(script.source)
+            .query_async(&mut conn)
+            .await
+            .with_context(|| format!("SCRIPT LOAD {}.lua", script.name))?;
+        loaded.push(Some(match reply {
+            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            Value::SimpleString(s) => s,
+            other => format!("{other:?}"),
+        }));
+    }
+    let mut exists = redis::cmd("SCRIPT");
+    exists.arg("EXISTS");
+    for script in &scripts {
+        exists.arg(&script.sha);
+    }
+    let cached: Vec<bool> = exists
+        .query_async(&mut conn)
+        .await
+        .context("SCRIPT EXISTS")?;
+
+    let reports: Vec<ScriptReport> = scripts
+        .iter()
+        .zip(cached)
+        .zip(loaded)
+        .map(|((s, cached), loaded_sha1)| ScriptReport {
+            name: s.name.to_string(),
+            sha1: s.sha.clone(),
+            bytes: s.source.len(),
+            cached,
+            loaded_sha1,
+        })
+        .collect();
+    let mismatched: Vec<&ScriptReport> = reports
+        .iter()
+        .filter(|r| r.loaded_sha1.as_ref().is_some_and(|l| *l != r.sha1))
+        .collect();
+    let missing = reports.iter().filter(|r| !r.cached).count();
+
+    if json {
+        emit_json(&reports)?;
+    } else {
+        let mut table = Table::new(&["NAME", "SHA1", "BYTES", "CACHED"]).right_align(&[2]);
+        for r in &reports {
+            table.row(vec![
+                r.name.clone(),
+                r.sha1.clone(),
+                r.bytes.to_string(),
+                if r.cached { "yes" } else { "no" }.into(),
+            ]);
+        }
+        let mut text = table.render();
+        text.push_str(&format!(
+            "{} of {} scripts cached on the server{}\n",
+            reports.len() - missing,
+            reports.len(),
+            if load { " (after SCRIPT LOAD)" } else { "" }
+        ));
+        emit(&text)?;
+    }
+    for r in &mismatched {
+        eprintln!(
+            "sandboxctl: SCRIPT LOAD of {}.lua returned {}, but this build computes {}",
+            r.name,
+            r.loaded_sha1.as_deref().unwrap_or(""),
+            r.sha1
+        );
+    }
+    if check && missing > 0 {
+        eprintln!(
+            "sandboxctl: {missing} script(s) not cached; `sandboxctl scripts --load` loads them \
+             (the coordinator also reloads a missing script on its first use)"
+        );
+    }
+    Ok(if !mismatched.is_empty() || (check && missing > 0) {
+        Verdict::Failed
+    } else {
+        Verdict::Done
+    })
+}

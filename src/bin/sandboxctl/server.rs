@@ -1,0 +1,114 @@
+//! The Redis deployment a command talks to: its URL and namespace, a
+//! coordinator for reads and repairs, a plain connection for what the
+//! library does not cover (the script cache, key scans, pub/sub), and
+//! SCAN-based key listing — never `KEYS`, which blocks a production server.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context;
+use redis::aio::MultiplexedConnection;
+use sandbox_coordinator::Coordinator;
+use sandbox_coordinator::keys::Namespace;
+
+/// Bound on connecting and on each reply of the plain connection.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keys asked for per SCAN step.
+const SCAN_COUNT: usize = 1000;
+
+/// Where sandboxctl's commands go.
+pub struct Server {
+    url: String,
+    namespace: Namespace,
+}
+
+impl Server {
+    /// Checks the namespace; connects lazily.
+    pub fn new(url: String, namespace: String) -> anyhow::Result<Server> {
+        let namespace = Namespace::new(&namespace)?;
+        Ok(Server { url, namespace })
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    /// A coordinator on the namespace without a notification subscription:
+    /// the commands that use it read or repair once and never wait.
+    pub async fn coordinator(&self) -> anyhow::Result<Coordinator> {
+        Coordinator::builder(self.url.clone())
+            .namespace(self.namespace.prefix())
+            .notifications(false)
+            .pool_size(4)
+            .build()
+            .await
+            .with_context(|| format!("cannot connect to {}", self.url))
+    }
+
+    /// A plain multiplexed connection.
+    pub async fn connection(&self) -> anyhow::Result<MultiplexedConnection> {
+        let client = self.client()?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .with_context(|| format!("cannot connect to {}", self.url))
+    }
+
+    pub fn client(&self) -> anyhow::Result<redis::Client> {
+        redis::Client::open(self.url.as_str())
+            .with_context(|| format!("bad Redis URL {}", self.url))
+    }
+
+    /// Every key matching `pattern` (a SCAN `MATCH` glob), deduplicated
+    /// and sorted. SCAN may return a key twice; keys created or deleted
+    /// while it runs may or may not appear.
+    pub async fn scan(&self, pattern: &str) -> anyhow::Result<BTreeSet<String>> {
+        let mut conn = self.connection().await?;
+        let mut keys = BTreeSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .cursor_arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await
+                .with_context(|| format!("SCAN MATCH {pattern}"))?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// Escapes the characters a SCAN `MATCH` glob treats specially, so an id
+/// is matched literally.
+pub fn glob_escape(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_are_escaped() {
+        assert_eq!(glob_escape("team-1"), "team-1");
+        assert_eq!(glob_escape("a*b?c[d]e\\"), "a\\*b\\?c\\[d\\]e\\\\");
+    }
+}
