@@ -1,0 +1,759 @@
+//! The benchmark program: performance of `sandbox-coordinator` as ratios
+//! measured in one run against one Redis, because absolute times on shared
+//! machines drift.
+//!
+//! ```text
+//! make bench                                          # = cargo bench: full run, ~5-10 min
+//! cargo bench --bench coordination -- --quick         # smoke run, < 30 s (CI)
+//! cargo bench --bench coordination -- --docs          # full run, also rewrites docs/BENCHMARKS.md
+//! cargo bench --bench coordination -- --help          # every option
+//! ```
+//!
+//! Sections, one module each:
+//!
+//! - [`limit`]: raw `EVALSHA` of a trivial script through the same kind of
+//!   pool, and the single-connection round trip: the ceiling.
+//! - [`ours`]: uncontended `begin` + `succeed` through the library.
+//! - [`reference`]: the reference system's lock-based protocol, re-written
+//!   here for comparison only (clearly not the library).
+//! - [`commands`]: commands per transition from `INFO commandstats`.
+//! - [`wakeup`]: waiters joined on in-flight transitions: time from
+//!   `succeed` to each waiter's return, over pub/sub and poll-only.
+//! - [`scale`]: throughput and memory with 1e3, 1e5, 1e6 sandboxes.
+//! - [`report`] and [`plots`]: the tables, verdicts and SVGs.
+//!
+//! [`server`] starts the private `redis-server` (loopback TCP, free port,
+//! no persistence) unless `--url`/`REDIS_URL` names one; [`load`] is the
+//! closed-loop driver and the command pool; [`stats`] the percentiles.
+//!
+//! Throughput rounds are interleaved (limit, ours, baseline, limit, …) and
+//! the median per side is reported, so drift from other load on the machine
+//! hits all three alike.
+
+mod commands;
+mod limit;
+mod load;
+mod ours;
+mod plots;
+mod reference;
+mod report;
+mod scale;
+mod server;
+mod stats;
+mod wakeup;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use sandbox_coordinator::Coordinator;
+
+use crate::limit::Limit;
+use crate::ours::Fleet;
+use crate::reference::Reference;
+use crate::report::{Meta, Point, Results, Sequential};
+use crate::server::{Admin, Server};
+use crate::stats::Summary;
+use crate::wakeup::Path;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T> = std::result::Result<T, BoxError>;
+
+/// Benchmarks sandbox-coordinator against the raw Redis limit and the
+/// reference lock-based protocol, in one run on one Redis.
+#[derive(Parser, Debug)]
+#[command(name = "coordination")]
+struct Args {
+    /// Smoke mode: tiny sizes, well under 30 s (what CI runs).
+    #[arg(long)]
+    quick: bool,
+    /// Use this Redis instead of starting a private one. Nothing is flushed;
+    /// keys live under `bench<pid>-*` namespaces and are deleted at the end.
+    #[arg(long, env = "REDIS_URL", value_name = "URL")]
+    url: Option<String>,
+    /// Concurrencies of the throughput section (default 1,8,64,256).
+    #[arg(long, value_delimiter = ',')]
+    concurrency: Option<Vec<usize>>,
+    /// Seconds measured per throughput round and side (default 2).
+    #[arg(long)]
+    window: Option<f64>,
+    /// Interleaved rounds per concurrency (default 3).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Fleet sizes of the scale section (default 1000,100000,1000000).
+    #[arg(long, value_delimiter = ',')]
+    scale: Option<Vec<usize>>,
+    /// Only these sections.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Option<Vec<Section>>,
+    /// Tokio worker threads of the client (default: 2, this machine's cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Where report.md and the SVGs go.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench"))]
+    out: PathBuf,
+    /// Also rewrite the generated block of docs/BENCHMARKS.md and
+    /// docs/bench-throughput.svg, docs/bench-wakeup.svg.
+    #[arg(long)]
+    docs: bool,
+    /// Run even when not started by `cargo bench` (which passes --bench).
+    #[arg(long)]
+    run: bool,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Section {
+    Throughput,
+    Commands,
+    Wakeup,
+    Scale,
+}
+
+/// Sizes of one run.
+struct Plan {
+    concurrency: Vec<usize>,
+    warmup: Duration,
+    window: Duration,
+    rounds: usize,
+    /// Sequential latency: blocks × ops per block, per side.
+    seq_blocks: usize,
+    seq_block: usize,
+    /// Transitions counted for commands per transition.
+    count_n: u64,
+    /// (K waiters on one transition, rounds).
+    on_one: Vec<(usize, usize)>,
+    poll_k: usize,
+    many_sandboxes: usize,
+    many_waiters: usize,
+    poll_interval: Duration,
+    scale: Vec<usize>,
+    scale_sample: usize,
+    scale_rounds: usize,
+    teams: usize,
+}
+
+impl Plan {
+    fn new(args: &Args) -> Plan {
+        let mut p = if args.quick {
+            Plan {
+                concurrency: vec![1, 8, 64],
+                warmup: Duration::from_millis(100),
+                window: Duration::from_millis(300),
+                rounds: 1,
+                seq_blocks: 2,
+                seq_block: 150,
+                count_n: 50,
+                on_one: vec![(1, 5), (10, 3), (100, 2)],
+                poll_k: 100,
+                many_sandboxes: 100,
+                many_waiters: 2,
+                poll_interval: Duration::from_millis(250),
+                scale: vec![1_000, 10_000],
+                scale_sample: 1_024,
+                scale_rounds: 1,
+                teams: 10,
+            }
+        } else {
+            Plan {
+                concurrency: vec![1, 8, 64, 256],
+                warmup: Duration::from_millis(500),
+                window: Duration::from_secs(2),
+                rounds: 3,
+                seq_blocks: 6,
+                seq_block: 500,
+                count_n: 500,
+                on_one: vec![(1, 100), (10, 40), (100, 10), (1_000, 5)],
+                poll_k: 1_000,
+                many_sandboxes: 1_000,
+                many_waiters: 2,
+                poll_interval: Duration::from_secs(1),
+                scale: vec![1_000, 100_000, 1_000_000],
+                scale_sample: 4_096,
+                scale_rounds: 3,
+                teams: 10,
+            }
+        };
+        if let Some(c) = &args.concurrency {
+            p.concurrency = c.iter().copied().filter(|&c| c > 0).collect();
+        }
+        if let Some(w) = args.window {
+            p.window = Duration::from_secs_f64(w.max(0.05));
+        }
+        if let Some(r) = args.rounds {
+            p.rounds = r.max(1);
+        }
+        if let Some(s) = &args.scale {
+            p.scale = s.clone();
+            p.scale.sort_unstable();
+        }
+        p
+    }
+
+    fn steps(&self, on: impl Fn(Section) -> bool) -> u64 {
+        let mut n = 0;
+        if on(Section::Throughput) {
+            n += 2 + (self.concurrency.len() * self.rounds * 3) as u64;
+        }
+        if on(Section::Commands) {
+            n += 2;
+        }
+        if on(Section::Wakeup) {
+            n += self.on_one.len() as u64 + 3;
+        }
+        if on(Section::Scale) {
+            n += (self.scale.len() * (1 + self.scale_rounds)) as u64 + 1;
+        }
+        n
+    }
+}
+
+/// The progress bar; plain lines on stderr when it is not a terminal.
+struct Progress {
+    bar: ProgressBar,
+    plain: bool,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(steps: u64) -> Progress {
+        let plain = !std::io::stderr().is_terminal();
+        let bar = if plain {
+            ProgressBar::hidden()
+        } else {
+            let bar = ProgressBar::new(steps);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:32.cyan/blue}] {pos}/{len} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        };
+        Progress {
+            bar,
+            plain,
+            started: Instant::now(),
+        }
+    }
+
+    /// Announces the step about to run (and counts the previous one done).
+    fn step(&self, what: impl Into<String>) {
+        let what = what.into();
+        if self.plain {
+            eprintln!("[{:>5.1} s] {what}", self.started.elapsed().as_secs_f64());
+        }
+        self.bar.set_message(what);
+    }
+
+    fn done(&self) {
+        self.bar.inc(1);
+    }
+
+    fn note(&self, line: impl AsRef<str>) {
+        self.bar.suspend(|| eprintln!("{}", line.as_ref()));
+    }
+}
+
+fn main() {
+    // cargo-nextest lists the tests of every target, this one included
+    // (`--list --format terse`): there are none.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let args = Args::parse();
+    if !args.bench && !args.run && !args.quick {
+        eprintln!(
+            "coordination bench: run it with `make bench` or \
+             `cargo bench --bench coordination -- [--quick]` (or pass --run)"
+        );
+        return;
+    }
+    let threads = args.threads.unwrap_or(2).max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run(args, threads)) {
+        eprintln!("\nbench failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args, threads: usize) -> Result<()> {
+    let started = Instant::now();
+    let plan = Plan::new(&args);
+    let on = |s: Section| args.only.as_ref().is_none_or(|o| o.contains(&s));
+    let server = Server::start(args.url.clone())?;
+    let admin = Admin::connect(&server.url).await?;
+    let ns = Namespaces::new(server.private);
+    let mut results = Results {
+        meta: meta(&args, &admin, &server, threads).await?,
+        poll_interval: plan.poll_interval,
+        scale_teams: plan.teams,
+        scale_sample: plan.scale_sample,
+        ..Default::default()
+    };
+    eprintln!(
+        "coordination bench ({}): Redis {} on {}",
+        results.meta.mode, results.meta.redis_version, results.meta.transport
+    );
+    let progress = Progress::new(plan.steps(on));
+
+    let outcome = async {
+        if on(Section::Throughput) {
+            throughput(&plan, &server, &admin, &ns, &progress, &mut results).await?;
+        }
+        if on(Section::Commands) {
+            results.counts = Some(count(&plan, &server, &admin, &ns, &progress).await?);
+        }
+        if on(Section::Wakeup) {
+            wake(&plan, &server, &admin, &ns, &progress, &mut results).await?;
+        }
+        if on(Section::Scale) {
+            scale(&plan, &server, &admin, &ns, &progress, &mut results).await?;
+        }
+        Ok::<_, BoxError>(())
+    }
+    .await;
+    progress.bar.finish_and_clear();
+    if !server.private {
+        let deleted = admin.delete_matching(&format!("{}*", ns.base)).await?;
+        eprintln!("deleted {deleted} bench keys from the external server");
+    }
+    outcome?;
+
+    results.meta.load_after = loadavg();
+    results.meta.wall = started.elapsed();
+    let text = results.markdown();
+    println!("\n{text}");
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("report.md"), &text)?;
+    plots::throughput(&results, &args.out.join("bench-throughput.svg"))?;
+    plots::wakeup(&results, &args.out.join("bench-wakeup.svg"))?;
+    eprintln!("wrote {}/{{report.md, bench-*.svg}}", args.out.display());
+    if args.docs {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::create_dir_all(&docs)?;
+        let md = docs.join("BENCHMARKS.md");
+        let existing = std::fs::read_to_string(&md).ok();
+        std::fs::write(&md, report::splice_docs(existing, &text))?;
+        plots::throughput(&results, &docs.join("bench-throughput.svg"))?;
+        plots::wakeup(&results, &docs.join("bench-wakeup.svg"))?;
+        eprintln!("updated {} and its plots", md.display());
+    }
+    Ok(())
+}
+
+/// Key namespaces of each section (per process on a shared server).
+struct Namespaces {
+    base: String,
+    private: bool,
+}
+
+impl Namespaces {
+    fn new(private: bool) -> Namespaces {
+        Namespaces {
+            base: format!("bench{}-", std::process::id()),
+            private,
+        }
+    }
+
+    fn get(&self, section: &str) -> String {
+        // On the private server the scale section uses the library's
+        // default prefix, so key sizes are the production ones.
+        if self.private && section == "scale" {
+            return "sbx".into();
+        }
+        format!("{}{section}", self.base)
+    }
+}
+
+async fn coordinator(server: &Server, ns: &str, pool: usize) -> Result<Coordinator> {
+    Ok(Coordinator::builder(server.url.clone())
+        .namespace(ns)
+        .pool_size(pool)
+        .build()
+        .await?)
+}
+
+async fn meta(args: &Args, admin: &Admin, server: &Server, threads: usize) -> Result<Meta> {
+    let info = admin.info("server").await?;
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let passed: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let command = if passed.is_empty() {
+        "cargo bench --bench coordination".to_string()
+    } else {
+        format!("cargo bench --bench coordination -- {}", passed.join(" "))
+    };
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    Ok(Meta {
+        command,
+        mode: if args.quick { "quick" } else { "full" }.into(),
+        date,
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        redis_version: info.get("redis_version").cloned().unwrap_or_default(),
+        transport: server.transport.clone(),
+        threads,
+        load_before: loadavg(),
+        ..Default::default()
+    })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Sections 1–3: limit, ours and baseline, sequential and at each
+/// concurrency, interleaved.
+async fn throughput(
+    plan: &Plan,
+    server: &Server,
+    admin: &Admin,
+    ns: &Namespaces,
+    progress: &Progress,
+    results: &mut Results,
+) -> Result<()> {
+    let max_c = plan.concurrency.iter().copied().max().unwrap_or(1);
+    let fleet = Fleet::new(0, (16 * max_c).max(4_096), 16);
+    progress.step(format!("registering {} sandboxes", fleet.ids.len()));
+    let ours_ns = ns.get("tp");
+    let setup = coordinator(server, &ours_ns, 64).await?;
+    fleet.register(&setup, 64).await?;
+    drop(setup);
+    let reference_ns = ns.get("ref");
+    Reference::new(&server.url, 64, &reference_ns)
+        .await?
+        .seed(&fleet)
+        .await?;
+    progress.done();
+
+    progress.step("sequential latency (concurrency 1)");
+    let limit = Limit::new(&server.url, 1).await?;
+    let coord = coordinator(server, &ours_ns, 1).await?;
+    let reference = Reference::new(&server.url, 1, &reference_ns).await?;
+    let n = fleet.ids.len() as u64;
+    let pick = |i: u64| &fleet.ids[(i % n) as usize];
+    let (mut rtt, mut ping, mut o, mut b) = (vec![], vec![], vec![], vec![]);
+    let warm = plan.seq_block / 5;
+    for block in 0..plan.seq_blocks {
+        let w = if block == 0 { warm } else { 0 };
+        let off = (block * plan.seq_block) as u64;
+        rtt.extend(load::sequential(w, plan.seq_block, |_| limit.call()).await?);
+        ping.extend(load::sequential(w, plan.seq_block, |_| limit.ping()).await?);
+        o.extend(
+            load::sequential(w, plan.seq_block, |i| {
+                let (team, id) = pick(off + i);
+                ours::transition(&coord, team, id)
+            })
+            .await?,
+        );
+        b.extend(
+            load::sequential(w, plan.seq_block, |i| {
+                let (team, id) = pick(off + i);
+                reference.transition(team, id)
+            })
+            .await?,
+        );
+    }
+    reference.settle().await;
+    results.sequential = Some(Sequential {
+        rtt: Summary::of(&rtt),
+        ping: Summary::of(&ping),
+        ours: Summary::of(&o),
+        baseline: Summary::of(&b),
+    });
+    drop((coord, reference));
+    progress.done();
+
+    for &c in &plan.concurrency {
+        let limit = Arc::new(Limit::new(&server.url, c).await?);
+        let coord = coordinator(server, &ours_ns, c).await?;
+        let reference = Arc::new(Reference::new(&server.url, c, &reference_ns).await?);
+        let mut point = Point {
+            concurrency: c,
+            ..Default::default()
+        };
+        for r in 1..=plan.rounds {
+            let tag = format!("concurrency {c}, round {r}/{}", plan.rounds);
+            progress.step(format!("limit, {tag}"));
+            point
+                .limit
+                .push(limit.throughput(admin, c, plan.warmup, plan.window).await?);
+            progress.done();
+            progress.step(format!("ours, {tag}"));
+            point
+                .ours
+                .push(ours::throughput(&coord, &fleet, admin, c, plan.warmup, plan.window).await?);
+            progress.done();
+            progress.step(format!("baseline, {tag}"));
+            point.baseline.push(
+                reference
+                    .throughput(&fleet, admin, c, plan.warmup, plan.window)
+                    .await?,
+            );
+            reference.settle().await;
+            progress.done();
+        }
+        progress.note(format!(
+            "  c={c:<4} limit {:>8.0}/s  ours {:>8.0}/s  baseline {:>8.0}/s",
+            point.ceiling(),
+            point.ours(),
+            point.baseline()
+        ));
+        results.points.push(point);
+    }
+    Ok(())
+}
+
+/// Section 4: commands per transition, both protocols.
+async fn count(
+    plan: &Plan,
+    server: &Server,
+    admin: &Admin,
+    ns: &Namespaces,
+    progress: &Progress,
+) -> Result<report::Counts> {
+    let fleet = Fleet::new(0, 64, 4);
+    let (ours_ns, reference_ns) = (ns.get("count"), ns.get("countref"));
+    let coord = coordinator(server, &ours_ns, 1).await?;
+    fleet.register(&coord, 1).await?;
+    let reference = Reference::new(&server.url, 1, &reference_ns).await?;
+    reference.seed(&fleet).await?;
+    let pick = |i: u64| &fleet.ids[i as usize % fleet.ids.len()];
+    // One unmeasured transition each, so every connection exists already.
+    ours::transition(&coord, &pick(0).0, &pick(0).1).await?;
+    reference.transition(&pick(0).0, &pick(0).1).await?;
+    reference.settle().await;
+
+    let limit = Limit::new(&server.url, 1).await?;
+    limit.call().await?;
+
+    progress.step("commands per transition: ours");
+    let o = commands::count(
+        admin,
+        plan.count_n,
+        |i| {
+            let (team, id) = pick(i);
+            ours::transition(&coord, team, id)
+        },
+        || async {},
+    )
+    .await?;
+    progress.done();
+    progress.step("commands per transition: baseline");
+    let b = commands::count(
+        admin,
+        plan.count_n,
+        |i| {
+            let (team, id) = pick(i);
+            reference.transition(team, id)
+        },
+        || reference.settle(),
+    )
+    .await?;
+    // The limit's "transition": two trivial calls.
+    let l = commands::count(
+        admin,
+        plan.count_n,
+        |_| async {
+            limit.call().await?;
+            limit.call().await
+        },
+        || async {},
+    )
+    .await?;
+    progress.done();
+    Ok(report::Counts {
+        ours: o,
+        baseline: b,
+        limit: l,
+    })
+}
+
+/// Section 5: wake-up latency, pub/sub and poll only.
+async fn wake(
+    plan: &Plan,
+    server: &Server,
+    admin: &Admin,
+    ns: &Namespaces,
+    progress: &Progress,
+    results: &mut Results,
+) -> Result<()> {
+    let wake_ns = ns.get("wake");
+    let holder = coordinator(server, &wake_ns, 16).await?;
+    let waiters = coordinator(server, &wake_ns, 64).await?;
+    let fleet = Fleet::new(0, plan.many_sandboxes, 10);
+    let single = Fleet::new(plan.many_sandboxes, 1, 10);
+    fleet.register(&holder, 32).await?;
+    single.register(&holder, 1).await?;
+    let target = single.ids[0].clone();
+
+    for &(k, rounds) in &plan.on_one {
+        progress.step(format!(
+            "wake-up: {k} waiter(s) on one transition × {rounds}"
+        ));
+        let case = wakeup::joined_on_one(&holder, &waiters, &target, k, rounds, Path::PubSub, None)
+            .await?;
+        results.wake.push(case);
+        progress.done();
+    }
+    progress.step(format!(
+        "wake-up: {} sandboxes × {} waiters, pub/sub",
+        plan.many_sandboxes, plan.many_waiters
+    ));
+    let case = wakeup::many_sandboxes(
+        &holder,
+        &waiters,
+        &fleet,
+        plan.many_waiters,
+        Path::PubSub,
+        None,
+    )
+    .await?;
+    results.wake.push(case);
+    progress.done();
+    drop(waiters);
+
+    progress.step("wake-up: poll only (waiters may not subscribe)");
+    match wakeup::poll_only_user(admin, &server.url).await {
+        Ok(url) => {
+            let polled = Coordinator::builder(url)
+                .namespace(&wake_ns)
+                .pool_size(64)
+                .poll_interval(plan.poll_interval)
+                .connect_timeout(Duration::from_secs(1))
+                .build()
+                .await;
+            let outcome = async {
+                let polled = polled?;
+                let stagger = Some(plan.poll_interval);
+                let one = wakeup::joined_on_one(
+                    &holder,
+                    &polled,
+                    &target,
+                    plan.poll_k,
+                    1,
+                    Path::PollOnly,
+                    stagger,
+                )
+                .await?;
+                progress.done();
+                progress.step(format!(
+                    "wake-up: {} sandboxes × {} waiters, poll only",
+                    plan.many_sandboxes, plan.many_waiters
+                ));
+                let many = wakeup::many_sandboxes(
+                    &holder,
+                    &polled,
+                    &fleet,
+                    plan.many_waiters,
+                    Path::PollOnly,
+                    stagger,
+                )
+                .await?;
+                if polled.subscription_epoch() != 0 {
+                    return Err::<_, BoxError>(
+                        "the poll-only coordinator managed to subscribe: the ACL did not hold"
+                            .into(),
+                    );
+                }
+                Ok((one, many))
+            }
+            .await;
+            wakeup::drop_poll_only_user(admin).await;
+            let (one, many) = outcome?;
+            results.wake.push(one);
+            results.wake.push(many);
+        }
+        Err(e) => {
+            progress.note(format!("poll-only wake-up skipped: {e}"));
+            results.poll_note = Some(format!(
+                "not measured ({e}); needs a notifications switch in the library"
+            ));
+            progress.done();
+        }
+    }
+    progress.done();
+    Ok(())
+}
+
+/// Section 6: throughput and memory as the fleet grows.
+async fn scale(
+    plan: &Plan,
+    server: &Server,
+    admin: &Admin,
+    ns: &Namespaces,
+    progress: &Progress,
+    results: &mut Results,
+) -> Result<()> {
+    let scale_ns = ns.get("scale");
+    let mut scale = scale::Scale::new(&server.url, admin, &scale_ns, plan.teams).await?;
+    let coord = coordinator(server, &scale_ns, 64).await?;
+    let limit = Arc::new(Limit::new(&server.url, 64).await?);
+    for &n in &plan.scale {
+        progress.step(format!("scale: seeding to {n} sandboxes"));
+        let seed_secs = scale.grow(n).await?;
+        scale.check_layout(&coord).await?;
+        let (used_memory, bytes_per_sandbox) = scale.memory(admin).await?;
+        progress.done();
+        let fleet = scale.sample(plan.scale_sample);
+        let mut step = scale::Step {
+            sandboxes: n,
+            used_memory,
+            bytes_per_sandbox,
+            seed_secs,
+            ours: Vec::new(),
+            limit: Vec::new(),
+        };
+        for r in 1..=plan.scale_rounds {
+            progress.step(format!(
+                "scale: {n} sandboxes, round {r}/{}",
+                plan.scale_rounds
+            ));
+            step.limit.push(
+                limit
+                    .throughput(admin, 64, plan.warmup, plan.window)
+                    .await?,
+            );
+            step.ours
+                .push(ours::throughput(&coord, &fleet, admin, 64, plan.warmup, plan.window).await?);
+            progress.done();
+        }
+        progress.note(format!(
+            "  {n:>8} sandboxes: ours {:>8.0}/s, limit {:>8.0}/s, {:.0} B/sandbox",
+            report::median_rate(&step.ours),
+            report::median_rate(&step.limit) / 2.0,
+            bytes_per_sandbox
+        ));
+        results.scale.push(step);
+    }
+    progress.step("scale: key sizes");
+    results.key_sizes = Some(scale.key_sizes(admin, &coord).await?);
+    progress.done();
+    Ok(())
+}
