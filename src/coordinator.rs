@@ -307,6 +307,10 @@ impl Coordinator {
     /// resume). Refuses while a lease is live ([`Error::Busy`]), over a
     /// live record of another execution or a killed tombstone
     /// ([`Error::AlreadyExists`]); the same execution again is idempotent.
+    ///
+    /// Not retried internally: after a transport error ([`Error::Redis`])
+    /// the registration may or may not have happened; read the record (or
+    /// register the same execution again) to find out.
     pub async fn register(&self, new: NewSandbox) -> Result<(Sandbox, Registration)> {
         let keys = self.inner.ns.sandbox(&new.team, &new.id)?;
         validate_id("execution id", &new.execution)?;
@@ -325,7 +329,7 @@ impl Coordinator {
         };
         let reply = self
             .inner
-            .run(
+            .run_once(
                 &SCRIPTS.register,
                 &[&keys.record, &keys.lease, &keys.expiry],
                 &[
@@ -616,6 +620,10 @@ impl Coordinator {
 
     /// Deletes a sandbox's record and expiry entry. Refused while a
     /// transition holds the lease. Returns false if there was no record.
+    ///
+    /// Not retried internally: a retry after a lost reply could delete the
+    /// next incarnation's record. After a transport error the removal may
+    /// or may not have happened.
     pub async fn remove(&self, team: &str, id: &str) -> Result<bool> {
         let keys = self.inner.ns.sandbox(team, id)?;
         let ctx = Ctx {
@@ -625,7 +633,7 @@ impl Coordinator {
         };
         let reply = self
             .inner
-            .run(
+            .run_once(
                 &SCRIPTS.remove,
                 &[&keys.record, &keys.lease, &keys.expiry],
                 &[SCHEMA_VERSION, id, "", &self.inner.classes_arg],
@@ -725,14 +733,39 @@ pub(crate) fn cut_reason(reason: &str) -> &str {
 }
 
 impl Inner {
-    /// Runs a script, retrying transport failures twice: every script is
-    /// idempotent for the same arguments (begin through its holder id).
+    /// Runs a script, retrying transport failures twice. Only for scripts
+    /// that are idempotent for the same arguments: begin (through its
+    /// holder id), finish (the recorded outcome), extend, settle and the
+    /// reads. `register` and `remove` are not — a retry after a lost reply
+    /// could report `Busy` for a register that happened, or delete the next
+    /// incarnation — so they go through [`Inner::run_once`].
     pub(crate) async fn run(&self, script: &Script, keys: &[&str], args: &[&str]) -> Result<Reply> {
+        self.run_with_retries(script, keys, args, 2).await
+    }
+
+    /// Runs a script once; a transport error means its effect is unknown
+    /// and is returned as it is (retryable by the caller, who can re-read).
+    pub(crate) async fn run_once(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<Reply> {
+        self.run_with_retries(script, keys, args, 0).await
+    }
+
+    async fn run_with_retries(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+        retries: u32,
+    ) -> Result<Reply> {
         let mut backoff = Duration::from_millis(20);
         let mut attempt = 0;
         loop {
             match scripts::invoke(&self.pool, script, keys, args).await {
-                Err(e) if attempt < 2 && transport(&e) => {
+                Err(e) if attempt < retries && transport(&e) => {
                     tracing::debug!(script = script.name, error = %e, "retrying");
                     attempt += 1;
                     tokio::time::sleep(backoff).await;
