@@ -79,3 +79,21 @@ demo:
 
 bench:
 	$(CARGO) bench
+
+# The race-and-fault suite's soak profile (tests/linearizability.rs `soak`):
+# every scenario of tests/linearizability.rs and tests/faults.rs in turn,
+# with more clients, until DURATION has passed; a progress bar on a
+# terminal, and a summary table at the end (also in target/soak-summary.md).
+# `make soak DURATION=10m`. Runs under `cargo test`, not nextest, whose
+# slow-timeout would end a long run.
+DURATION ?= 10m
+.PHONY: soak
+ifeq ($(DOCKER_OK),yes)
+soak: redis-image
+endif
+soak:
+	@rc=0; \
+	echo "SOAK_DURATION=$(DURATION) REDIS_TEST_IMAGE=$(REDIS_TEST_IMAGE) $(CARGO) test --release --test linearizability -- --ignored --exact soak --nocapture"; \
+	SOAK_DURATION=$(DURATION) REDIS_TEST_IMAGE=$(REDIS_TEST_IMAGE) $(CARGO) test --release --test linearizability -- --ignored --exact soak --nocapture || rc=$$?; \
+	$(CLEAN_TEST_CONTAINERS); \
+	exit $$rc

@@ -1,0 +1,540 @@
+//! Linearizability of recorded histories: many coordinators (separate
+//! connections and subscriptions, like separate API servers), each with
+//! many tasks, race over the same sandboxes; every call's invocation,
+//! answer and times are recorded, and each sandbox's history is checked
+//! against the sequential model of `tests/history/model.rs` (built on
+//! `Lifecycle::decide`) with stateright's `LinearizabilityTester`.
+//!
+//! The checker is tested first on hand-made histories, including ones that
+//! are not linearizable, so that a checker that cannot fail cannot pass.
+//! `soak` (ignored; `make soak DURATION=10m`) runs every scenario of this
+//! file and of `tests/faults.rs` for longer with more clients.
+
+mod fixture;
+mod history;
+mod support;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use history::Handmade;
+use history::checker::{CHECK_BUDGET, check, check_sandbox_stateright};
+use history::model::{Op, Ret};
+use history::report::{Tally, progress_bar};
+use history::workload::{self, Profile};
+use sandbox_coordinator::{Action, Lifecycle, Outcome, State};
+
+// ----- the checker on hand-made histories ---------------------------------
+
+fn begin(action: Action, token: u64) -> Op {
+    Op::Begin { action, token }
+}
+
+fn finish(fence: u64, outcome: Outcome, reason: &str) -> Op {
+    Op::Finish {
+        fence,
+        outcome,
+        reason: reason.into(),
+    }
+}
+
+/// A sandbox registered at 0..1 ms by thread 0.
+fn registered() -> Handmade {
+    Handmade::default().call(
+        0,
+        0,
+        1,
+        Op::Register {
+            execution: "e".into(),
+        },
+        Some(Ret::Created),
+    )
+}
+
+/// The memoizing search's answer, after checking that stateright's
+/// `LinearizabilityTester` (the reference) gives the same one.
+fn linearizable(h: &Handmade) -> bool {
+    let verdict = check(h.entries(), &Lifecycle::sandbox());
+    assert_eq!(verdict.histories, 1);
+    let reference = check_sandbox_stateright(h.entries(), &Lifecycle::sandbox());
+    assert_eq!(
+        verdict.violations.is_empty(),
+        reference.is_ok(),
+        "the search and stateright's tester disagree: {:?} vs {reference:?}",
+        verdict.violations
+    );
+    verdict.violations.is_empty()
+}
+
+#[test]
+fn checker_accepts_joiners_and_waiters_linearized_at_the_leaders_finish() {
+    let h = registered()
+        .call(1, 2, 3, begin(Action::Pause, 1), Some(Ret::Started(5)))
+        .call(2, 4, 20, begin(Action::Pause, 2), Some(Ret::Joined(5)))
+        .call(
+            3,
+            5,
+            21,
+            begin(Action::Kill, 3),
+            Some(Ret::Absorbed(State::Paused)),
+        )
+        .call(
+            1,
+            10,
+            11,
+            finish(5, Outcome::Succeeded, ""),
+            Some(Ret::Finished),
+        )
+        .call(
+            4,
+            22,
+            23,
+            begin(Action::Pause, 4),
+            Some(Ret::AlreadyInState(State::Paused)),
+        );
+    assert!(linearizable(&h));
+}
+
+#[test]
+fn checker_rejects_two_overlapping_starts_on_one_sandbox() {
+    let h = registered()
+        .call(1, 2, 5, begin(Action::Pause, 1), Some(Ret::Started(5)))
+        .call(2, 3, 6, begin(Action::Kill, 2), Some(Ret::Started(6)))
+        .call(
+            1,
+            7,
+            8,
+            finish(5, Outcome::Succeeded, ""),
+            Some(Ret::Finished),
+        )
+        .call(
+            2,
+            7,
+            8,
+            finish(6, Outcome::Succeeded, ""),
+            Some(Ret::Finished),
+        );
+    assert!(!linearizable(&h));
+}
+
+#[test]
+fn checker_rejects_a_joiner_reporting_success_for_a_failed_leader() {
+    let failed_leader = |joiner: Ret| {
+        registered()
+            .call(1, 2, 3, begin(Action::Pause, 1), Some(Ret::Started(5)))
+            .call(2, 4, 20, begin(Action::Pause, 2), Some(joiner))
+            .call(
+                1,
+                10,
+                11,
+                finish(5, Outcome::Failed, "disk full"),
+                Some(Ret::Finished),
+            )
+    };
+    assert!(!linearizable(&failed_leader(Ret::Joined(5))));
+    assert!(!linearizable(&failed_leader(Ret::TransitionFailed {
+        fence: 5,
+        reason: "another reason".into(),
+    })));
+    assert!(linearizable(&failed_leader(Ret::TransitionFailed {
+        fence: 5,
+        reason: "disk full".into(),
+    })));
+}
+
+#[test]
+fn checker_rejects_a_kill_absorbed_by_a_pause_that_failed() {
+    let h = registered()
+        .call(1, 2, 3, begin(Action::Pause, 1), Some(Ret::Started(5)))
+        .call(
+            2,
+            4,
+            20,
+            begin(Action::Kill, 2),
+            Some(Ret::Absorbed(State::Paused)),
+        )
+        .call(
+            1,
+            10,
+            11,
+            finish(5, Outcome::Failed, "x"),
+            Some(Ret::Finished),
+        );
+    assert!(!linearizable(&h));
+}
+
+#[test]
+fn checker_rejects_a_reused_or_smaller_fence() {
+    let again = |fence: u64| {
+        registered()
+            .call(1, 2, 3, begin(Action::Snapshot, 1), Some(Ret::Started(5)))
+            .call(
+                1,
+                4,
+                5,
+                finish(5, Outcome::Succeeded, ""),
+                Some(Ret::Finished),
+            )
+            .call(
+                2,
+                6,
+                7,
+                begin(Action::Snapshot, 2),
+                Some(Ret::Started(fence)),
+            )
+    };
+    assert!(!linearizable(&again(5)));
+    assert!(!linearizable(&again(4)));
+    assert!(linearizable(&again(9)));
+}
+
+#[test]
+fn checker_rejects_a_stale_holder_finishing_after_a_newer_start() {
+    let stale = |answer: Ret| {
+        registered()
+            .begin_with_lease(
+                1,
+                2,
+                3,
+                begin(Action::Pause, 1),
+                Some(Ret::Started(5)),
+                Duration::from_millis(100),
+            )
+            // After the lease could have run out: the kill cleans up.
+            .call(2, 200, 201, begin(Action::Kill, 2), Some(Ret::Started(6)))
+            .call(1, 300, 301, finish(5, Outcome::Succeeded, ""), Some(answer))
+    };
+    assert!(!linearizable(&stale(Ret::Finished)));
+    assert!(linearizable(&stale(Ret::Fenced)));
+}
+
+#[test]
+fn checker_rejects_a_start_before_the_lease_could_have_expired() {
+    let h = registered()
+        .begin_with_lease(
+            1,
+            2,
+            3,
+            begin(Action::Pause, 1),
+            Some(Ret::Started(5)),
+            Duration::from_millis(100),
+        )
+        .call(2, 50, 51, begin(Action::Kill, 2), Some(Ret::Started(6)));
+    assert!(!linearizable(&h));
+}
+
+#[test]
+fn checker_rejects_success_reported_for_a_holder_that_died() {
+    let died = |joiner: Ret| {
+        registered()
+            .begin_with_lease(
+                1,
+                2,
+                3,
+                begin(Action::Pause, 1),
+                Some(Ret::Started(5)),
+                Duration::from_millis(100),
+            )
+            .call(2, 4, 300, begin(Action::Pause, 2), Some(joiner))
+    };
+    assert!(!linearizable(&died(Ret::Joined(5))));
+    assert!(linearizable(&died(Ret::Abandoned(5))));
+}
+
+#[test]
+fn checker_lets_a_call_with_an_unknown_answer_take_effect_or_not() {
+    // Not applied: a later pause starts.
+    let h = registered()
+        .call(1, 2, 3, begin(Action::Pause, 1), None)
+        .call(2, 10, 11, begin(Action::Pause, 2), Some(Ret::Started(7)));
+    assert!(linearizable(&h));
+    // Applied with a fence nobody saw: a read shows its lease.
+    let h = registered()
+        .call(1, 2, 3, begin(Action::Pause, 1), None)
+        .call(
+            2,
+            10,
+            11,
+            Op::Get,
+            Some(Ret::Record {
+                state: State::Pausing,
+                execution: "e".into(),
+                fence: 9,
+                lease: Some(9),
+            }),
+        );
+    assert!(linearizable(&h));
+    // But nothing explains a kill's lease.
+    let h = registered()
+        .call(1, 2, 3, begin(Action::Pause, 1), None)
+        .call(
+            2,
+            10,
+            11,
+            Op::Get,
+            Some(Ret::Record {
+                state: State::Killing,
+                execution: "e".into(),
+                fence: 9,
+                lease: Some(9),
+            }),
+        );
+    assert!(!linearizable(&h));
+}
+
+#[test]
+fn checker_lets_a_settled_unknown_call_take_effect_only_within_its_window() {
+    let seen = |lease: Option<u64>, at: u64| {
+        let h = registered()
+            .call(1, 2, 10, begin(Action::Pause, 1), None)
+            .settled();
+        let state = if lease.is_some() {
+            State::Pausing
+        } else {
+            State::Running
+        };
+        let h = h.call(
+            2,
+            at,
+            at + 1,
+            Op::Get,
+            Some(Ret::Record {
+                state,
+                execution: "e".into(),
+                fence: lease.unwrap_or(0),
+                lease,
+            }),
+        );
+        linearize_only(&h)
+    };
+    assert!(seen(None, 20), "it may have taken no effect");
+    assert!(seen(Some(9), 20), "or started a transition nobody saw");
+    // Not before it was invoked.
+    let h = registered()
+        .call(
+            2,
+            1,
+            1,
+            Op::Get,
+            Some(Ret::Record {
+                state: State::Pausing,
+                execution: "e".into(),
+                fence: 9,
+                lease: Some(9),
+            }),
+        )
+        .call(1, 2, 10, begin(Action::Pause, 1), None)
+        .settled();
+    assert!(!linearize_only(&h));
+    // Nor after its window: a read after it saw it had no effect, and a
+    // later read cannot see its lease.
+    let h = registered()
+        .call(1, 2, 10, begin(Action::Pause, 1), None)
+        .settled()
+        .call(
+            2,
+            11,
+            12,
+            Op::Get,
+            Some(Ret::Record {
+                state: State::Running,
+                execution: "e".into(),
+                fence: 0,
+                lease: None,
+            }),
+        )
+        .call(
+            2,
+            20,
+            21,
+            Op::Get,
+            Some(Ret::Record {
+                state: State::Pausing,
+                execution: "e".into(),
+                fence: 9,
+                lease: Some(9),
+            }),
+        );
+    assert!(!linearize_only(&h));
+}
+
+/// The memoizing search alone (stateright's tester knows no settled
+/// unknown calls).
+fn linearize_only(h: &Handmade) -> bool {
+    check(h.entries(), &Lifecycle::sandbox())
+        .violations
+        .is_empty()
+}
+
+#[test]
+fn checker_explains_a_restart_that_lost_the_data_only_with_a_lose() {
+    let after_restart = |with_lose: bool| {
+        let h = registered()
+            .call(1, 2, 3, begin(Action::Snapshot, 1), Some(Ret::Started(5)))
+            .call(
+                1,
+                4,
+                5,
+                finish(5, Outcome::Succeeded, ""),
+                Some(Ret::Finished),
+            );
+        let h = if with_lose {
+            h.call(9, 10, 20, Op::Lose, Some(Ret::Done))
+        } else {
+            h
+        };
+        h.call(2, 30, 31, Op::Get, Some(Ret::NotFound))
+            .call(
+                2,
+                32,
+                33,
+                Op::Register {
+                    execution: "e2".into(),
+                },
+                Some(Ret::Created),
+            )
+            .call(2, 34, 35, begin(Action::Pause, 2), Some(Ret::Started(1)))
+    };
+    assert!(linearizable(&after_restart(true)));
+    assert!(!linearizable(&after_restart(false)));
+}
+
+// ----- real races ------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn race_histories_of_four_coordinators_are_linearizable() {
+    let profile = Profile::ci();
+    eprintln!("seed {} (rerun with RACE_SEED={0})", profile.seed);
+    let out = workload::race(&profile).await;
+    out.assert_clean();
+    assert!(out.tally.started > 0 && out.tally.joined + out.tally.absorbed > 0);
+    assert!(out.tally.histories >= profile.sandboxes as u64);
+}
+
+/// The checker on a real run of a deliberately broken coordinator: its rule
+/// table lets a kill start while a pause holds the lease (the effect of
+/// skipping the lease check in begin.lua for that cell). Checked against
+/// the contract's table, the run must be rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checker_catches_a_coordinator_that_starts_a_kill_over_a_live_pause() {
+    let profile = Profile::ci();
+    let out = workload::race_with_broken_rule(&profile).await;
+    eprintln!("{}", out.tally.table("broken rule"));
+    assert!(
+        !out.violations.is_empty(),
+        "the checker accepted a run where kills start over live pauses"
+    );
+    let first = &out.violations[0];
+    eprintln!(
+        "{} of {} histories rejected; first, sandbox {} ({}):\n{}",
+        out.violations.len(),
+        out.tally.histories,
+        first.sandbox,
+        first.why,
+        first.history
+    );
+}
+
+// ----- soak --------------------------------------------------------------------
+
+/// Every scenario of the suite, in turn, each for a slice, until
+/// `SOAK_DURATION` (humantime, e.g. `10m`) has passed; a progress bar while
+/// it runs and the summary table at the end (also written to
+/// `target/soak-summary.md`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: make soak DURATION=10m"]
+async fn soak() {
+    let duration = std::env::var("SOAK_DURATION")
+        .ok()
+        .map(|d| humantime::parse_duration(&d).expect("SOAK_DURATION like 10m"))
+        .unwrap_or(Duration::from_secs(600));
+    let slice = (duration / 12).clamp(Duration::from_secs(10), Duration::from_secs(60));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let profile = Profile::soak(slice, Arc::clone(&tally));
+    eprintln!(
+        "soak: {duration:?}, {} coordinators x {} tasks over {} sandboxes per round, \
+         slices of {slice:?}, seed {} (check budget {CHECK_BUDGET:?} per history)",
+        profile.coordinators, profile.tasks_per_coordinator, profile.sandboxes, profile.seed
+    );
+    let bar = progress_bar(duration);
+    let began = Instant::now();
+    let ticker = {
+        let (bar, tally) = (bar.clone(), Arc::clone(&tally));
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(began.elapsed().as_secs());
+                let t = tally.lock().unwrap_or_else(PoisonError::into_inner).brief();
+                bar.set_message(t);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let mut problems = Vec::new();
+    let mut violations = Vec::new();
+    let mut turn = 0usize;
+    while began.elapsed() < duration {
+        let out = match turn % 8 {
+            0 => workload::race(&profile).await,
+            1 => workload::pubsub_kills(&profile).await,
+            2 => workload::dying_and_stalling_holders(&profile).await,
+            3 => workload::chaos_proxy(&profile).await,
+            4 => workload::redis_paused(&profile).await,
+            5 => workload::redis_restart(&profile, false).await,
+            6 => workload::redis_restart(&profile, true).await,
+            _ => workload::child_holders(&profile, 4).await,
+        };
+        let line = format!(
+            "{:<28} {:>3} rounds {:>7.1?}  violations {}  problems {}",
+            out.scenario,
+            out.rounds,
+            out.took,
+            out.violations.len(),
+            out.problems.len()
+        );
+        if bar.is_hidden() {
+            eprintln!("{line}"); // no terminal: no bar, plain lines
+        } else {
+            bar.println(line);
+        }
+        problems.extend(
+            out.problems
+                .iter()
+                .map(|p| format!("{}: {p}", out.scenario)),
+        );
+        violations.extend(out.violations.into_iter().map(|mut v| {
+            v.sandbox = format!("{}/{}", out.scenario, v.sandbox);
+            v
+        }));
+        turn += 1;
+    }
+    ticker.abort();
+    bar.finish_and_clear();
+    let tally = tally.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let title = format!(
+        "soak summary: {:.1?} (SOAK_DURATION={duration:?}), seed {}",
+        began.elapsed(),
+        profile.seed
+    );
+    let table = tally.table(&title);
+    println!("{table}");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let _ = std::fs::create_dir_all(&target);
+    let _ = std::fs::write(target.join("soak-summary.md"), &table);
+    for p in problems.iter().take(20) {
+        println!("problem: {p}");
+    }
+    for v in violations.iter().take(3) {
+        println!("--- sandbox {}: {}\n{}", v.sandbox, v.why, v.history);
+    }
+    let all: String = violations
+        .iter()
+        .map(|v| format!("--- sandbox {}: {}\n{}\n", v.sandbox, v.why, v.history))
+        .collect();
+    let _ = std::fs::write(target.join("soak-violations.txt"), all);
+    assert!(
+        violations.is_empty() && problems.is_empty(),
+        "soak: {} violations, {} problems",
+        violations.len(),
+        problems.len()
+    );
+}
