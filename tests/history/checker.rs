@@ -35,8 +35,26 @@ pub const CHECK_BUDGET: Duration = Duration::from_secs(60);
 pub struct Violation {
     pub sandbox: String,
     pub why: String,
-    /// The history, one call per line, by invocation time.
+    /// The whole history, one call per line, by invocation time (the
+    /// format [`super::replay::parse`] reads).
     pub history: String,
+}
+
+impl Violation {
+    /// The history's first 400 lines, for messages.
+    pub fn excerpt(&self) -> String {
+        let mut out: String = self
+            .history
+            .lines()
+            .take(400)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let more = self.history.lines().count().saturating_sub(400);
+        if more > 0 {
+            let _ = writeln!(out, "  ... {more} more");
+        }
+        out
+    }
 }
 
 /// The result of checking every sandbox of a run.
@@ -63,7 +81,7 @@ impl Verdict {
             self.histories
         );
         for v in self.violations.iter().take(3) {
-            let _ = writeln!(msg, "--- sandbox {}: {}\n{}", v.sandbox, v.why, v.history);
+            let _ = writeln!(msg, "--- sandbox {}: {}\n{}", v.sandbox, v.why, v.excerpt());
         }
         panic!("{msg}");
     }
@@ -91,7 +109,7 @@ pub fn check_with_budget(entries: &[Entry], lifecycle: &Lifecycle, budget: Durat
             verdict.violations.push(Violation {
                 sandbox,
                 why,
-                history: render(&history),
+                history: render_all(&history),
             });
         }
     }
@@ -273,14 +291,74 @@ fn linearize(
     let words = calls.len().div_ceil(64);
     let mut done = vec![0u64; words];
     let mut cache: HashSet<(Vec<u64>, SandboxSpec)> = HashSet::new();
-    // (event node of the call, state before it, variant: 0 = its effect,
-    // 1 = no effect, for a settled call whose answer is unknown)
-    let mut stack: Vec<(usize, SandboxSpec, u8)> = Vec::new();
     let mut state = init;
     let mut returns_left = return_of.iter().filter(|r| **r != NIL).count();
     let mut linearized = 0usize;
-    let mut at = next[0];
-    let mut variant = 0u8;
+    // The calls that may go next: those before the first return event
+    // left, earliest return first (a call that must be linearized soon is
+    // tried first, which avoids most dead ends when many calls overlap;
+    // the states explored are the same, only their order changes).
+    let candidates = |next: &Vec<usize>| {
+        let mut out = Vec::new();
+        let mut at = next[0];
+        while at != NIL && node(at).1 == 0 {
+            out.push(at);
+            at = next[at];
+        }
+        out.sort_by_key(|&at| (return_of[node(at).2], at));
+        out
+    };
+    struct Frame {
+        cands: Vec<usize>,
+        pos: usize,
+        // 0 = the call's effect, 1 = no effect (a settled unknown call)
+        variant: u8,
+        // The first candidate leaves the state as it is: the only choice
+        // (see `new_frame`).
+        forced: bool,
+    }
+    // A new frame. Partial-order reduction: an answered call whose step is
+    // valid now and leaves the model state unchanged (a join, a refusal, a
+    // read) can go first without losing any linearization. If one exists
+    // that places it later, moving it to the front keeps every other step
+    // valid (same state before each) and respects real time (it is a
+    // candidate: every call that returned before it was invoked is already
+    // linearized). So it becomes the frame's only choice; this is what
+    // keeps dozens of overlapping joiners from costing 2^n subsets.
+    let new_frame = |next: &Vec<usize>, state: &SandboxSpec| {
+        let mut cands = candidates(next);
+        let neutral = cands.iter().position(|&at| {
+            let e = calls[node(at).2];
+            e.ret.as_ref().is_some_and(|ret| {
+                let mut after = state.clone();
+                after.is_valid_step(&e.op, ret) && after == *state
+            })
+        });
+        if let Some(i) = neutral {
+            cands.swap(0, i);
+        }
+        Frame {
+            cands,
+            pos: 0,
+            variant: 0,
+            forced: neutral.is_some(),
+        }
+    };
+    let advance = |f: &mut Frame, return_of: &Vec<usize>| {
+        if f.forced {
+            f.pos = f.cands.len();
+            return;
+        }
+        let c = node(f.cands[f.pos]).2;
+        if f.variant == 0 && calls[c].ret.is_none() && return_of[c] != NIL {
+            f.variant = 1;
+        } else {
+            f.pos += 1;
+            f.variant = 0;
+        }
+    };
+    let mut frames = vec![new_frame(&next, &state)];
+    let mut applied: Vec<(usize, SandboxSpec)> = Vec::new();
     let started = Instant::now();
     let mut steps = 0u64;
     while returns_left > 0 {
@@ -291,46 +369,11 @@ fn linearize(
                 cache.len()
             ));
         }
-        let is_call = at != NIL && node(at).1 == 0;
-        if is_call {
-            let c = node(at).2;
-            let e = calls[c];
-            let mut after = state.clone();
-            let valid = match (&e.ret, variant) {
-                (Some(ret), _) => after.is_valid_step(&e.op, ret),
-                (None, 0) => {
-                    after.invoke(&e.op);
-                    true
-                }
-                (None, _) => true, // settled without effect
-            };
-            if valid {
-                let mut key = done.clone();
-                key[c / 64] |= 1 << (c % 64);
-                if cache.insert((key.clone(), after.clone())) {
-                    stack.push((at, std::mem::replace(&mut state, after), variant));
-                    done = key;
-                    linearized += 1;
-                    unlink(&mut next, &mut prev, at);
-                    if return_of[c] != NIL {
-                        unlink(&mut next, &mut prev, return_of[c]);
-                        returns_left -= 1;
-                    }
-                    at = next[0];
-                    variant = 0;
-                    continue;
-                }
-            }
-            // A settled unknown call may also take no effect here.
-            if variant == 0 && e.ret.is_none() && return_of[c] != NIL {
-                variant = 1;
-                continue;
-            }
-            variant = 0;
-            at = next[at];
-        } else {
-            // A return event (or the end) reached: the latest choice was wrong.
-            let Some((call_at, before, tried)) = stack.pop() else {
+        let frame = frames.last_mut().expect("a frame");
+        if frame.pos >= frame.cands.len() {
+            // Every choice here failed: undo the one that led here.
+            frames.pop();
+            let Some((call_at, before)) = applied.pop() else {
                 return Err("no linearization exists".into());
             };
             let c = node(call_at).2;
@@ -342,20 +385,56 @@ fn linearize(
                 returns_left += 1;
             }
             relink(&mut next, &mut prev, call_at);
-            if tried == 0 && calls[c].ret.is_none() && return_of[c] != NIL {
-                at = call_at;
-                variant = 1;
-            } else {
-                at = next[call_at];
-                variant = 0;
+            let parent = frames.last_mut().expect("the frame that chose it");
+            advance(parent, &return_of);
+            continue;
+        }
+        let at = frame.cands[frame.pos];
+        let c = node(at).2;
+        let e = calls[c];
+        let mut after = state.clone();
+        let valid = match (&e.ret, frame.variant) {
+            (Some(ret), _) => after.is_valid_step(&e.op, ret),
+            (None, 0) => {
+                after.invoke(&e.op);
+                true
+            }
+            (None, _) => true, // settled without effect
+        };
+        if valid {
+            let mut key = done.clone();
+            key[c / 64] |= 1 << (c % 64);
+            if cache.insert((key.clone(), after.clone())) {
+                applied.push((at, std::mem::replace(&mut state, after)));
+                done = key;
+                linearized += 1;
+                unlink(&mut next, &mut prev, at);
+                if return_of[c] != NIL {
+                    unlink(&mut next, &mut prev, return_of[c]);
+                    returns_left -= 1;
+                }
+                frames.push(new_frame(&next, &state));
+                continue;
             }
         }
+        advance(frame, &return_of);
     }
     Ok(linearized)
 }
 
-/// One call per line, by invocation time, times in ms from the first call.
+/// One call per line, by invocation time, times in ms from the first call
+/// (the first 400 calls; [`render_all`] for every one). The format
+/// [`super::replay::parse`] reads back.
 pub fn render(history: &[Entry]) -> String {
+    render_first(history, 400)
+}
+
+/// Every call of the history, one per line.
+pub fn render_all(history: &[Entry]) -> String {
+    render_first(history, usize::MAX)
+}
+
+fn render_first(history: &[Entry], limit: usize) -> String {
     let mut sorted: Vec<&Entry> = history.iter().collect();
     sorted.sort_by_key(|e| (e.invoked, e.returned));
     let Some(origin) = sorted.first().map(|e| e.invoked) else {
@@ -363,11 +442,14 @@ pub fn render(history: &[Entry]) -> String {
     };
     let ms = |t: Instant| t.saturating_duration_since(origin).as_secs_f64() * 1000.0;
     let mut out = String::new();
-    for e in sorted.iter().take(400) {
+    for e in sorted.iter().take(limit) {
         let ret = match (&e.ret, &e.error) {
             (Some(r), _) => format!("{r:?}"),
-            (None, Some(err)) => format!("? ({err})"),
-            (None, None) => "? (in flight)".into(),
+            (None, err) => {
+                let settled = if e.settled { " settled" } else { "" };
+                let why = err.as_deref().unwrap_or("in flight").replace('\n', " ");
+                format!("?{settled} ({why})")
+            }
         };
         let coord = if e.coordinator == usize::MAX {
             "  -".to_string()
@@ -383,8 +465,8 @@ pub fn render(history: &[Entry]) -> String {
             e.op
         );
     }
-    if sorted.len() > 400 {
-        let _ = writeln!(out, "  ... {} more", sorted.len() - 400);
+    if sorted.len() > limit {
+        let _ = writeln!(out, "  ... {} more", sorted.len() - limit);
     }
     out
 }

@@ -10,12 +10,14 @@
 //! - [`workload`]: the racing clients and the fault schedules, as
 //!   functions of a [`workload::Profile`] (CI: short and bounded; soak:
 //!   `SOAK_DURATION`, more clients);
-//! - [`report`]: counters, the progress bar and the summary table.
+//! - [`report`]: counters, the progress bar and the summary table;
+//! - [`replay`]: reads a rendered history back, to replay it as a test.
 #![allow(dead_code)]
 
 pub mod checker;
 pub mod model;
 pub mod recorder;
+pub mod replay;
 pub mod report;
 pub mod workload;
 
