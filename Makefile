@@ -86,7 +86,12 @@ bench:
 # terminal, and a summary table at the end (also in target/soak-summary.md).
 # `make soak DURATION=10m`. Runs under `cargo test`, not nextest, whose
 # slow-timeout would end a long run.
+# With Docker the soak insists on containers (no silent native fallback,
+# which cannot pause).
 DURATION ?= 10m
+ifeq ($(DOCKER_OK),yes)
+SOAK_BACKEND := REDIS_TEST_BACKEND=container
+endif
 .PHONY: soak
 ifeq ($(DOCKER_OK),yes)
 soak: redis-image
@@ -94,6 +99,6 @@ endif
 soak:
 	@rc=0; \
 	echo "SOAK_DURATION=$(DURATION) REDIS_TEST_IMAGE=$(REDIS_TEST_IMAGE) $(CARGO) test --release --test linearizability -- --ignored --exact soak --nocapture"; \
-	SOAK_DURATION=$(DURATION) REDIS_TEST_IMAGE=$(REDIS_TEST_IMAGE) $(CARGO) test --release --test linearizability -- --ignored --exact soak --nocapture || rc=$$?; \
+	SOAK_DURATION=$(DURATION) REDIS_TEST_IMAGE=$(REDIS_TEST_IMAGE) $(SOAK_BACKEND) $(CARGO) test --release --test linearizability -- --ignored --exact soak --nocapture || rc=$$?; \
 	$(CLEAN_TEST_CONTAINERS); \
 	exit $$rc

@@ -25,21 +25,18 @@ use support::TestRedis;
 use tokio::time::{Instant, timeout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: the recorder models register/remove as retried after transport errors, which the library no longer does; a history check under faults was rejected once in two CI runs (see docs/RELIABILITY.md) — run with --run-ignored all"]
 async fn redis_paused_longer_than_the_lease_keeps_calls_bounded_and_histories_linearizable() {
     let out = workload::redis_paused(&Profile::ci()).await;
     out.assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: the recorder models register/remove as retried after transport errors, which the library no longer does; a history check under faults was rejected once in two CI runs (see docs/RELIABILITY.md) — run with --run-ignored all"]
 async fn redis_restart_without_persistence_is_explained_by_lost_data_and_recovers() {
     let out = workload::redis_restart(&Profile::ci(), false).await;
     out.assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: the recorder models register/remove as retried after transport errors, which the library no longer does; a history check under faults was rejected once in two CI runs (see docs/RELIABILITY.md) — run with --run-ignored all"]
 async fn redis_restart_with_aof_loses_nothing_acknowledged() {
     let out = workload::redis_restart(&Profile::ci(), true).await;
     out.assert_clean();
@@ -52,7 +49,6 @@ async fn notification_connections_killed_repeatedly_leave_no_waiter_hanging() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: the recorder models register/remove as retried after transport errors, which the library no longer does; a history check under faults was rejected once in two CI runs (see docs/RELIABILITY.md) — run with --run-ignored all"]
 async fn a_proxy_that_delays_drops_and_blackholes_keeps_every_invariant() {
     let out = workload::chaos_proxy(&Profile::ci()).await;
     out.assert_clean();
@@ -148,19 +144,13 @@ async fn a_holder_that_stalls_past_its_lease_is_fenced_and_writes_nothing() {
     assert_eq!(verdict.histories, 2);
 }
 
-/// Library bug (found by the pause scenario's history check): the
-/// coordinator retries every script after a transport error, claiming all
-/// are idempotent, but `register.lua` is not. Here the first attempt's
-/// reply is lost after it resumed the sandbox as `e2`; another server then
-/// starts a pause; the retry finds the lease and the caller is told `Busy`
-/// ("refused, nothing written") although its execution is the one
-/// registered. The same happens to `remove` (answered "no record" after
-/// the first attempt removed it). The suite's fault scenarios therefore
-/// treat slow register/remove answers as unknown
-/// (`Recorder::distrust_retried_answers`); this test states the contract
-/// and fails until the library fixes it (e.g. make register/remove
-/// idempotent per call, as begin is through its holder id, or stop
-/// retrying them).
+/// Regression (found by the paused-Redis history check): a `register`
+/// whose first attempt ran but whose reply was lost must not be answered by
+/// a retry. Here the first attempt resumes the sandbox as `e2`, its reply
+/// is lost, another server starts a pause; a retry would find the lease
+/// and tell the caller `Busy` ("refused, nothing written") although its
+/// execution is the one registered. The answer must be what happened, or a
+/// transport error (effect unknown).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_register_whose_reply_is_lost_reports_what_it_did() {
     use fixture::chaos::{Chaos, Faults};
@@ -219,13 +209,12 @@ async fn a_register_whose_reply_is_lost_reports_what_it_did() {
     );
 }
 
-/// Library bug (found by the soak's chaos-proxy histories): `remove` is
-/// retried after a transport error like every script, and it is not pinned
-/// to an execution. Its first attempt deletes the killed record, the reply
-/// is lost, another server registers a new incarnation, and the retry
-/// deletes that live record too — answering `Ok(true)` once. With a
-/// dropped connection the retry comes 20 ms later, so this needs no slow
-/// network. The contract: a remove deletes at most the record it found.
+/// Regression (found by the soak's chaos-proxy histories): `remove` is not
+/// pinned to an execution, so a retry after a lost reply would delete the
+/// next incarnation's live record: the first attempt deletes the killed
+/// record, the reply is lost, another server registers `e2`, and a retry
+/// deletes that too, answering `Ok(true)` once. A remove must delete at
+/// most the record it found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remove_whose_reply_is_lost_does_not_delete_a_newer_record() {
     use fixture::chaos::{Chaos, Faults};

@@ -23,9 +23,14 @@ use sandbox_coordinator::{
 
 use super::model::{Op, Ret};
 
-/// The error text of the extra attempts the recorder adds for a retried
-/// `register`/`remove` (not calls of their own: the tally skips them).
+/// The error text of the extra attempts the recorder adds for a `begin`
+/// that may have been retried after its lease ran out (not calls of their
+/// own: the tally skips them).
 pub const RETRY_COPY: &str = "another attempt of a retried call";
+
+/// Whether a fault may have touched a call running from the first to the
+/// second instant.
+pub type FaultClock = Arc<dyn Fn(Instant, Instant) -> bool + Send + Sync>;
 
 /// A checker thread: one sequential client, renumbered after an unknown answer.
 pub type ThreadId = u32;
@@ -60,10 +65,10 @@ struct Shared {
     entries: Mutex<Vec<Entry>>,
     threads: AtomicU32,
     tokens: AtomicU64,
-    /// See [`Recorder::distrust_retried_answers`] (ms + 1; 0: off).
-    retry_window_ms: AtomicU64,
     /// See [`Recorder::settle_unknown_within`] (ms + 1; 0: off).
     grace_ms: AtomicU64,
+    /// See [`Recorder::faults_from`].
+    faults: Mutex<Option<FaultClock>>,
 }
 
 /// The shared log of one run. Cheap to clone.
@@ -95,23 +100,6 @@ impl Recorder {
         }
     }
 
-    /// Under faults, `register` and `remove` answers of calls that took at
-    /// least `min` (`Duration::ZERO`: all of them) are recorded as unknown.
-    /// The coordinator retries a script after a transport error (a lost
-    /// reply, a timeout, a dropped connection: the latter retries within
-    /// milliseconds), and for these two scripts a retry's answer can
-    /// contradict what the first attempt did: a resume answered `Busy`, a
-    /// creation answered `Existing`, and a retried `remove` deletes the
-    /// next incarnation's live record and answers `Removed` once. See the
-    /// ignored tests `a_register_whose_reply_is_lost_reports_what_it_did`
-    /// and `a_remove_whose_reply_is_lost_does_not_delete_a_newer_record` in
-    /// tests/faults.rs. Begin and finish are retry-safe and stay exact.
-    pub fn distrust_retried_answers(&self, min: Duration) {
-        self.shared
-            .retry_window_ms
-            .store(min.as_millis() as u64 + 1, Ordering::Relaxed);
-    }
-
     /// Under faults: a call whose answer is unknown took effect, if at
     /// all, no later than `grace` after it returned (the fault schedule
     /// knows how long an attempt can linger: a frozen server runs queued
@@ -131,13 +119,26 @@ impl Recorder {
         }
     }
 
-    fn distrusting(&self) -> bool {
-        self.shared.retry_window_ms.load(Ordering::Relaxed) > 0
+    /// Tells which calls a fault may have touched (a transport error, so
+    /// a retry inside the coordinator).
+    pub fn faults_from(&self, clock: FaultClock) {
+        *self
+            .shared
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(clock);
     }
 
-    fn retried(&self, took: Duration) -> bool {
-        let window = self.shared.retry_window_ms.load(Ordering::Relaxed);
-        window > 0 && took.as_millis() as u64 + 1 >= window
+    fn touched(&self, invoked: Instant, returned: Instant) -> bool {
+        match &*self
+            .shared
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Some(clock) => clock(invoked, returned),
+            None => false,
+        }
     }
 
     pub fn new_thread(&self) -> ThreadId {
@@ -239,26 +240,6 @@ impl Lane {
             Some(g) => (returned + g, true),
             None => (returned, false),
         };
-        if unknown && self.recorder.distrusting() && matches!(op, Op::Register { .. } | Op::Remove)
-        {
-            // The coordinator makes up to three attempts, and each may run
-            // (even after the call returned: attempts queued in a frozen
-            // server run later): two more copies, each in flight.
-            for _ in 0..2 {
-                self.recorder.push(Entry {
-                    sandbox: sandbox.to_string(),
-                    thread: self.recorder.new_thread(),
-                    op: op.clone(),
-                    ret: None,
-                    invoked,
-                    returned,
-                    lease,
-                    error: Some(RETRY_COPY.into()),
-                    coordinator: self.coordinator,
-                    settled,
-                });
-            }
-        }
         self.recorder.push(Entry {
             sandbox: sandbox.to_string(),
             thread: self.thread,
@@ -273,23 +254,6 @@ impl Lane {
         });
         if unknown {
             self.thread = self.recorder.new_thread();
-        }
-    }
-
-    fn unless_retried(
-        &self,
-        ret: Option<Ret>,
-        error: Option<String>,
-        took: Duration,
-    ) -> (Option<Ret>, Option<String>) {
-        match ret {
-            Some(r) if self.recorder.retried(took) => (
-                None,
-                Some(format!(
-                    "{r:?} after {took:?}: may be a retried attempt's answer"
-                )),
-            ),
-            other => (other, error),
         }
     }
 
@@ -321,6 +285,26 @@ impl Lane {
             Some(lease),
             error,
         );
+        // A begin retried after its lease ran out can start a transition
+        // per attempt (begin is idempotent through its holder id only while
+        // that lease lives): an earlier attempt may have started one nobody
+        // was told of, abandoned when its lease ran out. It ran before the
+        // attempt that answered, so within the call.
+        if returned - invoked >= lease && self.recorder.touched(invoked, returned) {
+            let token = self.recorder.token();
+            self.recorder.push(Entry {
+                sandbox: id.to_string(),
+                thread: self.recorder.new_thread(),
+                op: Op::Begin { action, token },
+                ret: None,
+                invoked,
+                returned,
+                lease: Some(lease),
+                error: Some(RETRY_COPY.into()),
+                coordinator: self.coordinator,
+                settled: true,
+            });
+        }
         (
             answer,
             Call {
@@ -401,7 +385,6 @@ impl Lane {
             Err(Error::AlreadyExists { .. }) => (Some(Ret::Exists), None),
             Err(e) => (None, Some(e.to_string())),
         };
-        let (ret, error) = self.unless_retried(ret, error, returned - invoked);
         self.record(
             &id,
             Op::Register { execution },
@@ -429,7 +412,6 @@ impl Lane {
             Err(Error::Busy { .. }) => (Some(Ret::Busy), None),
             Err(e) => (None, Some(e.to_string())),
         };
-        let (ret, error) = self.unless_retried(ret, error, returned - invoked);
         self.record(id, Op::Remove, ret, invoked, returned, None, error);
         answer
     }

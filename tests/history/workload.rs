@@ -192,7 +192,9 @@ impl Outcome {
         for v in self.violations.iter().take(3) {
             msg.push_str(&format!(
                 "--- sandbox {} is not linearizable: {}\n{}",
-                v.sandbox, v.why, v.history
+                v.sandbox,
+                v.why,
+                v.excerpt()
             ));
         }
         assert!(
@@ -452,9 +454,10 @@ pub async fn race_round(
     let mut problems = Vec::new();
     let mut setup = recorder.lane(0);
     for id in &ids {
-        if let Err(e) = setup.register(&coords[0], new_sandbox(id, "x-setup")).await {
-            problems.push(format!("registering {id}: {e}"));
-        }
+        // Under faults this may fail (recorded as unknown; the clients
+        // re-create missing sandboxes); without faults the scenario flags
+        // any error.
+        let _ = setup.register(&coords[0], new_sandbox(id, "x-setup")).await;
     }
     let ids = Arc::new(ids);
     let mut tasks = JoinSet::new();
@@ -545,6 +548,21 @@ async fn race_under_way(
         }
     }
     true
+}
+
+/// A fault window: when the fault began and (once over) ended.
+type Window = Arc<Mutex<Option<(Instant, Option<Instant>)>>>;
+
+/// Calls running while the window was open (or within `after` of its end)
+/// may have been retried.
+fn window_clock(window: &Window, after: Duration) -> super::recorder::FaultClock {
+    let window = Arc::clone(window);
+    Arc::new(move |invoked, returned| {
+        match *window.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some((start, end)) => start <= returned && end.is_none_or(|e| invoked <= e + after),
+            None => false,
+        }
+    })
 }
 
 /// Sleeps `d`, or returns early (true) when told to stop.
@@ -781,10 +799,17 @@ pub async fn chaos_proxy(profile: &Profile) -> Outcome {
             mute_replies: false,
         });
         let recorder = Recorder::new();
-        recorder.distrust_retried_answers(Duration::ZERO);
         // Dropped and blackholed requests never reach Redis; delayed ones
         // by a few ms.
         recorder.settle_unknown_within(Duration::from_secs(3));
+        let log = chaos.fault_log();
+        let margin = Duration::from_millis(50);
+        recorder.faults_from(Arc::new(move |invoked: Instant, returned: Instant| {
+            log.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|(t, _)| *t + margin >= invoked && *t <= returned + margin)
+        }));
         let mut r = race_round(&env.coords, profile, &mix, round, &recorder).await;
         chaos.calm();
         r.problems.extend(fences_unique(&r.entries));
@@ -833,17 +858,22 @@ pub async fn redis_paused(profile: &Profile) -> Outcome {
     while profile.more_rounds(round, began) {
         let r2 = Arc::clone(&redis);
         let recorder = Recorder::new();
-        recorder.distrust_retried_answers(Duration::ZERO);
         // Attempts queued in the frozen server run when it thaws.
         recorder.settle_unknown_within(freeze + Duration::from_secs(1));
-        let (rec2, p2) = (recorder.clone(), profile.clone());
+        let window: Window = Arc::default();
+        recorder.faults_from(window_clock(&window, Duration::from_secs(1)));
+        let (rec2, p2, w2) = (recorder.clone(), profile.clone(), Arc::clone(&window));
         let (stop, pauser) = spawn_faults(move |mut rx| async move {
             if !race_under_way(&mut rx, &rec2, &p2).await {
                 return vec!["the round ended before Redis was paused".into()];
             }
+            *w2.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), None));
             r2.pause().await;
             tokio::time::sleep(freeze).await;
             r2.unpause().await;
+            if let Some((_, end)) = &mut *w2.lock().unwrap_or_else(PoisonError::into_inner) {
+                *end = Some(Instant::now());
+            }
             Vec::new()
         });
         let mut r = race_round(&env.coords, profile, &mix, round, &recorder).await;
@@ -920,15 +950,17 @@ pub async fn redis_restart(profile: &Profile, persistent: bool) -> Outcome {
         let window: Arc<Mutex<Option<(Instant, Instant)>>> = Arc::default();
         let w2 = Arc::clone(&window);
         let recorder = Recorder::new();
-        recorder.distrust_retried_answers(Duration::ZERO);
         // A request the old server did not run before it stopped is gone.
         recorder.settle_unknown_within(Duration::from_secs(3));
-        let (rec2, p2) = (recorder.clone(), profile.clone());
+        let fault: Window = Arc::default();
+        recorder.faults_from(window_clock(&fault, Duration::from_secs(1)));
+        let (rec2, p2, f2) = (recorder.clone(), profile.clone(), Arc::clone(&fault));
         let (stop, restarter) = spawn_faults(move |mut rx| async move {
             if !race_under_way(&mut rx, &rec2, &p2).await {
                 return vec!["the round ended before Redis restarted".into()];
             }
             let from = Instant::now();
+            *f2.lock().unwrap_or_else(PoisonError::into_inner) = Some((from, None));
             r2.restart().await;
             c2.retarget(&r2.url());
             // Connections still open to the old server are dead: cut them.
@@ -937,6 +969,9 @@ pub async fn redis_restart(profile: &Profile, persistent: bool) -> Outcome {
                 eprintln!("redis restart took {:?}", from.elapsed());
             }
             *w2.lock().unwrap_or_else(PoisonError::into_inner) = Some((from, Instant::now()));
+            if let Some((_, end)) = &mut *f2.lock().unwrap_or_else(PoisonError::into_inner) {
+                *end = Some(Instant::now());
+            }
             Vec::new()
         });
         let mut r = race_round(&env.coords, profile, &mix, round, &recorder).await;
