@@ -21,7 +21,11 @@
     ARGV[9] state classes (as in register.lua), to validate the record
 
   Output:
-    {"outcome", action, outcome, reason}  outcome is succeeded|failed|abandoned
+    {"outcome", action, outcome, reason}  already ended: outcome is
+                                          succeeded|failed|abandoned, nothing written
+    {"abandoned", action, "abandoned", reason}
+                                          this call recorded `abandoned` (the lease had
+                                          expired, or mode "force") and published it
     {"live", lease_pttl, action}          still in flight (mode "expired")
     {"unknown"}                           no outcome can be known: the record was
                                           removed, or moved on and the outcome aged out
@@ -83,4 +87,4 @@ if redis.call('HLEN', out_key) > OUT_KEEP then
 end
 redis.call('PEXPIRE', out_key, retention)
 redis.call('PUBLISH', channel, team .. ' ' .. id .. ' ' .. fence .. ' ' .. action .. ' abandoned ' .. reason)
-return {'outcome', action, 'abandoned', reason}
+return {'abandoned', action, 'abandoned', reason}

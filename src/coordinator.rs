@@ -17,7 +17,8 @@ use crate::lifecycle::{Action, Lifecycle, Outcome, State};
 use crate::notify::{Notifier, Wake};
 use crate::pool::{Pool, PoolSettings};
 use crate::sandbox::{
-    Done, DoneReason, MAX_DATA_LEN, NewSandbox, Registration, Sandbox, parse_record, system_time_ms,
+    Abandonment, Done, DoneReason, MAX_DATA_LEN, NewSandbox, Registration, Sandbox, parse_record,
+    system_time_ms,
 };
 use crate::scripts::{self, Reply, SCRIPTS, Script};
 use crate::transition::Transition;
@@ -542,7 +543,7 @@ impl Coordinator {
                         .inner
                         .settle(&ctx, sandbox.fence, "expired", "lease expired")
                         .await?;
-                    if !matches!(reply.status(), "outcome" | "live" | "unknown") {
+                    if !matches!(reply.status(), "outcome" | "abandoned" | "live" | "unknown") {
                         return Err(self.inner.error("settle", &ctx, &reply, None, None));
                     }
                 }
@@ -669,15 +670,20 @@ impl Coordinator {
 
     /// Operator repair: records `abandoned` for transition `fence` if it is
     /// still the record's current one and has no outcome, deleting its lease
-    /// if live, and publishes it so waiters wake. Returns how the
-    /// transition ended (its earlier outcome if it already had one).
+    /// if live, and publishes it so waiters wake. Says whether this call
+    /// abandoned it or it had already ended (then nothing was written).
+    ///
+    /// `Err(Fenced)` when no outcome of `fence` can be known (another
+    /// transition started since and its outcome aged out, or the record is
+    /// gone). A retry after a lost reply can report a transition this call
+    /// abandoned as [`Abandonment::AlreadyEnded`] with outcome `abandoned`.
     pub async fn abandon(
         &self,
         team: &str,
         id: &str,
         fence: u64,
         reason: &str,
-    ) -> Result<(Outcome, String)> {
+    ) -> Result<Abandonment> {
         let keys = self.inner.ns.sandbox(team, id)?;
         let ctx = Ctx {
             team,
@@ -685,14 +691,18 @@ impl Coordinator {
             keys: &keys,
         };
         let reply = self.inner.settle(&ctx, fence, "force", reason).await?;
+        let corrupt = |e: String| Error::Corrupt {
+            detail: format!("outcome of {team}/{id} fence {fence}: {e}"),
+        };
         match reply.status() {
-            "outcome" => Ok((
-                reply
-                    .get(2)
-                    .parse()
-                    .map_err(|e: String| Error::Corrupt { detail: e })?,
-                reply.get(3).to_string(),
-            )),
+            "abandoned" => Ok(Abandonment::Abandoned {
+                action: reply.get(1).parse().ok(),
+                reason: reply.get(3).to_string(),
+            }),
+            "outcome" => Ok(Abandonment::AlreadyEnded {
+                outcome: reply.get(2).parse().map_err(corrupt)?,
+                reason: reply.get(3).to_string(),
+            }),
             "unknown" => Err(Error::Fenced {
                 team: team.into(),
                 id: id.into(),
@@ -831,7 +841,7 @@ impl Inner {
         loop {
             let reply = self.settle(ctx, fence, "expired", "lease expired").await?;
             let lease_left = match reply.status() {
-                "outcome" => {
+                "outcome" | "abandoned" => {
                     return Ok(Ended {
                         action: reply.get(1).parse().ok(),
                         outcome: reply.get(2).parse().map_err(|e: String| Error::Corrupt {

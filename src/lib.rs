@@ -79,6 +79,7 @@ pub use lifecycle::{
     Action, ActionSpec, Decision, LeaseView, Lifecycle, Outcome, State, StateClass,
 };
 pub use sandbox::{
-    Done, DoneReason, LastTransition, Lease, MAX_DATA_LEN, NewSandbox, Registration, Sandbox,
+    Abandonment, Done, DoneReason, LastTransition, Lease, MAX_DATA_LEN, NewSandbox, Registration,
+    Sandbox,
 };
 pub use transition::Transition;

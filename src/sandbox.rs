@@ -127,6 +127,27 @@ pub struct Done {
     pub state: State,
 }
 
+/// What [`Coordinator::abandon`](crate::Coordinator::abandon) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Abandonment {
+    /// This call recorded `abandoned` for the transition (deleting its
+    /// lease if it was live) and published it: waiters wake with
+    /// `Error::Abandoned`, and the holder's next extend or finish is fenced.
+    Abandoned {
+        /// The transition's action, as recorded.
+        action: Option<Action>,
+        /// The reason recorded.
+        reason: String,
+    },
+    /// The transition had already ended; nothing was written.
+    AlreadyEnded {
+        /// How it ended.
+        outcome: Outcome,
+        /// The reason recorded with that outcome (empty for success).
+        reason: String,
+    },
+}
+
 pub(crate) fn system_time_ms(t: SystemTime) -> Result<u64, Error> {
     let d = t
         .duration_since(UNIX_EPOCH)

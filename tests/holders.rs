@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fixture::{TEAM, coordinator, coordinator_with, sandbox};
 use sandbox_coordinator::{
-    Action, BeginOptions, Begun, Coordinator, Error, Outcome, State, Transition,
+    Abandonment, Action, BeginOptions, Begun, Coordinator, Error, Outcome, State, Transition,
 };
 use support::TestRedis;
 use tokio::time::{Instant, timeout};
@@ -199,7 +199,13 @@ async fn next_begin_records_abandoned_for_an_expired_lease() {
     assert!(kill.fence() > fence);
     // The stuck snapshot's outcome was recorded by that begin, atomically.
     let ended = coord.abandon(TEAM, "s1", fence, "operator").await.unwrap();
-    assert_eq!(ended, (Outcome::Abandoned, "lease expired".to_string()));
+    assert_eq!(
+        ended,
+        Abandonment::AlreadyEnded {
+            outcome: Outcome::Abandoned,
+            reason: "lease expired".to_string()
+        }
+    );
     kill.succeed().await.unwrap();
 }
 
@@ -304,13 +310,28 @@ async fn lost_resolves_when_an_operator_abandons_a_live_lease() {
     let opts = BeginOptions::default().lease(Duration::from_millis(600));
     let t = started(coord.begin(TEAM, "s1", Action::Pause, opts).await.unwrap());
     assert!(!t.is_lost());
-    let (outcome, reason) = coord
+    let abandoned = coord
         .abandon(TEAM, "s1", t.fence(), "operator repair")
         .await
         .unwrap();
     assert_eq!(
-        (outcome, reason.as_str()),
-        (Outcome::Abandoned, "operator repair")
+        abandoned,
+        Abandonment::Abandoned {
+            action: Some(Action::Pause),
+            reason: "operator repair".to_string()
+        }
+    );
+    // Asked again: it had already ended, nothing is written.
+    let again = coord
+        .abandon(TEAM, "s1", t.fence(), "operator repair")
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Abandonment::AlreadyEnded {
+            outcome: Outcome::Abandoned,
+            reason: "operator repair".to_string()
+        }
     );
     // The watchdog's next extend (at a third of the lease) is refused.
     timeout(Duration::from_secs(5), t.lost())

@@ -1,16 +1,16 @@
 //! `abandon`: the operator's repair of a stuck transition. The coordinator's
 //! `abandon` records `abandoned` for fence N only if N is still the
 //! record's current transition and has no outcome, deletes its lease if
-//! live, and publishes the outcome so waiters wake — all in one script.
+//! live, and publishes the outcome so waiters wake — all in one script —
+//! and says whether it did ([`Abandonment::Abandoned`]) or the transition
+//! had already ended ([`Abandonment::AlreadyEnded`], nothing written).
 //!
-//! A stale fence is refused and nothing is written. Because `abandon`
-//! answers a fence that had already ended with that fence's recorded
-//! outcome (it is retry-safe), sandboxctl reads the record first to tell
-//! "abandoned now" from "had already ended"; the script's check stays the
-//! authority, the read only words the answer.
+//! A stale fence is refused and nothing is written. sandboxctl reads the
+//! record first only to word that refusal (which fence is current, how
+//! the old one ended); the script's check stays the authority.
 
 use anyhow::bail;
-use sandbox_coordinator::{Error, Outcome, Sandbox};
+use sandbox_coordinator::{Abandonment, Error, Sandbox};
 use serde::Serialize;
 
 use crate::Verdict;
@@ -78,8 +78,9 @@ pub async fn abandon(
         );
         return Ok(Verdict::Failed);
     }
-    let (outcome, recorded_reason) = match coord.abandon(team, id, fence, reason).await {
-        Ok(ended) => ended,
+    let (abandoned, outcome, recorded_reason) = match coord.abandon(team, id, fence, reason).await {
+        Ok(Abandonment::Abandoned { reason, .. }) => (true, "abandoned".to_string(), reason),
+        Ok(Abandonment::AlreadyEnded { outcome, reason }) => (false, outcome.to_string(), reason),
         Err(e @ Error::Fenced { .. }) => {
             eprintln!("sandboxctl: refused: {e}");
             return Ok(Verdict::Failed);
@@ -87,7 +88,6 @@ pub async fn abandon(
         Err(e) => return Err(e.into()),
     };
     let after = coord.get(team, id).await?;
-    let abandoned = outcome == Outcome::Abandoned;
     let report = AbandonReport {
         team: team.into(),
         id: id.into(),
@@ -97,7 +97,7 @@ pub async fn abandon(
             .and_then(|sb| sb.last.as_ref())
             .filter(|l| l.fence == fence)
             .map(|l| l.action.to_string()),
-        outcome: outcome.to_string(),
+        outcome: outcome.clone(),
         reason: recorded_reason.clone(),
         abandoned,
         state: after.as_ref().map(|sb| sb.state.to_string()),
