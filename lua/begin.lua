@@ -77,24 +77,29 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function parse_pairs(s)
-  local m = {}
-  for k, v in string.gmatch(s, '([^,=]+)=([^,]+)') do m[k] = v end
-  return m
+-- The value of `name` in a "k=v,k=v" list (ARGV[13], ARGV[14]), or nil.
+-- Looks up the one state needed instead of parsing the lists into tables
+-- (a tenth of the script's cost); a plain search, so a state read from a
+-- corrupt record cannot act as a pattern.
+local function lookup(list, name)
+  local from = string.find(',' .. list, ',' .. name .. '=', 1, true)
+  if not from then return nil end
+  return string.match(list, '^[^,]*', from + #name + 1)
 end
 
 local FIELDS = {'v', 'state', 'exec', 'end_ms', 'fence', 'action', 'data',
                 'last_fence', 'last_action', 'last_outcome', 'last_reason', 'started_ms'}
 
 -- Reads and validates the record: nil if absent, or an error reply.
-local function load(key, classes)
+local function load(key)
   local vals = redis.pcall('HMGET', key, unpack(FIELDS))
   if vals.err then return nil, {'corrupt', key .. ' is not a hash'} end
-  if redis.call('EXISTS', key) == 0 then return nil, nil end
+  -- Every record has `v`; without it the key is absent (or corrupt).
+  if not vals[1] and redis.call('EXISTS', key) == 0 then return nil, nil end
   local r = {}
   for i, f in ipairs(FIELDS) do r[f] = vals[i] or '' end
   if r.v ~= schema then return nil, {'schema', r.v} end
-  if classes[r.state] == nil then return nil, {'corrupt', key .. ' has unknown state "' .. r.state .. '"'} end
+  if lookup(ARGV[13], r.state) == nil then return nil, {'corrupt', key .. ' has unknown state "' .. r.state .. '"'} end
   if r.exec == '' or not tonumber(r.end_ms) or not tonumber(r.fence) then
     return nil, {'corrupt', key .. ' lacks exec, end_ms or fence'}
   end
@@ -111,11 +116,12 @@ local function load_lease(key)
   return {raw = raw, fence = f, action = a, holder = h, pttl = redis.call('PTTL', key)}, nil
 end
 
-local function record_reply(code, a, b, r, lease, now)
+-- `record_pttl`: the record's PTTL if known, else nil (then asked).
+local function record_reply(code, a, b, r, lease, now, record_pttl)
   return {code, tostring(a), tostring(b), r.state, r.exec, r.end_ms, r.fence, r.data,
           r.last_fence, r.last_action, r.last_outcome, r.last_reason,
-          lease.raw or '', tostring(lease.pttl or -2), tostring(redis.call('PTTL', rec_key)), tostring(now),
-          r.started_ms}
+          lease.raw or '', tostring(lease.pttl or -2), tostring(record_pttl or redis.call('PTTL', rec_key)),
+          tostring(now), r.started_ms}
 end
 
 -- Records the outcome of transition `fence` in the record and the outcome
@@ -136,21 +142,14 @@ local function record_outcome(r, fence, act, outcome, reason)
   redis.call('PUBLISH', channel, team .. ' ' .. id .. ' ' .. fence .. ' ' .. act .. ' ' .. outcome .. ' ' .. reason)
 end
 
-local classes = parse_pairs(ARGV[13])
-local rules = parse_pairs(ARGV[14])
-
-local r, err = load(rec_key, classes)
+local r, err = load(rec_key)
 if err then return err end
 if not r then return {'not_found'} end
-local bad = foreign(expiry_key, 'zset') or foreign(out_key, 'hash') or foreign(fence_key, 'string')
-if bad then return bad end
-local counter = redis.call('GET', fence_key)
-if counter and not string.match(counter, '^%d+$') then return {'corrupt', fence_key .. ' holds "' .. counter .. '"'} end
 local lease
 lease, err = load_lease(lease_key)
 if err then return err end
 local live = lease.raw ~= nil
-local class = classes[r.state]
+local class = lookup(ARGV[13], r.state)
 if live and (class ~= 'inflight' or lease.fence ~= r.fence) then
   return {'corrupt', lease_key .. ' (fence ' .. lease.fence .. ') does not match record state ' .. r.state .. ' fence ' .. r.fence}
 end
@@ -162,8 +161,33 @@ if live and lease.holder == holder and lease.action == action then
   return record_reply('started', lease.fence, lease.pttl, r, lease, now)
 end
 
+local rule = lookup(ARGV[14], r.state)
+if not rule then return {'corrupt', 'no rule for state ' .. r.state} end
+local on_live, on_stuck = string.match(rule, '^(%a+)/(%a+)$')
+local decision = live and on_live or on_stuck
+
+-- Keys of another type are refused before the first write, on the paths
+-- that write (a check costs a command; join, wait and the refusals write
+-- nothing). A start also checks the outcomes hash its finish will write:
+-- never start work that could not be recorded.
+local stuck = not live and class == 'inflight' and r.last_fence ~= r.fence and tonumber(r.fence) > 0
+local starts = decision == 'start' and not (eviction and (live or tonumber(r.end_ms) > now))
+local bad = (stuck or starts) and foreign(out_key, 'hash')
+if bad then return bad end
+bad = starts and foreign(expiry_key, 'zset')
+if bad then return bad end
+-- The fence counter is the start path's first write: INCR itself refuses
+-- a non-integer value or another type, before anything is written.
+local fence
+if starts then
+  fence = redis.pcall('INCR', fence_key)
+  if type(fence) == 'table' then
+    return {'corrupt', fence_key .. ' is not a fence counter: ' .. tostring(fence.err)}
+  end
+end
+
 -- A stuck transition whose outcome was never recorded: its holder vanished.
-if not live and class == 'inflight' and r.last_fence ~= r.fence and tonumber(r.fence) > 0 then
+if stuck then
   record_outcome(r, r.fence, r.action ~= '' and r.action or 'unknown', 'abandoned', 'lease expired')
 end
 
@@ -172,13 +196,7 @@ if eviction then
   if tonumber(r.end_ms) > now then return {'eviction_not_needed', r.end_ms, tostring(now)} end
 end
 
-local rule = rules[r.state]
-if not rule then return {'corrupt', 'no rule for state ' .. r.state} end
-local on_live, on_stuck = string.match(rule, '^(%a+)/(%a+)$')
-local decision = live and on_live or on_stuck
-
 if decision == 'start' then
-  local fence = redis.call('INCR', fence_key)
   if fence <= tonumber(r.fence) then
     -- The counter was lost (eviction, partial restore): never reuse a fence.
     fence = tonumber(r.fence) + 1
@@ -193,7 +211,7 @@ if decision == 'start' then
   redis.call('ZADD', expiry_key, r.end_ms, id)
   local raw = fence .. ' ' .. action .. ' ' .. holder
   redis.call('SET', lease_key, raw, 'PX', lease_ms)
-  return record_reply('started', fence, lease_ms, r, {raw = raw, pttl = lease_ms}, now)
+  return record_reply('started', fence, lease_ms, r, {raw = raw, pttl = lease_ms}, now, -1)
 elseif decision == 'join' or decision == 'wait' then
   if not live then return {'corrupt', 'rule ' .. decision .. ' needs a live lease'} end
   return record_reply(decision, lease.fence, lease.pttl, r, lease, now)

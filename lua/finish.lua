@@ -31,7 +31,7 @@
     ARGV[13] state classes (as in register.lua), to validate the record
 
   Output:
-    {"finished", outcome, reason, [rec]}   (14 record fields as in begin.lua)
+    {"finished", outcome, reason}          recorded, published, lease deleted
     {"recorded", outcome, reason}          outcome already recorded for this fence
     {"fenced", current_fence}              not the live holder; nothing written
     {"not_found"} | {"corrupt", detail} | {"schema", found_version}
@@ -42,29 +42,14 @@
       'running=live,pausing=inflight,paused=resumable,killing=inflight,killed=final,snapshotting=inflight'
 ]]
 
--- A key of ours holding another type is corruption: refuse before writing.
-local function foreign(key, want)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= want then return {'corrupt', key .. ' holds a ' .. t .. ', expected a ' .. want} end
-  return nil
-end
-
 local rec_key, lease_key, out_key, expiry_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local schema, team, id, fence, action, outcome = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local next_state, tombstone, tombstone_ms = ARGV[7], ARGV[8] == '1', tonumber(ARGV[9])
 local reason, channel, retention = ARGV[10], ARGV[11], tonumber(ARGV[12])
 local OUT_KEEP = 8
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local FIELDS = {'v', 'state', 'exec', 'end_ms', 'fence', 'action', 'data',
-                'last_fence', 'last_action', 'last_outcome', 'last_reason', 'started_ms'}
-
-local bad = foreign(expiry_key, 'zset')
-if bad then return bad end
+-- The fields finish needs (validation, fencing, the retry answer).
+local FIELDS = {'v', 'state', 'exec', 'end_ms', 'fence', 'last_fence', 'last_outcome', 'last_reason'}
 
 -- Already recorded? (retry after a dropped reply, or marked abandoned)
 local recorded = redis.pcall('HGET', out_key, fence)
@@ -76,13 +61,14 @@ end
 
 local vals = redis.pcall('HMGET', rec_key, unpack(FIELDS))
 if vals.err then return {'corrupt', rec_key .. ' is not a hash'} end
-if redis.call('EXISTS', rec_key) == 0 then return {'not_found'} end
+-- Every record has `v`; without it the key is absent (or corrupt).
+if not vals[1] and redis.call('EXISTS', rec_key) == 0 then return {'not_found'} end
 local r = {}
 for i, f in ipairs(FIELDS) do r[f] = vals[i] or '' end
 if r.v ~= schema then return {'schema', r.v} end
-local classes = {}
-for k, v in string.gmatch(ARGV[13], '([^,=]+)=([^,]+)') do classes[k] = v end
-if classes[r.state] == nil then return {'corrupt', rec_key .. ' has unknown state "' .. r.state .. '"'} end
+-- The state's class in ARGV[13], looked up without parsing the list (a
+-- plain search: a corrupt state cannot act as a pattern).
+if not string.find(',' .. ARGV[13], ',' .. r.state .. '=', 1, true) then return {'corrupt', rec_key .. ' has unknown state "' .. r.state .. '"'} end
 if r.exec == '' or not tonumber(r.end_ms) or not tonumber(r.fence) then
   return {'corrupt', rec_key .. ' lacks exec, end_ms or fence'}
 end
@@ -93,17 +79,22 @@ if type(raw) == 'table' and raw.err then return {'corrupt', lease_key .. ' is no
 local lease_fence = raw and string.match(raw, '^(%d+) ') or nil
 if lease_fence ~= fence or r.fence ~= fence then return {'fenced', r.fence} end
 
+-- The expiry index is the first write: a key of another type makes it
+-- fail before anything is written. (The outcomes hash was read above.)
+local ok
+if tombstone then
+  ok = redis.pcall('ZREM', expiry_key, id)
+else
+  ok = redis.pcall('ZADD', expiry_key, r.end_ms, id)
+end
+if type(ok) == 'table' and ok.err then return {'corrupt', expiry_key .. ' is not a sorted set'} end
+
 if next_state ~= '' then r.state = next_state end
 r.last_fence, r.last_action, r.last_outcome, r.last_reason = fence, action, outcome, reason
 redis.call('HSET', rec_key, 'state', r.state, 'last_fence', fence, 'last_action', action,
            'last_outcome', outcome, 'last_reason', reason)
 redis.call('DEL', lease_key)
-if tombstone then
-  redis.call('ZREM', expiry_key, id)
-  if tombstone_ms > 0 then redis.call('PEXPIRE', rec_key, tombstone_ms) end
-else
-  redis.call('ZADD', expiry_key, r.end_ms, id)
-end
+if tombstone and tombstone_ms > 0 then redis.call('PEXPIRE', rec_key, tombstone_ms) end
 redis.call('HSET', out_key, fence, action .. ' ' .. outcome .. ' ' .. reason)
 if redis.call('HLEN', out_key) > OUT_KEEP then
   local oldest
@@ -115,6 +106,4 @@ end
 redis.call('PEXPIRE', out_key, retention)
 redis.call('PUBLISH', channel, team .. ' ' .. id .. ' ' .. fence .. ' ' .. action .. ' ' .. outcome .. ' ' .. reason)
 
-return {'finished', outcome, reason, r.state, r.exec, r.end_ms, r.fence, r.data,
-        r.last_fence, r.last_action, r.last_outcome, r.last_reason,
-        '', '-2', tostring(redis.call('PTTL', rec_key)), tostring(now_ms()), r.started_ms}
+return {'finished', outcome, reason}
