@@ -316,7 +316,7 @@ async fn run(args: Args, threads: usize) -> Result<()> {
             results.counts = Some(count(&plan, &server, &admin, &ns, &progress).await?);
         }
         if on(Section::Wakeup) {
-            wake(&plan, &server, &admin, &ns, &progress, &mut results).await?;
+            wake(&plan, &server, &ns, &progress, &mut results).await?;
         }
         if on(Section::Scale) {
             scale(&plan, &server, &admin, &ns, &progress, &mut results).await?;
@@ -599,7 +599,6 @@ async fn count(
 async fn wake(
     plan: &Plan,
     server: &Server,
-    admin: &Admin,
     ns: &Namespaces,
     progress: &Progress,
     results: &mut Results,
@@ -639,65 +638,42 @@ async fn wake(
     progress.done();
     drop(waiters);
 
-    progress.step("wake-up: poll only (waiters may not subscribe)");
-    match wakeup::poll_only_user(admin, &server.url).await {
-        Ok(url) => {
-            let polled = Coordinator::builder(url)
-                .namespace(&wake_ns)
-                .pool_size(64)
-                .poll_interval(plan.poll_interval)
-                .connect_timeout(Duration::from_secs(1))
-                .build()
-                .await;
-            let outcome = async {
-                let polled = polled?;
-                let stagger = Some(plan.poll_interval);
-                let one = wakeup::joined_on_one(
-                    &holder,
-                    &polled,
-                    &target,
-                    plan.poll_k,
-                    1,
-                    Path::PollOnly,
-                    stagger,
-                )
-                .await?;
-                progress.done();
-                progress.step(format!(
-                    "wake-up: {} sandboxes × {} waiters, poll only",
-                    plan.many_sandboxes, plan.many_waiters
-                ));
-                let many = wakeup::many_sandboxes(
-                    &holder,
-                    &polled,
-                    &fleet,
-                    plan.many_waiters,
-                    Path::PollOnly,
-                    stagger,
-                )
-                .await?;
-                if polled.subscription_epoch() != 0 {
-                    return Err::<_, BoxError>(
-                        "the poll-only coordinator managed to subscribe: the ACL did not hold"
-                            .into(),
-                    );
-                }
-                Ok((one, many))
-            }
-            .await;
-            wakeup::drop_poll_only_user(admin).await;
-            let (one, many) = outcome?;
-            results.wake.push(one);
-            results.wake.push(many);
-        }
-        Err(e) => {
-            progress.note(format!("poll-only wake-up skipped: {e}"));
-            results.poll_note = Some(format!(
-                "not measured ({e}); needs a notifications switch in the library"
-            ));
-            progress.done();
-        }
-    }
+    progress.step("wake-up: poll only (notifications off)");
+    let polled = Coordinator::builder(server.url.as_str())
+        .namespace(&wake_ns)
+        .pool_size(64)
+        .poll_interval(plan.poll_interval)
+        .notifications(false)
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .await?;
+    let stagger = Some(plan.poll_interval);
+    let one = wakeup::joined_on_one(
+        &holder,
+        &polled,
+        &target,
+        plan.poll_k,
+        1,
+        Path::PollOnly,
+        stagger,
+    )
+    .await?;
+    progress.done();
+    progress.step(format!(
+        "wake-up: {} sandboxes × {} waiters, poll only",
+        plan.many_sandboxes, plan.many_waiters
+    ));
+    let many = wakeup::many_sandboxes(
+        &holder,
+        &polled,
+        &fleet,
+        plan.many_waiters,
+        Path::PollOnly,
+        stagger,
+    )
+    .await?;
+    results.wake.push(one);
+    results.wake.push(many);
     progress.done();
     Ok(())
 }

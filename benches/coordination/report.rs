@@ -98,8 +98,6 @@ pub struct Results {
     pub points: Vec<Point>,
     pub counts: Option<Counts>,
     pub wake: Vec<Case>,
-    /// Why the poll-only path could not be measured, if so.
-    pub poll_note: Option<String>,
     pub poll_interval: Duration,
     pub scale: Vec<Step>,
     pub key_sizes: Option<KeySizes>,
@@ -410,16 +408,16 @@ impl Results {
     }
 
     fn wake_table(&self, o: &mut String) {
-        if self.wake.is_empty() && self.poll_note.is_none() {
+        if self.wake.is_empty() {
             return;
         }
         let _ = writeln!(
             o,
             "\n### Wake-up latency after `succeed` returns\n\n\
              Waiters run in a second coordinator (another \"server\"); \"before\" = waiters that \
-             returned before the holder's `succeed` did (counted as 0). Poll-only waiters log in \
-             as an ACL user that may not subscribe; poll interval {:?}, arrivals spread over one \
-             interval.\n\n\
+             returned before the holder's `succeed` did (counted as 0). Poll-only waiters run in a \
+             coordinator built with `notifications(false)`; poll interval {:?}, arrivals spread \
+             over one interval.\n\n\
              | scenario | path | waiters | p50 | p99 | max | before |\n|---|---|---:|---:|---:|---:|---:|",
             self.poll_interval
         );
@@ -436,9 +434,6 @@ impl Results {
                 ms(s.max),
                 c.before
             );
-        }
-        if let Some(note) = &self.poll_note {
-            let _ = writeln!(o, "| poll only | TODO | – | – | – | – | {note} |");
         }
     }
 

@@ -161,17 +161,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// `url` with a user and password, if it has none yet (for the poll-only
-/// waiters, which log in as a user that may not subscribe).
-pub fn with_user(url: &str, user: &str, pass: &str) -> Option<String> {
-    let s = url.find("://")? + 3;
-    let authority_end = url[s..].find('/').map(|i| s + i).unwrap_or(url.len());
-    if url[s..authority_end].contains('@') {
-        return None;
-    }
-    Some(format!("{}{user}:{pass}@{}", &url[..s], &url[s..]))
-}
-
 /// One named connection for counters and server-side setup.
 pub struct Admin {
     conn: MultiplexedConnection,

@@ -10,13 +10,11 @@
 //!
 //! Two paths:
 //! - pub/sub: the library as configured by default (notification + poll);
-//! - poll only: the waiters' coordinator logs in as an ACL user that may not
-//!   subscribe to any channel (`resetchannels`), so its notification
-//!   connection is refused and waiters only learn by polling. Waiters arrive
-//!   spread over one poll interval, as real requests would, so the measured
-//!   latency is the poll phase, not an artefact of synchronised starts.
-//!   TODO: use a builder switch for notifications once the library has one
-//!   (no admin rights would be needed).
+//! - poll only: the waiters' coordinator is built with
+//!   `Builder::notifications(false)`, so waiters only learn by polling (and
+//!   at lease deadlines). Waiters arrive spread over one poll interval, as
+//!   real requests would, so the measured latency is the poll phase, not an
+//!   artefact of synchronised starts.
 
 use std::time::{Duration, Instant};
 
@@ -209,35 +207,3 @@ pub async fn many_sandboxes(
         before,
     })
 }
-
-/// An ACL user that may run everything but subscribe to nothing, for the
-/// poll-only waiters. Returns its URL, or why it could not be made.
-pub async fn poll_only_user(admin: &crate::server::Admin, url: &str) -> Result<String> {
-    let Some(user_url) = crate::server::with_user(url, POLL_USER, POLL_PASS) else {
-        return Err("the --url already names a user".into());
-    };
-    admin
-        .cmd::<()>(
-            redis::cmd("ACL")
-                .arg("SETUSER")
-                .arg(POLL_USER)
-                .arg("reset")
-                .arg("on")
-                .arg(format!(">{POLL_PASS}"))
-                .arg("~*")
-                .arg("+@all")
-                .arg("resetchannels"),
-        )
-        .await?;
-    Ok(user_url)
-}
-
-/// Removes the poll-only user.
-pub async fn drop_poll_only_user(admin: &crate::server::Admin) {
-    let _ = admin
-        .cmd::<u64>(redis::cmd("ACL").arg("DELUSER").arg(POLL_USER))
-        .await;
-}
-
-const POLL_USER: &str = "bench-poll-only";
-const POLL_PASS: &str = "bench-poll-only";
