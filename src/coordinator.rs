@@ -649,7 +649,9 @@ impl Coordinator {
 
     /// Finishes transition `fence` by its fence, for a holder that lost its
     /// [`Transition`] value (e.g. a restarted process that stored the
-    /// fence). Retry-safe: the same outcome for the same fence again is Ok.
+    /// fence). Retry-safe: the same outcome for the same fence again is Ok
+    /// while that outcome is kept (the newest 8 per sandbox, for the outcome
+    /// retention); errors as for [`Transition::succeed`].
     pub async fn finish(
         &self,
         team: &str,
@@ -664,7 +666,7 @@ impl Coordinator {
             Finish::Failed(r) => (Outcome::Failed, r),
         };
         self.inner
-            .finish(&keys, team, id, action, fence, outcome, &reason)
+            .finish(&keys, team, id, action, fence, outcome, &reason, false)
             .await
     }
 
@@ -750,7 +752,7 @@ impl Inner {
     /// could report `Busy` for a register that happened, or delete the next
     /// incarnation — so they go through [`Inner::run_once`].
     pub(crate) async fn run(&self, script: &Script, keys: &[&str], args: &[&str]) -> Result<Reply> {
-        self.run_with_retries(script, keys, args, 2).await
+        self.run_with_retries(script, keys, args, 2).await.0
     }
 
     /// Runs a script once; a transport error means its effect is unknown
@@ -761,16 +763,19 @@ impl Inner {
         keys: &[&str],
         args: &[&str],
     ) -> Result<Reply> {
-        self.run_with_retries(script, keys, args, 0).await
+        self.run_with_retries(script, keys, args, 0).await.0
     }
 
+    /// Runs a script, retrying transport failures `retries` times; also
+    /// says whether an attempt before the last failed in transport (and so
+    /// may have run: its reply, not its request, may be what was lost).
     async fn run_with_retries(
         &self,
         script: &Script,
         keys: &[&str],
         args: &[&str],
         retries: u32,
-    ) -> Result<Reply> {
+    ) -> (Result<Reply>, bool) {
         let mut backoff = Duration::from_millis(20);
         let mut attempt = 0;
         loop {
@@ -781,7 +786,7 @@ impl Inner {
                     tokio::time::sleep(backoff).await;
                     backoff *= 4;
                 }
-                other => return other,
+                other => return (other, attempt > 0),
             }
         }
     }
@@ -898,8 +903,16 @@ impl Inner {
         }
     }
 
-    /// Finishes transition `fence`, retrying transport failures while the
-    /// lease could still be ours (finishing is retry-safe).
+    /// Finishes transition `fence`, retrying transport failures (finishing
+    /// is retry-safe while the outcome can be read back). `unsure`: an
+    /// earlier call for the same finish failed in transport and may have
+    /// recorded it.
+    ///
+    /// A retry that finds the outcome recorded answers Ok. One that finds
+    /// the fence stale or the record gone cannot tell "an earlier attempt
+    /// recorded it, and the record moved on" from "it was stale all along",
+    /// so after a lost reply that answer is [`Error::FinishUnknown`], never
+    /// `Fenced` ("nothing written") or `NotFound`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn finish(
         &self,
@@ -910,14 +923,15 @@ impl Inner {
         fence: u64,
         outcome: Outcome,
         reason: &str,
+        unsure: bool,
     ) -> Result<()> {
         let next = match outcome {
             Outcome::Succeeded => Some(self.lifecycle.spec(action).on_success),
             _ => self.lifecycle.spec(action).on_failure,
         };
         let tombstone = next.is_some_and(|s| self.lifecycle.class(s).is_tombstone());
-        let reply = self
-            .run(
+        let (reply, retried) = self
+            .run_with_retries(
                 &SCRIPTS.finish,
                 &[&keys.record, &keys.lease, &keys.outcomes, &keys.expiry],
                 &[
@@ -935,9 +949,19 @@ impl Inner {
                     &self.settings.outcome_retention.as_millis().to_string(),
                     &self.classes_arg,
                 ],
+                2,
             )
-            .await?;
+            .await;
+        let reply = reply?;
         let ctx = Ctx { team, id, keys };
+        if (unsure || retried) && matches!(reply.status(), "fenced" | "not_found") {
+            return Err(Error::FinishUnknown {
+                team: team.into(),
+                id: id.into(),
+                fence,
+                action: action.as_str().into(),
+            });
+        }
         match reply.status() {
             "finished" => Ok(()),
             "recorded" if reply.get(1) == outcome.as_str() => Ok(()),

@@ -148,6 +148,26 @@ pub enum Error {
         current: Option<u64>,
     },
 
+    /// A finish whose reply was lost cannot be confirmed: an attempt may
+    /// have recorded the outcome, but by the time a retry could read it
+    /// back the record had moved on (removed, or more transitions than the
+    /// recent outcomes kept), so neither "recorded" nor "fenced" is known.
+    /// Read the record to see where it is now; do not assume either.
+    #[error(
+        "finishing {action} of sandbox {team}/{id} (fence {fence}): a reply was lost and the \
+         record has moved on since; whether this outcome was recorded is unknown"
+    )]
+    FinishUnknown {
+        /// Team id.
+        team: String,
+        /// Sandbox id.
+        id: String,
+        /// The transition's fence.
+        fence: u64,
+        /// The transition's action.
+        action: String,
+    },
+
     /// A bounded wait ran out.
     #[error("waited {waited:?} for sandbox {team}/{id}; the transition is still in flight")]
     Timeout {

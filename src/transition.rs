@@ -160,6 +160,13 @@ impl Transition {
 
     /// Records success: the record moves to the action's success state, the
     /// lease is released and waiters wake, in one script call.
+    ///
+    /// Errors: [`Error::Fenced`] — the lease was lost, nothing was written;
+    /// [`Error::FinishUnknown`] — a reply was lost and the record moved on
+    /// before a retry could read the outcome back, so it may or may not have
+    /// been recorded; a transport error — Redis stayed unreachable until the
+    /// lease deadline (same: unknown). Transport failures are retried (every
+    /// 100 ms) while the lease may still be ours.
     pub async fn succeed(mut self) -> Result<()> {
         let result = self.finish(Outcome::Succeeded, "").await;
         self.finished = true;
@@ -169,6 +176,7 @@ impl Transition {
     /// Records failure with a reason: the record moves to the action's
     /// failure state (or stays in flight, stuck, for a retry or cleanup),
     /// the lease is released and joiners get [`Error::TransitionFailed`].
+    /// Errors as for [`succeed`](Transition::succeed).
     pub async fn fail(mut self, reason: impl AsRef<str>) -> Result<()> {
         let result = self.finish(Outcome::Failed, reason.as_ref()).await;
         self.finished = true;
@@ -177,7 +185,9 @@ impl Transition {
 
     async fn finish(&self, outcome: Outcome, reason: &str) -> Result<()> {
         // The script call itself retries briefly; beyond that, keep trying
-        // while the lease may still be ours. Finishing is retry-safe.
+        // while the lease may still be ours. Finishing is retry-safe; after
+        // a lost reply a stale answer is reported as unknown, not fenced.
+        let mut unsure = false;
         loop {
             let result = self
                 .inner
@@ -189,10 +199,12 @@ impl Transition {
                     self.fence,
                     outcome,
                     reason,
+                    unsure,
                 )
                 .await;
             match result {
                 Err(e) if transport(&e) && Instant::now() < self.guard.deadline() => {
+                    unsure = true;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e @ Error::Fenced { .. }) => {
@@ -224,7 +236,16 @@ impl Drop for Transition {
         let (action, fence) = (self.action, self.fence);
         runtime.spawn(async move {
             let result = inner
-                .finish(&keys, &team, &id, action, fence, Outcome::Failed, "dropped")
+                .finish(
+                    &keys,
+                    &team,
+                    &id,
+                    action,
+                    fence,
+                    Outcome::Failed,
+                    "dropped",
+                    false,
+                )
                 .await;
             if let Err(e) = result {
                 tracing::warn!(%team, %id, fence, error = %e, "failing a dropped transition");

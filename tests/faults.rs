@@ -266,3 +266,76 @@ async fn a_remove_whose_reply_is_lost_does_not_delete_a_newer_record() {
         "remove answered {answer:?} and deleted the new incarnation e2 (record now {now:?})"
     );
 }
+
+/// Regression (found by the 10-minute soak's chaos-proxy histories): a
+/// holder's `succeed` whose reply was lost was answered `Fenced` ("nothing
+/// written") although its first attempt had recorded the outcome. The
+/// retry came after the record had moved on: more transitions than the
+/// newest 8 outcomes kept, so the retry could neither find its outcome nor
+/// its lease. The answer must be Ok, or `FinishUnknown` — never `Fenced`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finish_whose_reply_is_lost_is_never_reported_fenced() {
+    use fixture::chaos::{Chaos, Faults};
+    use sandbox_coordinator::{Coordinator, State};
+
+    let redis = TestRedis::start().await;
+    let chaos = Chaos::start(&redis.url()).await;
+    let a = Coordinator::builder(chaos.url())
+        .namespace(redis.namespace())
+        .pool_size(1)
+        .connect_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let b = fixture::coordinator(&redis).await;
+    b.register(fixture::sandbox("s1", "e1")).await.unwrap();
+    // a holds a pause; its lease (1 s, no watchdog) runs out while the
+    // reply is lost, so its own retries end at the deadline.
+    let opts = BeginOptions::default()
+        .lease(Duration::from_secs(1))
+        .watchdog(false);
+    let pause = started(a.begin(TEAM, "s1", Action::Pause, opts).await);
+    let fence = pause.fence();
+
+    chaos.set_faults(Faults {
+        mute_replies: true,
+        ..Faults::default()
+    });
+    let finish = tokio::spawn(async move { pause.succeed().await });
+    // The first attempt ran: the sandbox is paused with a's fence ...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let sb = b.get(TEAM, "s1").await.unwrap().unwrap();
+        if sb.state == State::Paused {
+            assert_eq!(sb.fence, fence);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first attempt never ran");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // ... then another server resumes it and runs 8 snapshots: the outcome
+    // of a's fence is no longer among the newest kept.
+    b.register(fixture::sandbox("s1", "e2")).await.unwrap();
+    for _ in 0..8 {
+        started(
+            b.begin(TEAM, "s1", Action::Snapshot, BeginOptions::default())
+                .await,
+        )
+        .succeed()
+        .await
+        .unwrap();
+    }
+    chaos.calm();
+    let answer = timeout(Duration::from_secs(15), finish)
+        .await
+        .expect("succeed answered")
+        .unwrap();
+    assert!(
+        matches!(
+            answer,
+            Ok(()) | Err(Error::FinishUnknown { .. } | Error::Redis(_) | Error::Pool(_))
+        ),
+        "succeed of fence {fence} was recorded, but its holder was told {answer:?}"
+    );
+}
