@@ -448,6 +448,31 @@ fn checker_rejects_the_replayed_history_with_one_joiner_lying() {
     assert_eq!(verdict.violations[0].why, "no linearization exists");
 }
 
+/// A real library bug the soak found: a holder's finish that was recorded
+/// but answered `Fenced` after a lost reply (tests/faults.rs
+/// `a_finish_whose_reply_is_lost_is_never_reported_fenced`). The recorded
+/// history is rejected; with the answer the fixed library gives
+/// (`FinishUnknown`, recorded as unknown) it is accepted.
+#[test]
+fn checker_rejects_a_recorded_finish_answered_fenced_and_accepts_it_as_unknown() {
+    let mut entries = recorded("chaos-proxy-finish-answered-fenced.txt");
+    let verdict = check_with_budget(&entries, &Lifecycle::sandbox(), Duration::from_secs(20));
+    assert_eq!(verdict.violations.len(), 1);
+    assert_eq!(verdict.violations[0].why, "no linearization exists");
+    let finish = entries
+        .iter_mut()
+        .find(|e| matches!(e.op, Op::Finish { fence: 3074, .. }) && e.ret == Some(Ret::Fenced))
+        .expect("the finish of 3074");
+    finish.ret = None;
+    finish.error = Some("finish unknown".into());
+    let verdict = check_with_budget(&entries, &Lifecycle::sandbox(), Duration::from_secs(20));
+    assert!(
+        verdict.violations.is_empty(),
+        "{:?}",
+        verdict.violations.first().map(|v| &v.why)
+    );
+}
+
 /// What `render` writes, `replay::parse` reads back: every kind of
 /// operation and answer, unknown and settled ones included.
 #[test]
