@@ -144,6 +144,31 @@ async fn a_holder_that_stalls_past_its_lease_is_fenced_and_writes_nothing() {
     assert_eq!(verdict.histories, 2);
 }
 
+/// The lost-reply regressions' setup: coordinator `a` reaches Redis through
+/// a chaos proxy (one pooled connection, 1 s response timeout, so a muted
+/// reply becomes a transport error and a retry), `b` directly; sandbox s1
+/// is registered as e1.
+async fn lost_reply_setup(
+    redis: &TestRedis,
+) -> (
+    fixture::chaos::Chaos,
+    sandbox_coordinator::Coordinator,
+    sandbox_coordinator::Coordinator,
+) {
+    let chaos = fixture::chaos::Chaos::start(&redis.url()).await;
+    let a = sandbox_coordinator::Coordinator::builder(chaos.url())
+        .namespace(redis.namespace())
+        .pool_size(1)
+        .connect_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let b = fixture::coordinator(redis).await;
+    b.register(fixture::sandbox("s1", "e1")).await.unwrap();
+    (chaos, a, b)
+}
+
 /// Regression (found by the paused-Redis history check): a `register`
 /// whose first attempt ran but whose reply was lost must not be answered by
 /// a retry. Here the first attempt resumes the sandbox as `e2`, its reply
@@ -153,21 +178,11 @@ async fn a_holder_that_stalls_past_its_lease_is_fenced_and_writes_nothing() {
 /// transport error (effect unknown).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_register_whose_reply_is_lost_reports_what_it_did() {
-    use fixture::chaos::{Chaos, Faults};
-    use sandbox_coordinator::{Coordinator, Registration};
+    use fixture::chaos::Faults;
+    use sandbox_coordinator::Registration;
 
     let redis = TestRedis::start().await;
-    let chaos = Chaos::start(&redis.url()).await;
-    let a = Coordinator::builder(chaos.url())
-        .namespace(redis.namespace())
-        .pool_size(1)
-        .connect_timeout(Duration::from_secs(1))
-        .response_timeout(Duration::from_secs(1))
-        .build()
-        .await
-        .unwrap();
-    let b = fixture::coordinator(&redis).await;
-    b.register(fixture::sandbox("s1", "e1")).await.unwrap();
+    let (chaos, a, b) = lost_reply_setup(&redis).await;
     started(
         b.begin(TEAM, "s1", Action::Pause, BeginOptions::default())
             .await,
@@ -217,21 +232,10 @@ async fn a_register_whose_reply_is_lost_reports_what_it_did() {
 /// most the record it found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remove_whose_reply_is_lost_does_not_delete_a_newer_record() {
-    use fixture::chaos::{Chaos, Faults};
-    use sandbox_coordinator::Coordinator;
+    use fixture::chaos::Faults;
 
     let redis = TestRedis::start().await;
-    let chaos = Chaos::start(&redis.url()).await;
-    let a = Coordinator::builder(chaos.url())
-        .namespace(redis.namespace())
-        .pool_size(1)
-        .connect_timeout(Duration::from_secs(1))
-        .response_timeout(Duration::from_secs(1))
-        .build()
-        .await
-        .unwrap();
-    let b = fixture::coordinator(&redis).await;
-    b.register(fixture::sandbox("s1", "e1")).await.unwrap();
+    let (chaos, a, b) = lost_reply_setup(&redis).await;
     started(
         b.begin(TEAM, "s1", Action::Kill, BeginOptions::default())
             .await,
@@ -275,21 +279,11 @@ async fn a_remove_whose_reply_is_lost_does_not_delete_a_newer_record() {
 /// its lease. The answer must be Ok, or `FinishUnknown` — never `Fenced`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finish_whose_reply_is_lost_is_never_reported_fenced() {
-    use fixture::chaos::{Chaos, Faults};
-    use sandbox_coordinator::{Coordinator, State};
+    use fixture::chaos::Faults;
+    use sandbox_coordinator::State;
 
     let redis = TestRedis::start().await;
-    let chaos = Chaos::start(&redis.url()).await;
-    let a = Coordinator::builder(chaos.url())
-        .namespace(redis.namespace())
-        .pool_size(1)
-        .connect_timeout(Duration::from_secs(1))
-        .response_timeout(Duration::from_secs(1))
-        .build()
-        .await
-        .unwrap();
-    let b = fixture::coordinator(&redis).await;
-    b.register(fixture::sandbox("s1", "e1")).await.unwrap();
+    let (chaos, a, b) = lost_reply_setup(&redis).await;
     // a holds a pause; its lease (1 s, no watchdog) runs out while the
     // reply is lost, so its own retries end at the deadline.
     let opts = BeginOptions::default()

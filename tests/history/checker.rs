@@ -158,18 +158,7 @@ fn with_expiries(entries: &[Entry]) -> Vec<Entry> {
             continue;
         }
         thread += 1;
-        out.push(Entry {
-            sandbox: e.sandbox.clone(),
-            thread,
-            op: Op::Expire { token: *token },
-            ret: None,
-            invoked: not_before,
-            returned: not_before,
-            lease: None,
-            error: None,
-            coordinator: usize::MAX,
-            settled: false,
-        });
+        out.push(Entry::expiry(&e.sandbox, thread, *token, not_before));
     }
     out
 }

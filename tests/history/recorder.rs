@@ -60,6 +60,26 @@ pub struct Entry {
     pub settled: bool,
 }
 
+impl Entry {
+    /// The in-flight `Expire` of the lease taken by call `token`, not
+    /// before `not_before` (added by the recorder or the checker, never
+    /// observed).
+    pub fn expiry(sandbox: &str, thread: ThreadId, token: u64, not_before: Instant) -> Entry {
+        Entry {
+            sandbox: sandbox.to_string(),
+            thread,
+            op: Op::Expire { token },
+            ret: None,
+            invoked: not_before,
+            returned: not_before,
+            lease: None,
+            error: None,
+            coordinator: usize::MAX,
+            settled: false,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     entries: Mutex<Vec<Entry>>,
@@ -176,18 +196,7 @@ impl Recorder {
     /// The lease of call `token` on `sandbox` may run out from `not_before`
     /// on (an in-flight `Expire`, its own thread).
     pub fn expire(&self, sandbox: &str, token: u64, not_before: Instant) {
-        self.push(Entry {
-            sandbox: sandbox.to_string(),
-            thread: self.new_thread(),
-            op: Op::Expire { token },
-            ret: None,
-            invoked: not_before,
-            returned: not_before,
-            lease: None,
-            error: None,
-            coordinator: usize::MAX,
-            settled: false,
-        });
+        self.push(Entry::expiry(sandbox, self.new_thread(), token, not_before));
     }
 
     /// Redis lost every key some time within `[from, to]` (a restart
