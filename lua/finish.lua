@@ -90,7 +90,6 @@ end
 if type(ok) == 'table' and ok.err then return {'corrupt', expiry_key .. ' is not a sorted set'} end
 
 if next_state ~= '' then r.state = next_state end
-r.last_fence, r.last_action, r.last_outcome, r.last_reason = fence, action, outcome, reason
 redis.call('HSET', rec_key, 'state', r.state, 'last_fence', fence, 'last_action', action,
            'last_outcome', outcome, 'last_reason', reason)
 redis.call('DEL', lease_key)
