@@ -44,10 +44,10 @@ test: redis-image
 endif
 # Doctests first so that nextest's summary is the last thing printed.
 test:
-	$(CARGO) test --doc
+	$(CARGO) test --doc -p sandbox-coordinator
 	@rc=0; \
-	echo "REDIS_TEST_IMAGE=$(REDIS_TEST_IMAGE) $(CARGO) nextest run --all-targets $(NEXTEST_ARGS)"; \
-	REDIS_TEST_IMAGE=$(REDIS_TEST_IMAGE) $(CARGO) nextest run --all-targets $(NEXTEST_ARGS) || rc=$$?; \
+	echo "REDIS_TEST_IMAGE=$(REDIS_TEST_IMAGE) $(CARGO) nextest run --workspace --all-targets $(NEXTEST_ARGS)"; \
+	REDIS_TEST_IMAGE=$(REDIS_TEST_IMAGE) $(CARGO) nextest run --workspace --all-targets $(NEXTEST_ARGS) || rc=$$?; \
 	$(CLEAN_TEST_CONTAINERS); \
 	exit $$rc
 
@@ -61,7 +61,7 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy:
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # The demo runs against a private redis-server that sandboxctl starts on a
 # unix socket; install Debian's package first if it is missing.
@@ -75,7 +75,7 @@ demo:
 			exit 1; \
 		fi; \
 	fi
-	$(CARGO) run --release --bin sandboxctl -- demo
+	$(CARGO) run --release -p sandboxctl -- demo
 
 bench:
 	$(CARGO) bench

@@ -4,7 +4,9 @@
 //! the demo on its embedded Redis — which must be gone when it exits, also
 //! after Ctrl-C.
 
+#[path = "../../tests/fixture/mod.rs"]
 mod fixture;
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader};

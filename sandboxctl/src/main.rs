@@ -16,29 +16,16 @@
 //! `main` installs the signal handlers, starts the server, races the
 //! command against the signals, shuts the runtime down, and only then
 //! stops the server.
-//!
-//! (The modules live in `src/bin/sandboxctl/`; a binary's root file
-//! resolves `mod` next to itself, hence the `#[path]`s.)
 
-#[path = "sandboxctl/demo/mod.rs"]
 mod demo;
-#[path = "sandboxctl/embedded.rs"]
 mod embedded;
-#[path = "sandboxctl/in_flight.rs"]
 mod in_flight;
-#[path = "sandboxctl/output.rs"]
 mod output;
-#[path = "sandboxctl/repair.rs"]
 mod repair;
-#[path = "sandboxctl/sandboxes.rs"]
 mod sandboxes;
-#[path = "sandboxctl/script_cache.rs"]
 mod script_cache;
-#[path = "sandboxctl/server.rs"]
 mod server;
-#[path = "sandboxctl/table.rs"]
 mod table;
-#[path = "sandboxctl/watch.rs"]
 mod watch;
 
 use std::process::ExitCode;
