@@ -1,23 +1,27 @@
 --[[
-  due.lua — the sandboxes whose end time has passed by the Redis server
-  clock, oldest first (read-only). Only live records are in the index.
+  due.lua — the ids of one team whose end time has passed by the server
+  clock, oldest first (due_team.lua; sweeps stale index entries).
 
   Input:
-    KEYS[1] expiry index  <ns>:{<team>}:expiry
-    ARGV[1] maximum number of ids to return
+    KEYS[1] expiry index <ns>:{<team>}:expiry
+    ARGV[1] team prefix  "<ns>:{<team>}:"
+    ARGV[2] maximum number of ids
 
   Output:
-    {now_ms, id1, id2, ...}
-    {"corrupt", detail}      the key holds another type
+    {"due", now_ms, id1, end_ms1, id2, end_ms2, ...}
 
   Example:
-    redis-cli --eval lua/due.lua 'sbx:{t}:expiry' , 100
+    redis-cli --eval DIR/due.lua 'sbx:{t}:expiry' , 'sbx:{t}:' 100
 ]]
 
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind ~= 'none' and kind ~= 'zset' then return {'corrupt', KEYS[1] .. ' holds a ' .. kind .. ', expected a zset'} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-table.insert(ids, 1, tostring(now))
-return ids
+local TP, LIMIT = ARGV[1], tonumber(ARGV[2])
+
+--!generated
+--!include clock.lua
+--!include due_team.lua
+
+local now = clock()
+local out = {'due', int(now)}
+local _, refused = due_team(TP, LIMIT, now, out, nil)
+if refused then return refused end
+return out

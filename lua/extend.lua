@@ -1,24 +1,37 @@
 --[[
-  extend.lua — extend the lease of transition <fence> (the watchdog's call).
-  Fenced: refused when the lease is gone or belongs to another fence.
+  extend.lua — extend the lease of transition <fence> held by <holder> to
+  <lease> from now by the server clock (the watchdog's call, or an explicit
+  `Transition::extend`). Fenced: refused, writing nothing, unless fence and
+  holder match the record's live lease.
 
   Input:
-    KEYS[1] lease   <ns>:{<team>}:lease:<id>
-    ARGV[1] fence of the caller's transition
-    ARGV[2] new lease length in ms (from now, by the server clock)
+    KEYS[1] record       <ns>:{<team>}:rec:<id>
+    ARGV[1] team prefix  "<ns>:{<team>}:"
+    ARGV[2] sandbox id
+    ARGV[3] fence
+    ARGV[4] holder id
+    ARGV[5] new lease length, ms
 
   Output:
-    {"extended", pttl_ms}
-    {"fenced", live_fence_or_empty}   nothing written
-    {"corrupt", detail}
+    {"extended", lease_ms}
+    {"fenced", current_fence_or_empty}    nothing written
+    {"corrupt", detail} | {"schema", version}
 
   Example:
-    redis-cli --eval lua/extend.lua 'sbx:{t}:lease:s1' , 1 30000
+    redis-cli --eval DIR/extend.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 1796235699297393 cli/1 30000
 ]]
 
-local raw = redis.pcall('GET', KEYS[1])
-if type(raw) == 'table' and raw.err then return {'corrupt', KEYS[1] .. ' is not a string'} end
-local live = raw and string.match(raw, '^(%d+) ') or nil
-if live ~= ARGV[1] then return {'fenced', live or ''} end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {'extended', tostring(redis.call('PTTL', KEYS[1]))}
+local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
+local FENCE, HOLDER, LEASE_MS = ARGV[3], ARGV[4], tonumber(ARGV[5])
+
+--!generated
+--!include clock.lua
+--!include record.lua
+
+local now = clock()
+local r, err = load_record(REC)
+if err then return err end
+if not r then return {'fenced', ''} end
+if r.fence ~= FENCE or r.holder ~= HOLDER or r.until_n <= now then return {'fenced', r.fence} end
+redis.call('HSET', REC, 'until_ms', int(now + LEASE_MS))
+return {'extended', int(LEASE_MS)}

@@ -1,104 +1,122 @@
 --[[
   register.lua — create a sandbox record, or a new incarnation over a
-  resumable tombstone (a resume), in one atomic step with its expiry entry.
+  resumable tombstone (a resume), in one atomic step with every index of
+  the team and its place under the team's limit.
 
-  Refuses while a lease is live ("busy"), refuses to overwrite a live record
-  of another execution and to bring back a final (killed) record while its
-  tombstone lasts ("exists"). The same execution again is idempotent. The
-  fence is never reset: fences come from the team's counter.
+  Refuses while a transition holds the lease ("busy"), over a live record of another execution and over a final
+  (killed) tombstone ("exists"): a kill is final while its tombstone lasts.
+  The same execution again is idempotent. When the team's places are all
+  taken (records that are not tombstones, plus live reservations) it
+  refuses with "team_limit"; a live reservation of this id is consumed
+  (its place becomes the record's). Fences never go back: a new record
+  keeps the team's floor (the highest fence of a removed record) and its
+  first fence is above it.
+
+  A team's first record puts the team in its slot's team set (for
+  due_for_eviction_all); the reply's last field says whether the slot
+  still has to be put in the namespace's slot registry (another slot, so
+  the client does that after this script).
 
   Input:
-    KEYS[1] record        <ns>:{<team>}:rec:<id>
-    KEYS[2] lease         <ns>:{<team>}:lease:<id>
-    KEYS[3] expiry index  <ns>:{<team>}:expiry
-
-    ARGV[1] schema version
+    KEYS[1] record       <ns>:{<team>}:rec:<id>
+    ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] execution id
-    ARGV[4] end time, ms since the Unix epoch
-    ARGV[5] opaque data
-    ARGV[6] initial state (e.g. "running")
-    ARGV[7] state classes: "running=live,pausing=inflight,paused=resumable,killed=final,..."
+    ARGV[4] end time mode: "at" (ARGV[5] is ms since the Unix epoch) |
+            "in" (ARGV[5] ms after the server's now)
+    ARGV[5] end time value, ms
+    ARGV[6] opaque data
+    ARGV[7] default team limit, or "" for none
+    ARGV[8] team id
+    ARGV[9] slot prefix "<ns>:{<tag of the team's slot>}:"
 
-  Output (rows marked [rec] end with the 14 record fields of begin.lua):
-    {"created",  "", "", [rec]}
-    {"existing", "", "", [rec]}           same execution: nothing written
-    {"resumed",  previous_exec, "", [rec]}
-    {"busy", lease_fence, lease_action}
+  Output (rows marked [rec] end with the record as inspect.lua replies it:
+  now_ms, record_pttl, the fields of record.lua, data):
+    {"created",  slot_unlisted, "", [rec]}
+    {"resumed",  slot_unlisted, previous_exec, [rec]}
+    {"existing", "0", "", [rec]}                 same execution: nothing written
+    {"busy", fence, action}                      a lease is live
     {"exists", exec, state}
-    {"corrupt", detail} | {"schema", found_version}
+    {"team_limit", taken, limit}
+    {"corrupt", detail} | {"schema", version} | {"lifecycle", digest}
+    slot_unlisted is "1" when the client must add the slot to <ns>:slots.
 
   Example:
-    redis-cli --eval lua/register.lua 'sbx:{t}:rec:s1' 'sbx:{t}:lease:s1' 'sbx:{t}:expiry' , \
-      1 s1 e1 1893456000000 '{}' running \
-      'running=live,pausing=inflight,paused=resumable,killing=inflight,killed=final,snapshotting=inflight'
+    redis-cli --eval DIR/register.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 e1 in 3600000 '{}' '' t 'sbx:{#9}:'
 ]]
 
--- A key of ours holding another type is corruption: refuse before writing.
-local function foreign(key, want)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= want then return {'corrupt', key .. ' holds a ' .. t .. ', expected a ' .. want} end
-  return nil
+local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
+local EXEC, END_MODE, END_VALUE, DATA = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local DEFAULT_LIMIT, TEAM, SLOT = ARGV[7], ARGV[8], ARGV[9]
+
+--!generated
+--!include clock.lua
+--!include record.lua
+--!include notify.lua
+--!include outcome.lua
+--!include indexes.lua
+--!include record_reply.lua
+
+-- The reply of a registration: the record as it now is.
+local function registered(code, unlisted, extra, now)
+  local r = load_record(REC)
+  local out = {code, unlisted, extra, int(now)}
+  record_reply(out, REC, r)
+  return out
 end
 
-local rec_key, lease_key, expiry_key = KEYS[1], KEYS[2], KEYS[3]
-local schema, id, exec, end_ms, data, initial = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local classes = {}
-for k, v in string.gmatch(ARGV[7], '([^,=]+)=([^,]+)') do classes[k] = v end
-
-local FIELDS = {'v', 'state', 'exec', 'end_ms', 'fence', 'data',
-                'last_fence', 'last_action', 'last_outcome', 'last_reason', 'started_ms'}
-
-local function reply(code, a, r)
-  local lease = redis.call('GET', lease_key)
-  return {code, a, '', r.state, r.exec, r.end_ms, r.fence, r.data,
-          r.last_fence, r.last_action, r.last_outcome, r.last_reason,
-          lease or '', tostring(redis.call('PTTL', lease_key)),
-          tostring(redis.call('PTTL', rec_key)), tostring(now_ms()), r.started_ms}
-end
-
-local bad = foreign(expiry_key, 'zset')
-if bad then return bad end
-local raw = redis.pcall('GET', lease_key)
-if type(raw) == 'table' and raw.err then return {'corrupt', lease_key .. ' is not a string'} end
-if raw then
-  local lf, la = string.match(raw, '^(%d+) (%S+) %S+$')
-  if not lf then return {'corrupt', lease_key .. ' holds "' .. raw .. '"'} end
-  return {'busy', lf, la}
-end
-
-local vals = redis.pcall('HMGET', rec_key, unpack(FIELDS))
-if vals.err then return {'corrupt', rec_key .. ' is not a hash'} end
-local r = {}
-for i, f in ipairs(FIELDS) do r[f] = vals[i] or '' end
-
-if redis.call('EXISTS', rec_key) == 1 then
-  if r.v ~= schema then return {'schema', r.v} end
-  local class = classes[r.state]
-  if class == nil then return {'corrupt', rec_key .. ' has unknown state "' .. r.state .. '"'} end
-  if r.exec == '' or not tonumber(r.end_ms) or not tonumber(r.fence) then
-    return {'corrupt', rec_key .. ' lacks exec, end_ms or fence'}
-  end
+local now = clock()
+local end_n = tonumber(END_VALUE)
+if END_MODE == 'in' then end_n = now + end_n end
+local r, err = load_record(REC)
+if err then return err end
+err = foreign_indexes({'expiry', 'tombs', 'ids', 'resv', 'team'}, {{SLOT .. 'teams', 'set'}})
+if err then return err end
+if r then
+  if r.lc ~= LIFECYCLE then return {'lifecycle', r.lc} end
+  if r.holder ~= '' and r.until_n > now then return {'busy', r.fence, r.action} end
+  local class = class_of(r.state)
   if class == 'final' then return {'exists', r.exec, r.state} end
-  if r.exec == exec then return reply('existing', '', r) end
+  if r.exec == EXEC then return registered('existing', '0', '', now) end
   if class ~= 'resumable' then return {'exists', r.exec, r.state} end
-  local previous = r.exec
-  r.state, r.exec, r.end_ms, r.data = initial, exec, end_ms, data
-  redis.call('HSET', rec_key, 'state', initial, 'exec', exec, 'end_ms', end_ms, 'data', data)
-  redis.call('PERSIST', rec_key)
-  redis.call('ZADD', expiry_key, end_ms, id)
-  return reply('resumed', previous, r)
 end
 
-r = {state = initial, exec = exec, end_ms = end_ms, fence = '0', data = data,
-     last_fence = '', last_action = '', last_outcome = '', last_reason = '', started_ms = ''}
-redis.call('HSET', rec_key, 'v', schema, 'state', initial, 'exec', exec, 'end_ms', end_ms,
-           'fence', '0', 'data', data)
-redis.call('ZADD', expiry_key, end_ms, id)
-return reply('created', '', r)
+local team = redis.call('HMGET', TP .. 'team', 'limit', 'listed', 'floor')
+local limit = team_limit(team[1], DEFAULT_LIMIT)
+if limit then
+  sweep_reservations(now)
+  local taken = places_taken(now, ID)
+  if taken + 1 > limit then return {'team_limit', int(taken), int(limit)} end
+end
+
+-- Consume this id's reservation, if any: its place is now the record's.
+redis.call('ZREM', TP .. 'resv', ID)
+redis.call('HDEL', TP .. 'team', 'tok:' .. ID)
+redis.call('ZADD', TP .. 'expiry', end_n, ID)
+
+local unlisted = '0'
+if team[2] ~= '1' then
+  redis.call('SADD', SLOT .. 'teams', TEAM)
+  redis.call('HSET', TP .. 'team', 'listed', '1')
+end
+if redis.call('EXISTS', SLOT .. 'listed') == 0 then unlisted = '1' end
+
+if r then
+  redis.call('ZREM', TP .. 'tombs', ID)
+  redis.call('HSET', REC, 'state', INITIAL, 'exec', EXEC, 'end_ms', int(end_n), 'data', DATA, 'resv', '')
+  redis.call('PERSIST', REC)
+  notify('c ' .. ID)
+  return registered('resumed', unlisted, r.exec, now)
+end
+
+local floor = uint(team[3] or '') or 0
+local fields = {'v', SCHEMA, 'lc', LIFECYCLE, 'state', INITIAL, 'exec', EXEC,
+                'end_ms', int(end_n), 'fence', '0', 'data', DATA}
+if floor > 0 then
+  fields[#fields + 1] = 'floor'
+  fields[#fields + 1] = int(floor)
+end
+redis.call('HSET', REC, unpack(fields))
+redis.call('ZADD', TP .. 'ids', 0, ID)
+redis.call('ZREM', TP .. 'tombs', ID)
+return registered('created', unlisted, '', now)

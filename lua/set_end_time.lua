@@ -1,54 +1,45 @@
 --[[
-  set_end_time.lua — move a live sandbox's end time, updating the expiry
-  index in the same step. Tombstones (resumable or final states) keep theirs.
+  set_end_time.lua — move a sandbox's end time, updating the expiry index in
+  the same step. Tombstones (resumable or final states) keep theirs.
 
   Input:
-    KEYS[1] record        <ns>:{<team>}:rec:<id>
-    KEYS[2] expiry index  <ns>:{<team>}:expiry
-
-    ARGV[1] schema version
+    KEYS[1] record       <ns>:{<team>}:rec:<id>
+    ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
-    ARGV[3] new end time, ms since the Unix epoch
-    ARGV[4] expected execution id, or "" for any
-    ARGV[5] state classes (as in register.lua)
+    ARGV[3] end time mode: "at" (ARGV[4] is ms since the Unix epoch) |
+            "in" (ARGV[4] ms after the server's now)
+    ARGV[4] end time value, ms
+    ARGV[5] expected execution id, or "" for any
 
   Output:
-    {"ok", previous_end_ms}
+    {"ok", previous_end_ms, end_ms}
     {"not_found"}
-    {"exec_mismatch", actual_exec}
-    {"settled", state}      a tombstone: nothing written
-    {"corrupt", detail} | {"schema", found_version}
+    {"exec_mismatch", exec}
+    {"settled", state}        a tombstone: nothing written
+    {"corrupt", detail} | {"schema", version}
 
   Example:
-    redis-cli --eval lua/set_end_time.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' , \
-      1 s1 1893456000000 '' 'running=live,pausing=inflight,paused=resumable,killing=inflight,killed=final,snapshotting=inflight'
+    redis-cli --eval DIR/set_end_time.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 in 60000 ''
 ]]
 
--- A key of ours holding another type is corruption: refuse before writing.
-local function foreign(key, want)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= want then return {'corrupt', key .. ' holds a ' .. t .. ', expected a ' .. want} end
-  return nil
-end
+local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
+local MODE, VALUE, EXPECT = ARGV[3], ARGV[4], ARGV[5]
 
-local rec_key, expiry_key = KEYS[1], KEYS[2]
-local schema, id, end_ms, expect_exec = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local classes = {}
-for k, v in string.gmatch(ARGV[5], '([^,=]+)=([^,]+)') do classes[k] = v end
+--!generated
+--!include clock.lua
+--!include record.lua
+--!include indexes.lua
 
-local bad = foreign(expiry_key, 'zset')
-if bad then return bad end
-local vals = redis.pcall('HMGET', rec_key, 'v', 'state', 'exec', 'end_ms', 'fence')
-if vals.err then return {'corrupt', rec_key .. ' is not a hash'} end
-if redis.call('EXISTS', rec_key) == 0 then return {'not_found'} end
-if vals[1] ~= schema then return {'schema', vals[1] or ''} end
-local class = classes[vals[2] or '']
-if class == nil then return {'corrupt', rec_key .. ' has unknown state "' .. (vals[2] or '') .. '"'} end
-if not vals[3] or not tonumber(vals[4] or '') or not tonumber(vals[5] or '') then
-  return {'corrupt', rec_key .. ' lacks exec, end_ms or fence'}
-end
-if expect_exec ~= '' and vals[3] ~= expect_exec then return {'exec_mismatch', vals[3]} end
-if class == 'resumable' or class == 'final' then return {'settled', vals[2]} end
-redis.call('HSET', rec_key, 'end_ms', end_ms)
-redis.call('ZADD', expiry_key, end_ms, id)
-return {'ok', vals[4]}
+local now = clock()
+local r, err = load_record(REC)
+if err then return err end
+err = foreign_indexes({'expiry'}, nil)
+if err then return err end
+if not r then return {'not_found'} end
+if EXPECT ~= '' and r.exec ~= EXPECT then return {'exec_mismatch', r.exec} end
+if is_tombstone(r.state) then return {'settled', r.state} end
+local end_n = tonumber(VALUE)
+if MODE == 'in' then end_n = now + end_n end
+redis.call('HSET', REC, 'end_ms', int(end_n))
+redis.call('ZADD', TP .. 'expiry', end_n, ID)
+return {'ok', r.end_ms, int(end_n)}

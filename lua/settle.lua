@@ -1,90 +1,50 @@
 --[[
-  settle.lua — tell how transition <fence> ended; if its lease expired and no
-  outcome was recorded, record `abandoned` (record + outcome hash) and publish
-  it, atomically. Waiters call this on every re-check; operators call it with
-  mode "force" to abandon a live transition whose holder is known dead.
+  settle.lua — how transition <fence> ended. A joiner calls it on every
+  re-check; when the lease has ended without an outcome (its holder died)
+  it records `abandoned` and publishes it, atomically, so every waiter
+  learns the same answer. Mode "force" is the operator's repair: it also
+  ends a live lease (the holder is known dead) by recording `abandoned`.
 
   Input:
-    KEYS[1] record    <ns>:{<team>}:rec:<id>
-    KEYS[2] lease     <ns>:{<team>}:lease:<id>
-    KEYS[3] outcomes  <ns>:{<team>}:out:<id>
-
-    ARGV[1] schema version
-    ARGV[2] team id
-    ARGV[3] sandbox id
-    ARGV[4] fence of the transition
-    ARGV[5] mode: "expired" (only a transition without a live lease) |
-            "force" (also delete a live lease that carries this fence)
+    KEYS[1] record       <ns>:{<team>}:rec:<id>
+    ARGV[1] team prefix  "<ns>:{<team>}:"
+    ARGV[2] sandbox id
+    ARGV[3] fence
+    ARGV[4] holder id of the transition, or "" (the operator: any holder)
+    ARGV[5] mode: "check" | "force"
     ARGV[6] reason recorded with `abandoned` (e.g. "lease expired")
-    ARGV[7] notification channel
-    ARGV[8] outcome retention in ms
-    ARGV[9] state classes (as in register.lua), to validate the record
 
   Output:
-    {"outcome", action, outcome, reason}  already ended: outcome is
-                                          succeeded|failed|abandoned, nothing written
-    {"abandoned", action, "abandoned", reason}
-                                          this call recorded `abandoned` (the lease had
-                                          expired, or mode "force") and published it
-    {"live", lease_pttl, action}          still in flight (mode "expired")
-    {"unknown"}                           no outcome can be known: the record was
-                                          removed, or moved on and the outcome aged out
-    {"corrupt", detail} | {"schema", found_version}
+    {"outcome", action, outcome, reason}   it had ended (succeeded | failed |
+                                           abandoned); nothing written
+    {"abandoned", action, reason}          this call recorded `abandoned`
+    {"live", lease_left_ms}                still in flight (mode "check")
+    {"unknown"}                            no outcome can be known any more: the
+                                           record is gone or moved on and the
+                                           outcome's retention ended
+    {"corrupt", detail} | {"schema", version}
 
   Example:
-    redis-cli --eval lua/settle.lua 'sbx:{t}:rec:s1' 'sbx:{t}:lease:s1' 'sbx:{t}:out:s1' , \
-      1 t s1 7 expired 'lease expired' sbx:notify 600000 \
-      'running=live,pausing=inflight,paused=resumable,killing=inflight,killed=final,snapshotting=inflight'
+    redis-cli --eval DIR/settle.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 1796235699297393 '' check 'lease expired'
 ]]
 
-local rec_key, lease_key, out_key = KEYS[1], KEYS[2], KEYS[3]
-local schema, team, id, fence, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local reason, channel, retention = ARGV[6], ARGV[7], tonumber(ARGV[8])
-local OUT_KEEP = 8
+local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
+local FENCE, HOLDER, MODE, REASON = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 
-local recorded = redis.pcall('HGET', out_key, fence)
-if type(recorded) == 'table' and recorded.err then return {'corrupt', out_key .. ' is not a hash'} end
-if recorded then
-  local a, o, why = string.match(recorded, '^(%S+) (%S+) ?(.*)$')
-  return {'outcome', a or '', o or '', why or ''}
-end
+--!generated
+--!include clock.lua
+--!include record.lua
+--!include notify.lua
+--!include outcome.lua
 
-local vals = redis.pcall('HMGET', rec_key, 'v', 'fence', 'action', 'last_fence', 'last_action', 'last_outcome',
-                         'last_reason', 'state', 'exec', 'end_ms')
-if vals.err then return {'corrupt', rec_key .. ' is not a hash'} end
-if redis.call('EXISTS', rec_key) == 0 then return {'unknown'} end
-if vals[1] ~= schema then return {'schema', vals[1] or ''} end
-local classes = {}
-for k, v in string.gmatch(ARGV[9], '([^,=]+)=([^,]+)') do classes[k] = v end
-if classes[vals[8] or ''] == nil then return {'corrupt', rec_key .. ' has unknown state "' .. (vals[8] or '') .. '"'} end
-if not vals[9] or vals[9] == '' or not tonumber(vals[10] or '') or not tonumber(vals[2] or '') then
-  return {'corrupt', rec_key .. ' lacks exec, end_ms or fence'}
-end
-if vals[4] == fence then return {'outcome', vals[5] or '', vals[6] or '', vals[7] or ''} end
-if vals[2] ~= fence then return {'unknown'} end
-
-local raw = redis.pcall('GET', lease_key)
-if type(raw) == 'table' and raw.err then return {'corrupt', lease_key .. ' is not a string'} end
-if raw then
-  local lf, la = string.match(raw, '^(%d+) (%S+) ')
-  if lf == fence then
-    if mode ~= 'force' then return {'live', tostring(redis.call('PTTL', lease_key)), la} end
-    redis.call('DEL', lease_key)
-  end
-end
-
--- The transition is over and nobody recorded how: its holder vanished.
-local action = vals[3] or 'unknown'
-redis.call('HSET', rec_key, 'last_fence', fence, 'last_action', action,
-           'last_outcome', 'abandoned', 'last_reason', reason)
-redis.call('HSET', out_key, fence, action .. ' abandoned ' .. reason)
-if redis.call('HLEN', out_key) > OUT_KEEP then
-  local oldest
-  for _, f in ipairs(redis.call('HKEYS', out_key)) do
-    if oldest == nil or tonumber(f) < tonumber(oldest) then oldest = f end
-  end
-  redis.call('HDEL', out_key, oldest)
-end
-redis.call('PEXPIRE', out_key, retention)
-redis.call('PUBLISH', channel, team .. ' ' .. id .. ' ' .. fence .. ' ' .. action .. ' abandoned ' .. reason)
-return {'abandoned', action, 'abandoned', reason}
+local now = clock()
+local r, err = load_record(REC)
+if err then return err end
+local act, outcome, why = recorded_outcome(r, FENCE)
+if act then return {'outcome', act, outcome, why} end
+if not r or r.fence ~= FENCE or r.action == '' then return {'unknown'} end
+if HOLDER ~= '' and r.holder ~= '' and r.holder ~= HOLDER then return {'unknown'} end
+if class_of(r.state) ~= 'inflight' then return {'unknown'} end
+if r.holder ~= '' and r.until_n > now and MODE ~= 'force' then return {'live', int(r.until_n - now)} end
+record_outcome(r.fence, r.action, 'abandoned', REASON, {'holder', '', 'until_ms', ''})
+return {'abandoned', r.action, REASON}

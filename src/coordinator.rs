@@ -1,47 +1,52 @@
-//! [`Coordinator`]: the public entry point. Each method validates its input,
-//! runs one script, and maps the script's status word to a typed answer;
-//! `begin` and `wait_idle` add the waiting loop (notification, poll, lease
-//! deadline) around their script.
+//! [`Coordinator`] and its [`Builder`]: the façade. Each method validates
+//! its input, runs its script (through `ops`), and, where it must wait,
+//! hands over to `wait`. Nothing below imports this module.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
+use crate::bounds;
+use crate::connection::{Connections, Link, LinkSettings, Replication, Target, redact};
 use crate::error::{Error, Result};
-use crate::keys::{Namespace, SCHEMA_VERSION, SandboxKeys, validate_id};
-use crate::lifecycle::{Action, Lifecycle, Outcome, State};
-use crate::notify::{Notifier, Wake};
-use crate::pool::{Pool, PoolSettings};
+use crate::keeper::{Job, Keeper};
+use crate::keys::{Namespace, SandboxKeys, TeamKeys, validate_id};
+use crate::lifecycle::{Action, Lifecycle, Outcome};
+use crate::notify::{Notifier, NotifySettings};
+use crate::ops::begin::{BeginArgs, Decided};
+use crate::ops::finish::{Target as FinishTarget, finish_retrying};
+use crate::ops::settle::Settled;
+use crate::ops::{self, Ctx, Env};
+use crate::reservation::Reservation;
+use crate::runtime::{Runtime, Settings};
 use crate::sandbox::{
-    Abandonment, Done, DoneReason, MAX_DATA_LEN, NewSandbox, Registration, Sandbox, parse_record,
-    system_time_ms,
+    Abandonment, Done, DoneReason, EndTime, MAX_DATA_LEN, NewSandbox, Page, Registration,
+    RepairReport, Sandbox, TeamCount,
 };
-use crate::scripts::{self, Reply, SCRIPTS, Script};
-use crate::transition::Transition;
-
-/// Longest failure reason kept, in bytes; longer ones are cut.
-pub const MAX_REASON_LEN: usize = 1024;
+use crate::scripts::{Script, ScriptSettings, Scripts};
+use crate::transition::{Transition, cut_reason};
 
 /// Options of [`Coordinator::begin`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BeginOptions {
-    /// Evictor mode: never wait (a live lease gives
-    /// [`Error::EvictionInProgress`]), and refuse with
+    /// Evictor mode: never wait (a live lease, a reservation or queued
+    /// waiters give [`Error::EvictionInProgress`]), and refuse with
     /// [`Error::EvictionNotNeeded`] while the end time is in the future by
     /// Redis server time.
     pub eviction: bool,
     /// Pin to one incarnation; checked in the script and after every wait.
     pub expect_execution: Option<String>,
-    /// Lease length (default 30 s).
+    /// Lease length (default 30 s; 10 ms to 2^50 ms).
     pub lease: Duration,
     /// Keep the lease alive while the [`Transition`] lives (default true).
     pub watchdog: bool,
     /// Bound on waiting for another transition (default: none; waits are
-    /// still bounded by lease deadlines).
+    /// still bounded by lease deadlines). `Duration::MAX` means none.
     pub wait_timeout: Option<Duration>,
 }
 
@@ -98,14 +103,6 @@ pub enum Begun {
     AlreadyDone(Done),
 }
 
-/// How a transition ended, as a waiter learned it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Ended {
-    pub action: Option<Action>,
-    pub outcome: Outcome,
-    pub reason: String,
-}
-
 /// How an externally finished transition should end, for
 /// [`Coordinator::finish`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,26 +113,63 @@ pub enum Finish {
     Failed(String),
 }
 
-/// Settings shared by every call of one coordinator.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub notifications: bool,
-    pub poll_interval: Duration,
-    pub tombstone_retention: Duration,
-    pub outcome_retention: Duration,
-}
-
-/// Builds a [`Coordinator`] with non-default settings.
-#[derive(Debug, Clone)]
+/// Builds a [`Coordinator`] with non-default settings. `Debug` never shows
+/// a password (URL userinfo or [`Builder::password`]).
+#[derive(Clone)]
 pub struct Builder {
-    url: String,
+    target: Target,
     namespace: String,
     lifecycle: Lifecycle,
-    pool: PoolSettings,
-    settings: Settings,
+    connections: Connections,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    poll_interval: Duration,
+    notifications: bool,
+    health_check_interval: Duration,
+    tombstone_retention: Duration,
+    outcome_retention: Duration,
+    wait: Option<(usize, Duration)>,
+    team_limit: Option<usize>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("target", &self.target)
+            .field("namespace", &self.namespace)
+            .field("lifecycle", &self.lifecycle.digest())
+            .field("connections", &self.connections)
+            .field("poll_interval", &self.poll_interval)
+            .field("notifications", &self.notifications)
+            .field("wait_for_replicas", &self.wait)
+            .field("team_limit", &self.team_limit)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Builder {
+    fn new(nodes: Vec<String>, cluster: bool) -> Builder {
+        Builder {
+            target: Target {
+                nodes,
+                cluster,
+                ..Target::default()
+            },
+            namespace: "sbx".into(),
+            lifecycle: Lifecycle::sandbox(),
+            connections: Connections::Multiplexed(1),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
+            notifications: true,
+            health_check_interval: Duration::from_secs(5),
+            tombstone_retention: Duration::from_secs(24 * 3600),
+            outcome_retention: Duration::from_secs(600),
+            wait: None,
+            team_limit: None,
+        }
+    }
+
     /// Key prefix (default `sbx`).
     pub fn namespace(mut self, prefix: impl Into<String>) -> Self {
         self.namespace = prefix.into();
@@ -146,174 +180,319 @@ impl Builder {
         self.lifecycle = lifecycle;
         self
     }
-    /// Command connections in the pool (default 16).
+    /// How commands reach a single server (default one multiplexed
+    /// connection; ignored on Redis Cluster, whose client keeps one per node).
+    pub fn connections(mut self, connections: Connections) -> Self {
+        self.connections = connections;
+        self
+    }
+    /// Command connections in a pool: shorthand for
+    /// `connections(Connections::Pooled(size))`.
     pub fn pool_size(mut self, size: usize) -> Self {
-        self.pool.size = size.max(1);
+        self.connections = Connections::Pooled(size.max(1));
         self
     }
     /// Connection timeout (default 2 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.pool.connect_timeout = timeout;
+        self.connect_timeout = timeout.max(Duration::from_millis(1));
         self
     }
     /// Bound on one Redis reply (default 5 s).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.pool.response_timeout = timeout;
+        self.response_timeout = timeout.max(Duration::from_millis(1));
         self
     }
-    /// Fallback poll of waiters (default 1 s).
+    /// Fallback poll of waiters (default 1 s; 1 ms to 1 h, saturating).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.settings.poll_interval = interval.max(Duration::from_millis(1));
+        self.poll_interval = interval.clamp(Duration::from_millis(1), Duration::from_secs(3600));
         self
     }
     /// Whether waiters are woken over pub/sub (default true). Off, they
-    /// learn outcomes by polling and at lease deadlines only — for
-    /// measuring what pub/sub buys, or for deployments without pub/sub.
+    /// learn outcomes by polling and at lease deadlines only.
     pub fn notifications(mut self, on: bool) -> Self {
-        self.settings.notifications = on;
+        self.notifications = on;
+        self
+    }
+    /// How often the notification connection is checked with `PING`
+    /// (default 5 s; 10 ms to 1 h, saturating).
+    pub fn health_check_interval(mut self, interval: Duration) -> Self {
+        self.health_check_interval =
+            interval.clamp(Duration::from_millis(10), Duration::from_secs(3600));
         self
     }
     /// How long paused/killed tombstones are kept (default 24 h; zero keeps
     /// them forever).
     pub fn tombstone_retention(mut self, retention: Duration) -> Self {
-        self.settings.tombstone_retention = retention;
+        self.tombstone_retention = retention;
         self
     }
-    /// How long recent outcomes are kept for late joiners (default 10 min).
+    /// How long each transition's outcome is kept for late joiners and for
+    /// finishes retried after a lost reply (default 10 min).
     pub fn outcome_retention(mut self, retention: Duration) -> Self {
-        self.settings.outcome_retention = retention.max(Duration::from_millis(1));
+        self.outcome_retention = retention;
+        self
+    }
+    /// Trusts this CA (PEM) for `rediss://` (a private CA); without it the
+    /// system's roots are used.
+    pub fn tls_root_certificate(mut self, pem: Vec<u8>) -> Self {
+        self.target.root_cert = Some(pem);
+        self
+    }
+    /// Presents this client certificate and key (PEM) for mutual TLS.
+    pub fn tls_client_certificate(mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
+        self.target.client_cert = Some((cert_pem, key_pem));
+        self
+    }
+    /// The ACL user (instead of one in the URL).
+    pub fn username(mut self, user: impl Into<String>) -> Self {
+        self.target.username = Some(user.into());
+        self
+    }
+    /// The password (instead of one in the URL); never shown by `Debug`.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.target.password = Some(password.into());
+        self
+    }
+    /// Follows every write script with `WAIT n timeout` in the same round
+    /// trip; fewer acknowledgements than `n` is [`Error::NotReplicated`].
+    pub fn wait_for_replicas(mut self, n: usize, timeout: Duration) -> Self {
+        self.wait = (n > 0).then_some((n, timeout));
+        self
+    }
+    /// The limit of places (sandboxes that are not tombstones, plus
+    /// reservations) of teams without their own
+    /// ([`Coordinator::set_team_limit`]). Default: none.
+    pub fn team_limit(mut self, limit: usize) -> Self {
+        self.team_limit = Some(limit);
         self
     }
 
-    /// Connects: creates the pool, loads the scripts, starts the
-    /// notification connection and waits (bounded) for its subscription.
+    /// Connects: the command connections, the scripts (loaded on every
+    /// primary), the notification connection (waited for, bounded) and the
+    /// lease keeper.
     pub async fn build(self) -> Result<Coordinator> {
         let ns = Namespace::new(&self.namespace)?;
         self.lifecycle
             .validate()
             .map_err(|why| Error::InvalidInput {
                 what: "lifecycle",
-                value: String::new(),
+                value: self.lifecycle.digest(),
                 why,
             })?;
-        let pool = Pool::new(&self.url, self.pool)?;
-        scripts::load_all(&pool).await?;
-        let notifier = if self.settings.notifications {
-            Notifier::start(pool.client().clone(), ns.channel())
+        let outcome_ms = bounds::duration_ms(
+            "outcome retention",
+            self.outcome_retention,
+            Duration::from_millis(1),
+        )?;
+        let tombstone_ms = bounds::duration_ms(
+            "tombstone retention",
+            self.tombstone_retention,
+            Duration::ZERO,
+        )?;
+        if let Some((_, t)) = self.wait {
+            bounds::duration_ms("wait_for_replicas timeout", t, Duration::ZERO)?;
+        }
+        if let Some(limit) = self.team_limit {
+            team_limit_arg(limit)?;
+        }
+        let settings = LinkSettings {
+            connections: self.connections,
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            wait: self.wait,
+        };
+        let link = Link::connect(self.target.clone(), settings).await?;
+        let scripts = Scripts::assemble(
+            &self.lifecycle,
+            &ScriptSettings {
+                publish: if link.is_cluster() {
+                    "SPUBLISH"
+                } else {
+                    "PUBLISH"
+                },
+                outcome_ms,
+                tombstone_ms,
+            },
+        );
+        link.load(&scripts.all()).await?;
+        crate::metrics::describe();
+        let notifier = if self.notifications {
+            Notifier::start(
+                &link,
+                NotifySettings {
+                    health_interval: self.health_check_interval,
+                    linger: Duration::from_secs(10),
+                    connect_timeout: self.connect_timeout,
+                    response_timeout: self.response_timeout,
+                },
+            )
         } else {
             Notifier::disabled()
         };
-        if self.settings.notifications && !notifier.ready(self.pool.connect_timeout).await {
-            tracing::warn!("notification subscription not up yet; waiters poll meanwhile");
+        if self.notifications && !notifier.ready(self.connect_timeout).await {
+            tracing::warn!("notification connection not up yet; waiters poll meanwhile");
         }
+        let env = Arc::new(Env {
+            link,
+            scripts,
+            digest: self.lifecycle.digest(),
+            lifecycle: self.lifecycle,
+            ns,
+            default_limit: self.team_limit,
+        });
+        let keeper = Keeper::start(Arc::clone(&env), self.response_timeout);
         let mut seed = RandomState::new().build_hasher();
         seed.write_u32(std::process::id());
-        let rules_args = Action::ALL.map(|a| self.lifecycle.rules_arg(a));
+        let holder_prefix = format!("{}-{:012x}", std::process::id(), seed.finish() >> 16);
         Ok(Coordinator {
-            inner: Arc::new(Inner {
-                holder_prefix: format!("{}-{:012x}", std::process::id(), seed.finish() >> 16),
-                calls: AtomicU64::new(0),
-                classes_arg: self.lifecycle.classes_arg(),
-                rules_args,
-                channel: ns.channel(),
-                pool,
-                ns,
-                lifecycle: self.lifecycle,
+            rt: Arc::new(Runtime::new(
+                env,
                 notifier,
-                settings: self.settings,
-            }),
+                keeper,
+                Settings {
+                    poll_interval: self.poll_interval,
+                    response_timeout: self.response_timeout,
+                },
+                holder_prefix,
+            )),
         })
     }
 }
 
+fn team_limit_arg(limit: usize) -> Result<String> {
+    if limit as u64 > crate::record::MAX_INT {
+        return Err(Error::InvalidInput {
+            what: "team limit",
+            value: limit.to_string(),
+            why: "is larger than 2^53 - 1".into(),
+        });
+    }
+    Ok(limit.to_string())
+}
+
 /// Coordinates sandbox lifecycle transitions through Redis. Cheap to clone;
-/// clones share connections.
+/// clones share connections, the notification connection and the lease
+/// keeper.
 #[derive(Clone, Debug)]
 pub struct Coordinator {
-    inner: Arc<Inner>,
+    rt: Arc<Runtime>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) pool: Pool,
-    pub(crate) ns: Namespace,
-    pub(crate) lifecycle: Lifecycle,
-    pub(crate) settings: Settings,
-    pub(crate) channel: String,
-    notifier: Notifier,
-    holder_prefix: String,
-    calls: AtomicU64,
-    classes_arg: String,
-    rules_args: [String; 3],
+/// The dropped-begin guard: while armed, dropping it (the begin future was
+/// dropped, or it returned while still queued) sends the keeper a cancel
+/// by holder, which fails a transition the script started that nobody
+/// received, or takes the caller out of the queue.
+struct PendingBegin<'a> {
+    rt: &'a Runtime,
+    team: &'a str,
+    id: &'a str,
+    keys: &'a SandboxKeys,
+    holder: &'a str,
+    route: crate::connection::Route,
+    armed: bool,
+    reason: &'static str,
 }
 
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coordinator")
-            .field("namespace", &self.ns.prefix())
-            .field("holder", &self.holder_prefix)
-            .field("pool", &self.pool)
-            .finish()
+impl Drop for PendingBegin<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.rt.keeper.send(Job::Cancel {
+                team: self.team.to_string(),
+                id: self.id.to_string(),
+                keys: self.keys.clone(),
+                holder: self.holder.to_string(),
+                reason: self.reason,
+                route: self.route,
+                again: true,
+            });
+        }
     }
 }
 
-/// Who a call is about, for error messages.
-pub(crate) struct Ctx<'a> {
-    pub team: &'a str,
-    pub id: &'a str,
-    pub keys: &'a SandboxKeys,
-}
-
 impl Coordinator {
-    /// Connects with default settings.
+    /// Connects to one server with default settings.
+    ///
+    /// Cancel safety: safe to drop; nothing is written.
     pub async fn connect(url: &str) -> Result<Coordinator> {
         Coordinator::builder(url).build().await
     }
 
-    /// A builder for non-default settings.
+    /// A builder for one server (`redis://`, `rediss://`, `redis+unix://`).
     pub fn builder(url: impl Into<String>) -> Builder {
-        Builder {
-            url: url.into(),
-            namespace: "sbx".into(),
-            lifecycle: Lifecycle::sandbox(),
-            pool: PoolSettings {
-                size: 16,
-                connect_timeout: Duration::from_secs(2),
-                response_timeout: Duration::from_secs(5),
-            },
-            settings: Settings {
-                notifications: true,
-                poll_interval: Duration::from_secs(1),
-                tombstone_retention: Duration::from_secs(24 * 3600),
-                outcome_retention: Duration::from_secs(600),
-            },
-        }
+        Builder::new(vec![url.into()], false)
+    }
+
+    /// A builder for a Redis Cluster, from any of its nodes' URLs (seed
+    /// nodes). Every operation works unchanged: each script touches its
+    /// team's slot only, and notifications use sharded pub/sub.
+    pub fn builder_cluster<I, S>(nodes: I) -> Builder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Builder::new(nodes.into_iter().map(Into::into).collect(), true)
     }
 
     /// The rule table in force.
     pub fn lifecycle(&self) -> &Lifecycle {
-        &self.inner.lifecycle
+        &self.rt.env.lifecycle
     }
 
     /// The key namespace.
     pub fn namespace(&self) -> &Namespace {
-        &self.inner.ns
+        &self.rt.env.ns
     }
 
     /// This coordinator's holder id prefix (leases read `<prefix>/<call>`).
     pub fn holder_id(&self) -> &str {
-        &self.inner.holder_prefix
+        self.rt.holder_prefix()
+    }
+
+    /// Whether it talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.rt.env.link.is_cluster()
+    }
+
+    fn ctx<'a>(&self, team: &'a str, id: &'a str, keys: &'a SandboxKeys) -> Ctx<'a> {
+        Ctx { team, id, keys }
+    }
+
+    /// Adds the team's slot to the namespace's slot registry (for
+    /// [`due_for_eviction_all`](Coordinator::due_for_eviction_all)) after a
+    /// script reported it missing; marks it listed once that succeeded.
+    async fn list_slot(&self, keys: &TeamKeys) -> Result<()> {
+        let env = &self.rt.env;
+        let route = crate::connection::Route::default();
+        env.link
+            .query(redis::cmd("SADD").arg(env.ns.slots()).arg(keys.slot), route)
+            .await?;
+        env.link
+            .query(
+                redis::cmd("SET")
+                    .arg(format!("{}listed", keys.slot_prefix))
+                    .arg("1"),
+                route,
+            )
+            .await?;
+        Ok(())
     }
 
     /// Registers a sandbox, or a new incarnation over a paused one (a
-    /// resume). Refuses while a lease is live ([`Error::Busy`]), over a
-    /// live record of another execution or a killed tombstone
-    /// ([`Error::AlreadyExists`]); the same execution again is idempotent.
+    /// resume), with its place under the team's limit. Refuses while a
+    /// lease is live or waiters are queued ([`Error::Busy`]), over a live
+    /// record of another execution or a killed tombstone
+    /// ([`Error::AlreadyExists`]), and when the team is full
+    /// ([`Error::TeamLimit`]); the same execution again is idempotent
+    /// ([`Registration::Existing`]). Consumes a reservation of the id.
     ///
-    /// Not retried internally: after a transport error ([`Error::Redis`])
-    /// the registration may or may not have happened; read the record (or
-    /// register the same execution again) to find out.
+    /// Not retried internally: after a transport error the registration
+    /// may or may not have happened; register the same execution again
+    /// (idempotent) or read the record.
+    ///
+    /// Cancel safety: if dropped, the registration happened or it did not
+    /// (as after a transport error); nothing else is left behind.
     pub async fn register(&self, new: NewSandbox) -> Result<(Sandbox, Registration)> {
-        let keys = self.inner.ns.sandbox(&new.team, &new.id)?;
+        let keys = self.rt.env.ns.sandbox(&new.team, &new.id)?;
         validate_id("execution id", &new.execution)?;
         if new.data.len() > MAX_DATA_LEN {
             return Err(Error::InvalidInput {
@@ -322,55 +501,44 @@ impl Coordinator {
                 why: format!("is over the {MAX_DATA_LEN}-byte limit"),
             });
         }
-        let end_ms = system_time_ms(new.end_time)?.to_string();
-        let ctx = Ctx {
-            team: &new.team,
-            id: &new.id,
-            keys: &keys,
-        };
-        let reply = self
-            .inner
-            .run_once(
-                &SCRIPTS.register,
-                &[&keys.record, &keys.lease, &keys.expiry],
-                &[
-                    SCHEMA_VERSION,
-                    &new.id,
-                    &new.execution,
-                    &end_ms,
-                    &new.data,
-                    self.inner.lifecycle.initial().as_str(),
-                    &self.inner.classes_arg,
-                ],
-            )
-            .await?;
-        let how = match reply.status() {
-            "created" => Registration::Created,
-            "existing" => Registration::Existing,
-            "resumed" => Registration::Resumed {
-                previous_execution: reply.get(1).to_string(),
-            },
-            _ => return Err(self.inner.error("register", &ctx, &reply, None, None)),
-        };
-        let sandbox = parse_record("register", &new.team, &new.id, &reply, 3)?;
-        Ok((sandbox, how))
+        let end = bounds::end_arg(new.end_time)?;
+        let ctx = self.ctx(&new.team, &new.id, &keys);
+        let span = tracing::info_span!("register", team = %new.team, sandbox = %new.id);
+        let registered =
+            ops::register::register(&self.rt.env, &ctx, &new.execution, &end, &new.data)
+                .instrument(span)
+                .await?;
+        if registered.slot_unlisted {
+            self.list_slot(&keys.team).await?;
+        }
+        ops::replicated("register", registered.replication)?;
+        Ok((registered.sandbox, registered.how))
     }
 
-    /// Reads a sandbox's record and lease in one atomic step.
+    /// Reads a sandbox's record (with its lease, queue and reservation) in
+    /// one atomic step.
+    ///
+    /// Cancel safety: safe to drop (read-only).
     pub async fn get(&self, team: &str, id: &str) -> Result<Option<Sandbox>> {
-        let keys = self.inner.ns.sandbox(team, id)?;
-        self.inner
-            .inspect(&Ctx {
-                team,
-                id,
-                keys: &keys,
-            })
-            .await
+        let keys = self.rt.env.ns.sandbox(team, id)?;
+        ops::inspect::inspect(&self.rt.env, &self.ctx(team, id, &keys)).await
     }
 
     /// Requests `action`. Decided by the lifecycle table against the state
     /// the record is in when the script runs; if a transition is in flight,
-    /// joins it (same action) or waits for it and decides again.
+    /// joins it (same action) or waits for it and decides again. Waiting is
+    /// fair: a request that waits to re-decide is decided before any request
+    /// that arrived after it can start a transition on this sandbox.
+    ///
+    /// An uncontended begin is one script call; a joiner adds the shared
+    /// subscription, the fallback poll and a final check.
+    ///
+    /// Cancel safety: the future may be dropped at any await point (an HTTP
+    /// handler whose client went away). A transition the script started
+    /// that this call did not return is failed in the background with
+    /// reason `cancelled`; a caller queued to re-decide leaves the queue.
+    /// No orphan lease is left, and no outcome contradicts one already
+    /// returned.
     pub async fn begin(
         &self,
         team: &str,
@@ -378,102 +546,178 @@ impl Coordinator {
         action: Action,
         opts: BeginOptions,
     ) -> Result<Begun> {
-        let keys = self.inner.ns.sandbox(team, id)?;
+        let keys = self.rt.env.ns.sandbox(team, id)?;
         if let Some(e) = &opts.expect_execution {
             validate_id("execution id", e)?;
         }
-        if opts.lease < Duration::from_millis(10) {
-            return Err(Error::InvalidInput {
-                what: "lease",
-                value: format!("{:?}", opts.lease),
-                why: "is shorter than 10 ms".into(),
-            });
-        }
-        let ctx = Ctx {
+        bounds::duration_ms("lease", opts.lease, Duration::from_millis(10))?;
+        let span = tracing::info_span!(
+            "begin", team = %team, sandbox = %id, action = %action,
+            fence = tracing::field::Empty, decision = tracing::field::Empty
+        );
+        let result = self
+            .begin_inner(team, id, &keys, action, &opts, span.clone())
+            .instrument(span.clone())
+            .await;
+        let decision = match &result {
+            Ok(Begun::Started(t)) => {
+                span.record("fence", t.fence());
+                "start"
+            }
+            Ok(Begun::AlreadyDone(d)) => match d.why {
+                DoneReason::Joined { fence } => {
+                    span.record("fence", fence);
+                    "join"
+                }
+                DoneReason::AlreadyInState => "same",
+                DoneReason::Absorbed { .. } => "absorbed",
+            },
+            Err(Error::InvalidTransition { .. }) => "invalid",
+            Err(_) => "error",
+        };
+        span.record("decision", decision);
+        crate::metrics::begin(action, decision);
+        result
+    }
+
+    async fn begin_inner(
+        &self,
+        team: &str,
+        id: &str,
+        keys: &SandboxKeys,
+        action: Action,
+        opts: &BeginOptions,
+        span: tracing::Span,
+    ) -> Result<Begun> {
+        let rt = &self.rt;
+        let ctx = self.ctx(team, id, keys);
+        let started = Instant::now();
+        let deadline = opts.wait_timeout.and_then(|t| bounds::deadline(started, t));
+        let holder = rt.next_holder();
+        let route = rt.env.link.pick();
+        let args = BeginArgs {
+            holder: &holder,
+            lease: opts.lease,
+            expect_execution: opts.expect_execution.as_deref(),
+            eviction: opts.eviction,
+            queue_place: rt.queue_place(opts.lease),
+        };
+        let mut guard = PendingBegin {
+            rt,
             team,
             id,
-            keys: &keys,
+            keys,
+            holder: &holder,
+            route,
+            armed: false,
+            reason: "cancelled",
         };
-        let started = Instant::now();
-        let deadline = opts.wait_timeout.map(|t| started + t);
-        let holder = format!(
-            "{}/{}",
-            self.inner.holder_prefix,
-            self.inner.calls.fetch_add(1, Ordering::Relaxed)
-        );
-        let spec = self.inner.lifecycle.spec(action);
-        let lease_ms = opts.lease.as_millis().to_string();
-        let retention = self
-            .inner
-            .settings
-            .outcome_retention
-            .as_millis()
-            .to_string();
-        let expect = opts.expect_execution.as_deref().unwrap_or("");
+        let mut watch = None;
+        let mut waited: Option<Instant> = None;
+        let mut attempt = 0u32;
         loop {
-            let reply = self
-                .inner
-                .run(
-                    &SCRIPTS.begin,
-                    &[
-                        &keys.record,
-                        &keys.lease,
-                        &keys.outcomes,
-                        &keys.expiry,
-                        &keys.fence,
-                    ],
-                    &[
-                        SCHEMA_VERSION,
-                        team,
-                        id,
-                        action.as_str(),
-                        spec.in_flight.as_str(),
-                        if spec.ends_sandbox { "1" } else { "0" },
-                        &lease_ms,
-                        &holder,
-                        if opts.eviction { "1" } else { "0" },
-                        expect,
-                        &self.inner.channel,
-                        &retention,
-                        &self.inner.classes_arg,
-                        &self.inner.rules_args[action as usize],
-                    ],
-                )
-                .await?;
-            match reply.status() {
-                "started" => {
-                    let fence = reply.u64("begin", 1)?;
-                    let sandbox = parse_record("begin", team, id, &reply, 3)?;
-                    return Ok(Begun::Started(Transition::start(
-                        Arc::clone(&self.inner),
-                        keys,
+            let sent_at = Instant::now();
+            guard.armed = true;
+            let result = ops::begin::begin(&rt.env, &ctx, action, &args, route).await;
+            let (decided, replication) = match result {
+                Ok(r) => r,
+                // Idempotent by its holder id: a retry after a lost reply
+                // finds the lease (or the queue place) already ours.
+                Err(e)
+                    if e.is_retryable()
+                        && !matches!(e, Error::NotReplicated { .. })
+                        && attempt < 2 =>
+                {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "begin failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(20 << (2 * attempt))).await;
+                    continue;
+                }
+                Err(e) => {
+                    // A transport error may hide a started transition or a
+                    // queue place: the guard undoes it. A refusal wrote
+                    // nothing of ours.
+                    guard.armed = e.is_retryable();
+                    return Err(e);
+                }
+            };
+            attempt = 0;
+            match decided {
+                Decided::Started {
+                    fence,
+                    lease,
+                    execution,
+                } => {
+                    if let Replication::Short { acked, wanted } = replication {
+                        guard.reason = "not replicated";
+                        return Err(Error::NotReplicated {
+                            operation: "begin",
+                            acked,
+                            wanted,
+                        });
+                    }
+                    if let Some(w) = waited {
+                        crate::metrics::waited(action.as_str(), "wait", w.elapsed());
+                    }
+                    guard.armed = false;
+                    let target = FinishTarget {
+                        team: team.to_string(),
+                        id: id.to_string(),
+                        keys: keys.clone(),
                         action,
                         fence,
-                        sandbox,
+                        holder: holder.clone(),
+                    };
+                    return Ok(Begun::Started(Transition::start(
+                        Arc::clone(rt),
+                        target,
+                        execution,
                         opts.lease,
+                        lease,
                         opts.watchdog,
-                        started,
+                        sent_at,
+                        route,
+                        span,
                     )));
                 }
-                "same" | "absorbed" => {
-                    let sandbox = parse_record("begin", team, id, &reply, 3)?;
-                    let why = if reply.status() == "same" {
-                        DoneReason::AlreadyInState
-                    } else {
-                        DoneReason::Absorbed { by: sandbox.state }
-                    };
+                Decided::Same(state) => {
+                    guard.armed = false;
                     return Ok(Begun::AlreadyDone(Done {
-                        why,
-                        state: sandbox.state,
+                        why: DoneReason::AlreadyInState,
+                        state,
                     }));
                 }
-                "join" => {
-                    let fence = reply.u64("begin", 1)?;
-                    let ended = self.inner.await_end(&ctx, fence, deadline, started).await?;
+                Decided::Absorbed(state) => {
+                    guard.armed = false;
+                    return Ok(Begun::AlreadyDone(Done {
+                        why: DoneReason::Absorbed { by: state },
+                        state,
+                    }));
+                }
+                Decided::Join {
+                    fence,
+                    holder: lease_holder,
+                    ..
+                } => {
+                    guard.armed = false;
+                    let join_started = Instant::now();
+                    let ended = crate::wait::join(
+                        rt,
+                        &ctx,
+                        action,
+                        fence,
+                        &lease_holder,
+                        deadline,
+                        started,
+                    )
+                    .instrument(tracing::debug_span!("wait", team = %team, sandbox = %id, action = %action, fence))
+                    .await;
+                    crate::metrics::waited(action.as_str(), "join", join_started.elapsed());
+                    let ended = ended?;
                     return match ended.outcome {
                         Outcome::Succeeded => Ok(Begun::AlreadyDone(Done {
                             why: DoneReason::Joined { fence },
-                            state: self.inner.lifecycle.state_after(action, Outcome::Succeeded),
+                            state: rt.env.lifecycle.state_after(action, Outcome::Succeeded),
                         })),
                         Outcome::Failed => Err(Error::TransitionFailed {
                             team: team.into(),
@@ -491,194 +735,251 @@ impl Coordinator {
                         }),
                     };
                 }
-                "wait" => {
-                    let fence = reply.u64("begin", 1)?;
-                    self.inner.await_end(&ctx, fence, deadline, started).await?;
-                }
-                _ => {
-                    return Err(self.inner.error(
-                        "begin",
-                        &ctx,
-                        &reply,
-                        opts.expect_execution.as_deref(),
-                        Some(action),
-                    ));
+                Decided::Wait { fence, wake } => {
+                    waited.get_or_insert_with(Instant::now);
+                    match &mut watch {
+                        // First wait: subscribe, then re-check at once (a
+                        // notice published before the subscription is not
+                        // lost: the re-check reads Redis).
+                        None => watch = Some(crate::wait::watch_ready(rt, &ctx).await),
+                        Some(w) => {
+                            crate::wait::turn(rt, &ctx, w, fence, wake, deadline, started)
+                                .instrument(tracing::debug_span!("wait", team = %team, sandbox = %id, action = %action))
+                                .await?;
+                        }
+                    }
                 }
             }
         }
     }
 
     /// Waits until no transition is in flight on the sandbox, at most
-    /// `timeout`, and returns the record as it then is.
+    /// `timeout` (`Duration::MAX`: no bound), and returns the record as it
+    /// then is. A stuck transition (holder gone) is recorded as abandoned.
+    ///
+    /// Cancel safety: safe to drop; it only records outcomes that are true
+    /// (`abandoned` for an expired lease).
     pub async fn wait_idle(&self, team: &str, id: &str, timeout: Duration) -> Result<Sandbox> {
-        let keys = self.inner.ns.sandbox(team, id)?;
-        let ctx = Ctx {
-            team,
-            id,
-            keys: &keys,
-        };
+        let keys = self.rt.env.ns.sandbox(team, id)?;
+        let ctx = self.ctx(team, id, &keys);
         let started = Instant::now();
+        let deadline = bounds::deadline(started, timeout);
         loop {
-            let sandbox = self
-                .inner
-                .inspect(&ctx)
+            let sandbox = ops::inspect::inspect(&self.rt.env, &ctx)
                 .await?
-                .ok_or_else(|| Error::NotFound {
-                    team: team.into(),
-                    id: id.into(),
-                })?;
-            let stuck_unrecorded = matches!(
-                self.inner.lifecycle.class(sandbox.state),
+                .ok_or_else(|| ctx.not_found())?;
+            let in_flight = matches!(
+                self.rt.env.lifecycle.class(sandbox.state),
                 crate::lifecycle::StateClass::InFlight(_)
-            ) && sandbox.fence > 0
-                && sandbox
-                    .last
-                    .as_ref()
-                    .is_none_or(|l| l.fence != sandbox.fence);
+            );
+            let unrecorded = sandbox
+                .last
+                .as_ref()
+                .is_none_or(|l| l.fence != sandbox.fence);
             match &sandbox.lease {
-                // The holder vanished and nobody has said so yet: record
-                // `abandoned` (fenced, atomic, published), then read again.
-                None if stuck_unrecorded => {
-                    let reply = self
-                        .inner
-                        .settle(&ctx, sandbox.fence, "expired", "lease expired")
-                        .await?;
-                    if !matches!(reply.status(), "outcome" | "abandoned" | "live" | "unknown") {
-                        return Err(self.inner.error("settle", &ctx, &reply, None, None));
+                None if in_flight && unrecorded && sandbox.fence > 0 => {
+                    // The holder vanished and nobody has said so yet: record
+                    // `abandoned` (fenced, atomic, published), then read again.
+                    if let Settled::Abandoned { action, .. } = ops::settle::settle(
+                        &self.rt.env,
+                        &ctx,
+                        sandbox.fence,
+                        "",
+                        false,
+                        "lease expired",
+                    )
+                    .await?
+                    {
+                        crate::metrics::abandoned(action);
                     }
                 }
-                None => return Ok(sandbox),
+                None => {
+                    crate::metrics::waited("any", "idle", started.elapsed());
+                    return Ok(sandbox);
+                }
                 Some(lease) => {
-                    self.inner
-                        .await_end(&ctx, lease.fence, Some(started + timeout), started)
-                        .await?;
+                    let result = crate::wait::join(
+                        &self.rt,
+                        &ctx,
+                        lease.action,
+                        lease.fence,
+                        &lease.holder,
+                        deadline,
+                        started,
+                    )
+                    .await;
+                    match result {
+                        Ok(_) | Err(Error::OutcomeUnknown { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
     }
 
-    /// Moves a live sandbox's end time (and its expiry entry).
+    /// Moves a live sandbox's end time (and its expiry entry); `end` is an
+    /// instant or a duration from the Redis server's now.
+    ///
+    /// Cancel safety: if dropped, the end time moved or it did not.
     pub async fn set_end_time(
         &self,
         team: &str,
         id: &str,
-        end_time: std::time::SystemTime,
+        end: impl Into<EndTime>,
         expect_execution: Option<&str>,
     ) -> Result<()> {
-        let keys = self.inner.ns.sandbox(team, id)?;
+        let keys = self.rt.env.ns.sandbox(team, id)?;
         if let Some(e) = expect_execution {
             validate_id("execution id", e)?;
         }
-        let end_ms = system_time_ms(end_time)?.to_string();
-        let ctx = Ctx {
-            team,
-            id,
-            keys: &keys,
-        };
-        let reply = self
-            .inner
-            .run(
-                &SCRIPTS.set_end_time,
-                &[&keys.record, &keys.expiry],
-                &[
-                    SCHEMA_VERSION,
-                    id,
-                    &end_ms,
-                    expect_execution.unwrap_or(""),
-                    &self.inner.classes_arg,
-                ],
-            )
-            .await?;
-        match reply.status() {
-            "ok" => Ok(()),
-            "settled" => Err(Error::NotLive {
-                team: team.into(),
-                id: id.into(),
-                state: reply.get(1).into(),
-            }),
-            _ => Err(self
-                .inner
-                .error("set_end_time", &ctx, &reply, expect_execution, None)),
-        }
+        let end = bounds::end_arg(end.into())?;
+        let replication = ops::end_time::set_end_time(
+            &self.rt.env,
+            &self.ctx(team, id, &keys),
+            &end,
+            expect_execution,
+        )
+        .await?;
+        ops::replicated("set_end_time", replication)
     }
 
     /// The ids of the team's sandboxes whose end time has passed by Redis
-    /// server time, oldest first, at most `limit`.
-    pub async fn due_for_eviction(&self, team: &str, limit: usize) -> Result<Vec<String>> {
-        validate_id("team id", team)?;
-        let expiry = self.inner.ns.expiry(team);
-        let reply = self
-            .inner
-            .run(&SCRIPTS.due, &[&expiry], &[&limit.to_string()])
-            .await?;
-        if reply.status() == "corrupt" {
-            return Err(Error::Corrupt {
-                detail: reply.get(1).into(),
-            });
-        }
-        Ok(reply.0.into_iter().skip(1).collect())
-    }
-
-    /// Deletes a sandbox's record and expiry entry. Refused while a
-    /// transition holds the lease. Returns false if there was no record.
+    /// server time, oldest first, at most `limit` (1 to 100,000). Index
+    /// entries whose record vanished behind the library's back are swept on
+    /// the way, so they never starve real evictions.
     ///
-    /// Not retried internally: a retry after a lost reply could delete the
-    /// next incarnation's record. After a transport error the removal may
-    /// or may not have happened.
-    pub async fn remove(&self, team: &str, id: &str) -> Result<bool> {
-        let keys = self.inner.ns.sandbox(team, id)?;
-        let ctx = Ctx {
-            team,
-            id,
-            keys: &keys,
-        };
-        let reply = self
-            .inner
-            .run_once(
-                &SCRIPTS.remove,
-                &[&keys.record, &keys.lease, &keys.expiry],
-                &[SCHEMA_VERSION, id, "", &self.inner.classes_arg],
-            )
-            .await?;
-        match reply.status() {
-            "removed" => Ok(true),
-            "not_found" => Ok(false),
-            _ => Err(self.inner.error("remove", &ctx, &reply, None, None)),
-        }
+    /// Cancel safety: safe to drop.
+    pub async fn due_for_eviction(&self, team: &str, limit: usize) -> Result<Vec<String>> {
+        let keys = self.rt.env.ns.team(team)?;
+        let limit = bounds::count("limit", limit, 100_000)?;
+        let due = ops::due::team(&self.rt.env, team, &keys, limit).await?;
+        Ok(due.into_iter().map(|(_, id, _)| id).collect())
     }
 
-    /// Finishes transition `fence` by its fence, for a holder that lost its
-    /// [`Transition`] value (e.g. a restarted process that stored the
-    /// fence). Retry-safe: the same outcome for the same fence again is Ok
-    /// while that outcome is kept (the newest 8 per sandbox, for the outcome
-    /// retention); errors as for [`Transition::succeed`].
+    /// `(team, id)` pairs whose end time has passed by Redis server time,
+    /// across every team of the namespace, oldest first, at most `limit`
+    /// (1 to 100,000). Reads the namespace's slot registry, then one script
+    /// per slot that has teams (each touching that slot only, so it works
+    /// unchanged on Redis Cluster), concurrently.
+    ///
+    /// Cancel safety: safe to drop.
+    pub async fn due_for_eviction_all(&self, limit: usize) -> Result<Vec<(String, String)>> {
+        let limit = bounds::count("limit", limit, 100_000)?;
+        let env = &self.rt.env;
+        let slots: Vec<u16> = match env
+            .link
+            .query(
+                redis::cmd("SMEMBERS").arg(env.ns.slots()),
+                crate::connection::Route::default(),
+            )
+            .await?
+        {
+            redis::Value::Array(items) | redis::Value::Set(items) => items
+                .iter()
+                .filter_map(|v| match v {
+                    redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let calls = slots.iter().map(|&slot| ops::due::slot(env, slot, limit));
+        let mut all = Vec::new();
+        for due in futures_util::future::join_all(calls).await {
+            all.extend(due?);
+        }
+        all.sort_by(|a, b| a.2.cmp(&b.2).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
+        all.truncate(limit);
+        Ok(all.into_iter().map(|(team, id, _)| (team, id)).collect())
+    }
+
+    /// Deletes a sandbox's record and its index entries. Refused while a
+    /// transition holds the lease, waiters are queued or the id is
+    /// reserved ([`Error::Busy`]). Returns false if there was no record.
+    ///
+    /// Not retried internally, and an [`Error::Redis`] that
+    /// [`is_retryable`](Error::is_retryable) is no invitation to retry
+    /// blindly: a removal whose reply was lost may have happened, and a
+    /// retry could then delete a newer incarnation registered meanwhile.
+    /// Retry with [`remove_execution`](Coordinator::remove_execution), which
+    /// only deletes the incarnation you meant.
+    ///
+    /// Cancel safety: if dropped, the removal happened or it did not.
+    pub async fn remove(&self, team: &str, id: &str) -> Result<bool> {
+        self.remove_pinned(team, id, None).await
+    }
+
+    /// Like [`remove`](Coordinator::remove), only if the record is
+    /// `execution` ([`Error::ExecutionMismatch`] otherwise): a removal
+    /// racing a resume cannot delete the new incarnation, and it is safe to
+    /// retry.
+    pub async fn remove_execution(&self, team: &str, id: &str, execution: &str) -> Result<bool> {
+        validate_id("execution id", execution)?;
+        self.remove_pinned(team, id, Some(execution)).await
+    }
+
+    async fn remove_pinned(&self, team: &str, id: &str, execution: Option<&str>) -> Result<bool> {
+        let keys = self.rt.env.ns.sandbox(team, id)?;
+        let (removed, replication) =
+            ops::remove::remove(&self.rt.env, &self.ctx(team, id, &keys), execution).await?;
+        ops::replicated("remove", replication)?;
+        Ok(removed)
+    }
+
+    /// Finishes transition `fence` held by `holder` (see
+    /// [`Transition::holder`]), for a holder that lost its [`Transition`]
+    /// value (e.g. a restarted process that stored both). Retry-safe: the
+    /// same outcome for the same fence again is Ok for the whole outcome
+    /// retention; errors as for [`Transition::succeed`].
+    ///
+    /// Cancel safety: if dropped, the outcome was recorded or it was not;
+    /// calling again with the same outcome is safe.
     pub async fn finish(
         &self,
         team: &str,
         id: &str,
         action: Action,
         fence: u64,
+        holder: &str,
         how: Finish,
     ) -> Result<()> {
-        let keys = self.inner.ns.sandbox(team, id)?;
+        let keys = self.rt.env.ns.sandbox(team, id)?;
+        validate_id("holder id", holder)?;
         let (outcome, reason) = match how {
             Finish::Succeeded => (Outcome::Succeeded, String::new()),
-            Finish::Failed(r) => (Outcome::Failed, r),
+            Finish::Failed(r) => (Outcome::Failed, cut_reason(&r).to_string()),
         };
-        self.inner
-            .finish(&keys, team, id, action, fence, outcome, &reason, false)
-            .await
+        let target = FinishTarget {
+            team: team.into(),
+            id: id.into(),
+            keys,
+            action,
+            fence,
+            holder: holder.into(),
+        };
+        finish_retrying(
+            &self.rt.env,
+            &target,
+            outcome,
+            &reason,
+            None,
+            false,
+            crate::connection::Route::default(),
+        )
+        .await
     }
 
     /// Operator repair: records `abandoned` for transition `fence` if it is
-    /// still the record's current one and has no outcome, deleting its lease
+    /// still the record's current one and has no outcome, ending its lease
     /// if live, and publishes it so waiters wake. Says whether this call
     /// abandoned it or it had already ended (then nothing was written).
     ///
     /// `Err(Fenced)` when no outcome of `fence` can be known (another
-    /// transition started since and its outcome aged out, or the record is
-    /// gone). A retry after a lost reply can report a transition this call
-    /// abandoned as [`Abandonment::AlreadyEnded`] with outcome `abandoned`.
+    /// transition started since and its outcome's retention ended, or the
+    /// record is gone).
+    ///
+    /// Cancel safety: if dropped, it was abandoned or it was not; calling
+    /// again is safe.
     pub async fn abandon(
         &self,
         team: &str,
@@ -686,402 +987,366 @@ impl Coordinator {
         fence: u64,
         reason: &str,
     ) -> Result<Abandonment> {
-        let keys = self.inner.ns.sandbox(team, id)?;
-        let ctx = Ctx {
+        let keys = self.rt.env.ns.sandbox(team, id)?;
+        let ctx = self.ctx(team, id, &keys);
+        match ops::settle::settle(&self.rt.env, &ctx, fence, "", true, cut_reason(reason)).await? {
+            Settled::Abandoned { action, reason } => {
+                crate::metrics::abandoned(action);
+                Ok(Abandonment::Abandoned { action, reason })
+            }
+            Settled::Ended {
+                outcome, reason, ..
+            } => Ok(Abandonment::AlreadyEnded { outcome, reason }),
+            Settled::Live(_) | Settled::Unknown => Err(Error::Fenced {
+                team: team.into(),
+                id: id.into(),
+                fence,
+                current: None,
+            }),
+        }
+    }
+
+    /// Every sandbox of the team, by id, from the team's id index (never
+    /// SCAN): [`list_page`](Coordinator::list_page) until the last page.
+    ///
+    /// Cancel safety: safe to drop.
+    pub async fn list(&self, team: &str) -> Result<Vec<Sandbox>> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list_page(team, after.as_deref(), 1000).await?;
+            all.extend(page.sandboxes);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of the team's sandboxes, by id: the first `count` (1 to
+    /// 10,000) after `after` (exclusive; `None` to start). Each page is one
+    /// atomic read; pages are consistent with each other only in that an id
+    /// is listed at most once per pass.
+    ///
+    /// Cancel safety: safe to drop.
+    pub async fn list_page(&self, team: &str, after: Option<&str>, count: usize) -> Result<Page> {
+        let keys = self.rt.env.ns.team(team)?;
+        if let Some(a) = after {
+            validate_id("sandbox id", a)?;
+        }
+        let count = bounds::count("count", count, 10_000)?;
+        ops::list::page(&self.rt.env, team, &keys, after, count).await
+    }
+
+    /// The team's sandboxes by state class (live, in flight, paused,
+    /// killed), its live reservations and its own limit, from its index in
+    /// one atomic step (O(team size)).
+    ///
+    /// Cancel safety: safe to drop.
+    pub async fn count(&self, team: &str) -> Result<TeamCount> {
+        let keys = self.rt.env.ns.team(team)?;
+        ops::count::count(&self.rt.env, &keys).await
+    }
+
+    /// Sets (or, with `None`, clears) the team's limit of places: sandboxes
+    /// that are not tombstones (running or in flight) plus reservations.
+    /// Stored in Redis, so every server enforces the same number. Returns
+    /// the previous one.
+    ///
+    /// Cancel safety: if dropped, the limit was set or it was not.
+    pub async fn set_team_limit(&self, team: &str, limit: Option<usize>) -> Result<Option<usize>> {
+        let keys = self.rt.env.ns.team(team)?;
+        if let Some(l) = limit {
+            team_limit_arg(l)?;
+        }
+        let (previous, unlisted, replication) =
+            ops::team_limit::set(&self.rt.env, team, &keys, limit).await?;
+        if unlisted {
+            self.list_slot(&keys).await?;
+        }
+        ops::replicated("set_team_limit", replication)?;
+        Ok(previous)
+    }
+
+    /// Holds one place of the team's limit, and the id, for `ttl` (10 ms to
+    /// 2^50 ms), before a slow create or resume; `register` of the id (or
+    /// [`Reservation::register`]) consumes it. Refused over a live record or
+    /// a killed tombstone ([`Error::AlreadyExists`]), while the id is busy
+    /// or reserved ([`Error::Busy`]), and when the team is full
+    /// ([`Error::TeamLimit`]). While it holds on an existing (paused)
+    /// record, a `begin` on that record waits for it.
+    ///
+    /// Cancel safety: if dropped, a reservation this call made is given
+    /// back in the background... unless the reply was lost, in which case
+    /// it expires after `ttl`.
+    pub async fn reserve(&self, team: &str, id: &str, ttl: Duration) -> Result<Reservation> {
+        let keys = self.rt.env.ns.sandbox(team, id)?;
+        bounds::duration_ms("reservation ttl", ttl, Duration::from_millis(10))?;
+        let token = self.rt.next_holder();
+        let reserved =
+            ops::reserve::reserve(&self.rt.env, &self.ctx(team, id, &keys), &token, ttl).await?;
+        let reservation = Reservation::new(
+            self.clone(),
+            Arc::clone(&self.rt),
             team,
             id,
-            keys: &keys,
-        };
-        let reply = self.inner.settle(&ctx, fence, "force", reason).await?;
-        let corrupt = |e: String| Error::Corrupt {
-            detail: format!("outcome of {team}/{id} fence {fence}: {e}"),
-        };
-        match reply.status() {
-            "abandoned" => Ok(Abandonment::Abandoned {
-                action: reply.get(1).parse().ok(),
-                reason: reply.get(3).to_string(),
-            }),
-            "outcome" => Ok(Abandonment::AlreadyEnded {
-                outcome: reply.get(2).parse().map_err(corrupt)?,
-                reason: reply.get(3).to_string(),
-            }),
-            "unknown" => Err(Error::Fenced {
-                team: team.into(),
-                id: id.into(),
-                fence,
-                current: None,
-            }),
-            _ => Err(self.inner.error("settle", &ctx, &reply, None, None)),
-        }
+            keys,
+            token,
+            reserved.ttl,
+        );
+        ops::replicated("reserve", reserved.replication)?;
+        Ok(reservation)
     }
 
-    /// The compiled-in scripts with their SHA1s.
-    pub fn scripts() -> Vec<&'static Script> {
-        SCRIPTS.all()
-    }
-
-    /// How many calls of this coordinator are waiting for a transition to
-    /// end right now (joiners, re-deciders, `wait_idle`).
-    pub fn waiting(&self) -> usize {
-        self.inner.notifier.waiting()
-    }
-
-    /// How many times the notification subscription has been established
-    /// (1 after connecting; each reconnect adds one).
-    pub fn subscription_epoch(&self) -> u64 {
-        self.inner.notifier.epoch()
-    }
-}
-
-pub(crate) fn cut_reason(reason: &str) -> &str {
-    if reason.len() <= MAX_REASON_LEN {
-        return reason;
-    }
-    let mut end = MAX_REASON_LEN;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
-}
-
-impl Inner {
-    /// Runs a script, retrying transport failures twice. Only for scripts
-    /// that are idempotent for the same arguments: begin (through its
-    /// holder id), finish (the recorded outcome), extend, settle and the
-    /// reads. `register` and `remove` are not — a retry after a lost reply
-    /// could report `Busy` for a register that happened, or delete the next
-    /// incarnation — so they go through [`Inner::run_once`].
-    pub(crate) async fn run(&self, script: &Script, keys: &[&str], args: &[&str]) -> Result<Reply> {
-        self.run_with_retries(script, keys, args, 2).await.0
-    }
-
-    /// Runs a script once; a transport error means its effect is unknown
-    /// and is returned as it is (retryable by the caller, who can re-read).
-    pub(crate) async fn run_once(
-        &self,
-        script: &Script,
-        keys: &[&str],
-        args: &[&str],
-    ) -> Result<Reply> {
-        self.run_with_retries(script, keys, args, 0).await.0
-    }
-
-    /// Runs a script, retrying transport failures `retries` times; also
-    /// says whether an attempt before the last failed in transport (and so
-    /// may have run: its reply, not its request, may be what was lost).
-    async fn run_with_retries(
-        &self,
-        script: &Script,
-        keys: &[&str],
-        args: &[&str],
-        retries: u32,
-    ) -> (Result<Reply>, bool) {
-        let mut backoff = Duration::from_millis(20);
-        let mut attempt = 0;
-        loop {
-            match scripts::invoke(&self.pool, script, keys, args).await {
-                Err(e) if attempt < retries && transport(&e) => {
-                    tracing::debug!(script = script.name, error = %e, "retrying");
-                    attempt += 1;
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 4;
-                }
-                other => return (other, attempt > 0),
-            }
-        }
-    }
-
-    pub(crate) async fn inspect(&self, ctx: &Ctx<'_>) -> Result<Option<Sandbox>> {
-        let reply = self
-            .run(
-                &SCRIPTS.inspect,
-                &[&ctx.keys.record, &ctx.keys.lease],
-                &[SCHEMA_VERSION],
-            )
-            .await?;
-        match reply.status() {
-            "record" => Ok(Some(parse_record("inspect", ctx.team, ctx.id, &reply, 3)?)),
-            "not_found" => Ok(None),
-            _ => Err(self.error("inspect", ctx, &reply, None, None)),
-        }
-    }
-
-    pub(crate) async fn settle(
-        &self,
-        ctx: &Ctx<'_>,
-        fence: u64,
-        mode: &str,
-        reason: &str,
-    ) -> Result<Reply> {
-        self.run(
-            &SCRIPTS.settle,
-            &[&ctx.keys.record, &ctx.keys.lease, &ctx.keys.outcomes],
-            &[
-                SCHEMA_VERSION,
-                ctx.team,
-                ctx.id,
-                &fence.to_string(),
-                mode,
-                cut_reason(reason),
-                &self.channel,
-                &self.settings.outcome_retention.as_millis().to_string(),
-                &self.classes_arg,
-            ],
-        )
-        .await
-    }
-
-    /// Waits until transition `fence` has ended and returns how. Woken by
-    /// its notification, by a resubscription, by the poll interval, and at
-    /// the lease deadline (when `settle` records `abandoned`). Never
-    /// reports an outcome it did not read from Redis or a notification.
-    pub(crate) async fn await_end(
-        &self,
-        ctx: &Ctx<'_>,
-        fence: u64,
-        deadline: Option<Instant>,
-        started: Instant,
-    ) -> Result<Ended> {
-        let mut watch = self.notifier.watch(ctx.team, ctx.id);
-        loop {
-            let reply = self.settle(ctx, fence, "expired", "lease expired").await?;
-            let lease_left = match reply.status() {
-                "outcome" | "abandoned" => {
-                    return Ok(Ended {
-                        action: reply.get(1).parse().ok(),
-                        outcome: reply.get(2).parse().map_err(|e: String| Error::Corrupt {
-                            detail: format!(
-                                "outcome of {}/{} fence {fence}: {e}",
-                                ctx.team, ctx.id
-                            ),
-                        })?,
-                        reason: reply.get(3).to_string(),
-                    });
-                }
-                "unknown" => {
-                    return Ok(Ended {
-                        action: None,
-                        outcome: Outcome::Abandoned,
-                        reason: "outcome unknown: the record was removed or replaced".into(),
-                    });
-                }
-                "live" => Duration::from_millis(reply.u64("settle", 1).unwrap_or(0)),
-                _ => return Err(self.error("settle", ctx, &reply, None, None)),
-            };
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Err(Error::Timeout {
-                    team: ctx.team.into(),
-                    id: ctx.id.into(),
-                    waited: now - started,
-                });
-            }
-            // Wake at the poll interval, or just after the lease deadline
-            // (the server expires the key; settle then records abandoned).
-            let mut wake = (now + self.settings.poll_interval)
-                .min(now + lease_left + Duration::from_millis(2));
-            if let Some(d) = deadline {
-                wake = wake.min(d);
-            }
-            loop {
-                tokio::select! {
-                    w = watch.next() => match w {
-                        Wake::Notice(n) if n.fence == fence => {
-                            return Ok(Ended {
-                                action: n.action.parse().ok(),
-                                outcome: n.outcome,
-                                reason: n.reason,
-                            });
-                        }
-                        // An older transition's news: ours is still running.
-                        Wake::Notice(n) if n.fence < fence => continue,
-                        _ => break,
-                    },
-                    _ = tokio::time::sleep_until(wake) => break,
-                }
-            }
-        }
-    }
-
-    /// Finishes transition `fence`, retrying transport failures (finishing
-    /// is retry-safe while the outcome can be read back). `unsure`: an
-    /// earlier call for the same finish failed in transport and may have
-    /// recorded it.
+    /// Like [`reserve`](Coordinator::reserve), but while the team is full it
+    /// waits (woken by the team's notifications, with the poll as a
+    /// fallback) for a place, at most `timeout`; then the last
+    /// [`Error::TeamLimit`].
     ///
-    /// A retry that finds the outcome recorded answers Ok. One that finds
-    /// the fence stale or the record gone cannot tell "an earlier attempt
-    /// recorded it, and the record moved on" from "it was stale all along",
-    /// so after a lost reply that answer is [`Error::FinishUnknown`], never
-    /// `Fenced` ("nothing written") or `NotFound`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn finish(
+    /// Cancel safety: as for `reserve`.
+    pub async fn reserve_waiting(
         &self,
-        keys: &SandboxKeys,
         team: &str,
         id: &str,
-        action: Action,
-        fence: u64,
-        outcome: Outcome,
-        reason: &str,
-        unsure: bool,
-    ) -> Result<()> {
-        let next = match outcome {
-            Outcome::Succeeded => Some(self.lifecycle.spec(action).on_success),
-            _ => self.lifecycle.spec(action).on_failure,
-        };
-        let tombstone = next.is_some_and(|s| self.lifecycle.class(s).is_tombstone());
-        let (reply, retried) = self
-            .run_with_retries(
-                &SCRIPTS.finish,
-                &[&keys.record, &keys.lease, &keys.outcomes, &keys.expiry],
-                &[
-                    SCHEMA_VERSION,
-                    team,
-                    id,
-                    &fence.to_string(),
-                    action.as_str(),
-                    outcome.as_str(),
-                    next.map(State::as_str).unwrap_or(""),
-                    if tombstone { "1" } else { "0" },
-                    &self.settings.tombstone_retention.as_millis().to_string(),
-                    cut_reason(reason),
-                    &self.channel,
-                    &self.settings.outcome_retention.as_millis().to_string(),
-                    &self.classes_arg,
-                ],
-                2,
-            )
-            .await;
-        let reply = reply?;
-        let ctx = Ctx { team, id, keys };
-        if (unsure || retried) && matches!(reply.status(), "fenced" | "not_found") {
-            return Err(Error::FinishUnknown {
-                team: team.into(),
-                id: id.into(),
-                fence,
-                action: action.as_str().into(),
-            });
-        }
-        match reply.status() {
-            "finished" => Ok(()),
-            "recorded" if reply.get(1) == outcome.as_str() => Ok(()),
-            "recorded" => Err(Error::Fenced {
-                team: team.into(),
-                id: id.into(),
-                fence,
-                current: None,
-            }),
-            "fenced" => Err(Error::Fenced {
-                team: team.into(),
-                id: id.into(),
-                fence,
-                current: reply.get(1).parse().ok(),
-            }),
-            _ => Err(self.error("finish", &ctx, &reply, None, Some(action))),
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<Reservation> {
+        let keys = self.rt.env.ns.sandbox(team, id)?;
+        let deadline = bounds::deadline(Instant::now(), timeout);
+        let mut watch = None;
+        loop {
+            match self.reserve(team, id, ttl).await {
+                Err(e @ Error::TeamLimit { .. }) => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Err(e);
+                    }
+                    match &mut watch {
+                        None => {
+                            let mut w = self.rt.notifier.watch_team(team, &keys.team.channel());
+                            w.ready(
+                                self.rt
+                                    .settings
+                                    .response_timeout
+                                    .min(Duration::from_secs(2)),
+                            )
+                            .await;
+                            watch = Some(w);
+                        }
+                        Some(w) => {
+                            let mut until = now + self.rt.settings.poll_interval;
+                            if let Some(d) = deadline {
+                                until = until.min(d);
+                            }
+                            tokio::select! {
+                                _ = w.next() => {}
+                                _ = tokio::time::sleep_until(until) => {}
+                            }
+                        }
+                    }
+                }
+                other => return other,
+            }
         }
     }
 
-    pub(crate) async fn extend(
-        &self,
-        keys: &SandboxKeys,
-        fence: u64,
-        lease: Duration,
-    ) -> Result<Option<Duration>> {
-        let reply = self
-            .run(
-                &SCRIPTS.extend,
-                &[&keys.lease],
-                &[&fence.to_string(), &lease.as_millis().to_string()],
+    /// Finds (and unless `dry_run`, fixes) drift between records and every
+    /// index of the namespace: dangling entries, missing entries, wrong
+    /// scores, orphan reservation tokens, teams missing from their slot's
+    /// set, slots missing from the registry. Records are found with `SCAN`
+    /// (the one operation that does; it needs `+scan`, see `sandboxctl acl
+    /// --admin`), every check and fix is made inside one script per team on
+    /// the state at that moment, so a repair beside live traffic changes
+    /// nothing that is right.
+    ///
+    /// Cancel safety: safe to drop; each team's repair is atomic.
+    pub async fn repair(&self, dry_run: bool) -> Result<RepairReport> {
+        let env = &self.rt.env;
+        let mut report = RepairReport {
+            dry_run,
+            ..RepairReport::default()
+        };
+        let mut teams: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for key in self.scan(&env.ns.record_pattern()).await? {
+            if let Some((team, id)) = parse_record_key(env.ns.prefix(), &key) {
+                teams.entry(team).or_default().push(id);
+            }
+        }
+        // Teams known to the slot sets but without records (indexes only).
+        for slot in self.registered_slots().await? {
+            for team in self.smembers(&env.ns.slot_teams(slot)).await? {
+                teams.entry(team).or_default();
+            }
+        }
+        for key in self.scan(&format!("{}:{{*}}:ids", env.ns.prefix())).await? {
+            if let Some(team) = key
+                .strip_prefix(&format!("{}:{{", env.ns.prefix()))
+                .and_then(|rest| rest.strip_suffix("}:ids"))
+            {
+                teams.entry(team.to_string()).or_default();
+            }
+        }
+        let registered = self.registered_slots().await?;
+        for (team, ids) in &teams {
+            let Ok(keys) = env.ns.team(team) else {
+                continue;
+            };
+            report.teams += 1;
+            report.records += ids.len();
+            let mut drift = ops::repair::team(env, team, &keys, ids, dry_run).await?;
+            let has_records = !ids.is_empty();
+            if has_records && !registered.contains(&keys.slot) {
+                drift.push(crate::sandbox::Drift {
+                    team: team.clone(),
+                    index: "slots".into(),
+                    problem: "missing".into(),
+                    id: keys.slot.to_string(),
+                });
+                if !dry_run {
+                    self.list_slot(&keys).await?;
+                }
+            }
+            report.drift.extend(drift);
+        }
+        Ok(report)
+    }
+
+    /// Converts a namespace written by schema 1 to this schema in place,
+    /// record by record (each atomically). Refuses a record whose schema-1
+    /// transition is still in flight ([`Error::Busy`]: run it again when
+    /// none is). With `adopt_lifecycle`, records of this schema created
+    /// under another rule table are re-stamped with this coordinator's
+    /// (see [`Error::LifecycleMismatch`]). Returns (converted, re-stamped).
+    /// Uses `SCAN`.
+    pub async fn migrate(&self, adopt_lifecycle: bool) -> Result<(usize, usize)> {
+        let env = &self.rt.env;
+        let (mut converted, mut restamped) = (0, 0);
+        for key in self.scan(&env.ns.record_pattern()).await? {
+            let Some((team, id)) = parse_record_key(env.ns.prefix(), &key) else {
+                continue;
+            };
+            let Ok(keys) = env.ns.sandbox(&team, &id) else {
+                continue;
+            };
+            match ops::migrate::migrate(env, &self.ctx(&team, &id, &keys), adopt_lifecycle).await? {
+                ops::migrate::Migrated::Converted { slot_unlisted } => {
+                    converted += 1;
+                    if slot_unlisted {
+                        self.list_slot(&keys.team).await?;
+                    }
+                }
+                ops::migrate::Migrated::Restamped { .. } => restamped += 1,
+                _ => {}
+            }
+        }
+        Ok((converted, restamped))
+    }
+
+    async fn registered_slots(&self) -> Result<Vec<u16>> {
+        Ok(self
+            .smembers(&self.rt.env.ns.slots())
+            .await?
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect())
+    }
+
+    async fn smembers(&self, key: &str) -> Result<Vec<String>> {
+        let value = self
+            .rt
+            .env
+            .link
+            .query(
+                redis::cmd("SMEMBERS").arg(key),
+                crate::connection::Route::default(),
             )
             .await?;
-        match reply.status() {
-            "extended" => Ok(Some(Duration::from_millis(reply.u64("extend", 1)?))),
-            "fenced" => Ok(None),
-            _ => Err(Error::Corrupt {
-                detail: format!("extend.lua: {:?}", reply.0),
-            }),
-        }
+        Ok(strings(value))
     }
 
-    /// Maps the status words every script shares to errors.
-    pub(crate) fn error(
-        &self,
-        script: &str,
-        ctx: &Ctx<'_>,
-        reply: &Reply,
-        expected_exec: Option<&str>,
-        action: Option<Action>,
-    ) -> Error {
-        let (team, id) = (ctx.team.to_string(), ctx.id.to_string());
-        let number = |i: usize| reply.get(i).parse::<u64>().unwrap_or(0);
-        match reply.status() {
-            "not_found" => Error::NotFound { team, id },
-            "exec_mismatch" => Error::ExecutionMismatch {
-                team,
-                id,
-                expected: expected_exec.unwrap_or("").into(),
-                actual: reply.get(1).into(),
-            },
-            "invalid" => match (reply.get(1).parse::<State>(), action) {
-                (Ok(from), Some(action)) => Error::InvalidTransition {
-                    team,
-                    id,
-                    from,
-                    action,
-                },
-                _ => Error::Corrupt {
-                    detail: format!("{script}.lua: {:?}", reply.0),
-                },
-            },
-            "busy" => Error::Busy {
-                team,
-                id,
-                fence: number(1),
-                action: reply.get(2).into(),
-            },
-            "exists" => Error::AlreadyExists {
-                team,
-                id,
-                execution: reply.get(1).into(),
-                state: reply.get(2).into(),
-            },
-            "eviction_in_progress" => Error::EvictionInProgress {
-                team,
-                id,
-                fence: number(1),
-                action: reply.get(2).into(),
-            },
-            "eviction_not_needed" => Error::EvictionNotNeeded {
-                team,
-                id,
-                end_ms: number(1),
-                now_ms: number(2),
-            },
-            "schema" => Error::SchemaMismatch {
-                key: ctx.keys.record.clone(),
-                found: reply.get(1).into(),
-                expected: SCHEMA_VERSION,
-            },
-            "corrupt" => Error::Corrupt {
-                detail: reply.get(1).into(),
-            },
-            _ => Error::Corrupt {
-                detail: format!("{script}.lua gave an unexpected reply {:?}", reply.0),
-            },
-        }
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        self.rt.env.link.scan(pattern).await
+    }
+
+    /// This coordinator's assembled scripts (SHA1 names the lifecycle and
+    /// settings they were generated for), for listing, loading and
+    /// `sandboxctl scripts --dump`.
+    pub fn scripts(&self) -> Vec<&Script> {
+        self.rt.env.scripts.all()
+    }
+
+    /// How many calls of this coordinator are waiting right now (joiners,
+    /// queued re-deciders, `wait_idle`, place waiters).
+    pub fn waiting(&self) -> usize {
+        self.rt.notifier.waiting()
+    }
+
+    /// How many times an event happened after which notifications may have
+    /// been lost (the first subscription, reconnects, resubscriptions after
+    /// a slot moved); each makes every waiter re-check.
+    pub fn subscription_epoch(&self) -> u64 {
+        self.rt.notifier.epoch()
+    }
+
+    /// How many team channels the notification connection is subscribed to.
+    pub fn subscriptions(&self) -> usize {
+        self.rt.notifier.subscribed()
+    }
+
+    /// The URL(s) it talks to, passwords redacted.
+    pub fn redis(&self) -> Vec<String> {
+        self.rt
+            .env
+            .link
+            .target()
+            .nodes
+            .iter()
+            .map(|n| redact(n))
+            .collect()
     }
 }
 
-/// Whether an error is a transport failure worth one more attempt.
-pub(crate) fn transport(e: &Error) -> bool {
-    match e {
-        Error::Redis(e) => {
-            e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-                || e.is_timeout()
+/// `(team, id)` of a record key `<ns>:{<team>}:rec:<id>`.
+fn parse_record_key(prefix: &str, key: &str) -> Option<(String, String)> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix(":{")?;
+    let (team, rest) = rest.split_once("}:")?;
+    let id = rest.strip_prefix("rec:")?;
+    Some((team.to_string(), id.to_string()))
+}
+
+fn strings(value: redis::Value) -> Vec<String> {
+    match value {
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            items.into_iter().flat_map(strings).collect()
         }
-        Error::Pool(_) => true,
-        _ => false,
+        redis::Value::BulkString(b) => vec![String::from_utf8_lossy(&b).into_owned()],
+        redis::Value::SimpleString(s) => vec![s],
+        redis::Value::Map(pairs) => pairs.into_iter().flat_map(|(_, v)| strings(v)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_keys_name_team_and_id() {
+        assert_eq!(
+            parse_record_key("sbx", "sbx:{t1}:rec:s1"),
+            Some(("t1".into(), "s1".into()))
+        );
+        assert_eq!(parse_record_key("sbx", "sbx:{t1}:ids"), None);
+        assert_eq!(parse_record_key("sbx", "other:{t1}:rec:s1"), None);
+    }
+
+    #[test]
+    fn builder_debug_never_shows_a_password() {
+        let b = Coordinator::builder("redis://coord:s3cret@127.0.0.1:6379").password("hunter2");
+        let shown = format!("{b:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }

@@ -127,7 +127,7 @@ pub enum Error {
         action: Action,
         /// Its fence.
         fence: u64,
-        /// Why ("lease expired", "dropped", "outcome unknown", ...).
+        /// Why ("lease expired", "dropped", "cancelled", an operator's reason).
         reason: String,
     },
 
@@ -150,8 +150,8 @@ pub enum Error {
 
     /// A finish whose reply was lost cannot be confirmed: an attempt may
     /// have recorded the outcome, but by the time a retry could read it
-    /// back the record had moved on (removed, or more transitions than the
-    /// recent outcomes kept), so neither "recorded" nor "fenced" is known.
+    /// back the record had moved on (removed, or moved past the outcome
+    /// retention), so neither "recorded" nor "fenced" is known.
     /// Read the record to see where it is now; do not assume either.
     #[error(
         "finishing {action} of sandbox {team}/{id} (fence {fence}): a reply was lost and the \
@@ -222,6 +222,82 @@ pub enum Error {
         expected: &'static str,
     },
 
+    /// The team's places are all taken: its live sandboxes (records that are
+    /// not tombstones) plus live reservations reached its limit. Nothing was
+    /// written. A pause, kill or removal frees a place.
+    #[error("team {team} has {live} of {limit} places taken; nothing was written")]
+    TeamLimit {
+        /// Team id.
+        team: String,
+        /// Places taken (sandboxes that are not tombstones, plus reservations).
+        live: usize,
+        /// The team's limit.
+        limit: usize,
+    },
+
+    /// The record was created under another rule table (a server with a
+    /// different [`Lifecycle`](crate::Lifecycle) on the same namespace):
+    /// deciding by this one could contradict the other server. Nothing was
+    /// written. Adopt one table (`sandboxctl migrate --adopt-lifecycle`).
+    #[error(
+        "record {key} follows lifecycle {found}, this coordinator's is {expected}; nothing was written"
+    )]
+    LifecycleMismatch {
+        /// The record's key.
+        key: String,
+        /// The digest stored in the record.
+        found: String,
+        /// This coordinator's lifecycle digest.
+        expected: String,
+    },
+
+    /// How the transition this call waited for ended can no longer be read
+    /// back: the record was removed, or moved on and the outcome's retention
+    /// ended. It may have succeeded; read the record.
+    #[error(
+        "{action} of sandbox {team}/{id} (fence {fence}) ended, but its outcome is no longer known"
+    )]
+    OutcomeUnknown {
+        /// Team id.
+        team: String,
+        /// Sandbox id.
+        id: String,
+        /// The action.
+        action: Action,
+        /// Its fence.
+        fence: u64,
+    },
+
+    /// A write was acknowledged by fewer replicas than
+    /// [`Builder::wait_for_replicas`](crate::Builder::wait_for_replicas)
+    /// asks for within its timeout. The write happened on the primary and
+    /// may be lost by a failover. Retryable: every write is idempotent for
+    /// its caller (a retried register of the same execution is `Existing`,
+    /// a retried finish returns the recorded outcome); a begin whose start
+    /// was not replicated is failed in the background (reason
+    /// `not replicated`) and never returned as started.
+    #[error(
+        "{operation} was acknowledged by {acked} of {wanted} replicas; it may be lost by a failover"
+    )]
+    NotReplicated {
+        /// What was written (`register`, `begin`, `finish`, ...).
+        operation: &'static str,
+        /// Replicas that acknowledged it.
+        acked: usize,
+        /// Replicas asked for.
+        wanted: usize,
+    },
+
+    /// The Redis user lacks a permission (an ACL `NOPERM` answer). Print
+    /// the rules the library needs with `sandboxctl acl`.
+    #[error(
+        "redis refused for lack of permission: {detail} (see `sandboxctl acl` for the rules this library needs)"
+    )]
+    NoPermission {
+        /// Redis's message: which command, key or channel.
+        detail: String,
+    },
+
     /// Redis answered with an error, or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -233,18 +309,21 @@ pub enum Error {
 
 impl Error {
     /// Whether the same call may succeed if repeated later: connection
-    /// trouble, a busy sandbox, a wait that ran out. Final answers
-    /// (invalid transitions, fencing, corrupt data) are not retryable.
+    /// trouble, a failover in progress (`READONLY`, `LOADING`, `MASTERDOWN`,
+    /// `TRYAGAIN`, `CLUSTERDOWN`, `MOVED`/`ASK`, a script `BUSY`), a busy
+    /// sandbox, a full team, a wait that ran out, a write not yet
+    /// replicated. Final answers (invalid transitions, fencing, corrupt
+    /// data, bad input) are not retryable.
+    ///
+    /// `remove` and `register` are not retried by the library after a
+    /// transport error (their effect is unknown); see their docs before
+    /// retrying them.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Redis(e) => {
-                e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_timeout()
-            }
+            Error::Redis(e) => crate::connection::is_transient(e),
             Error::Pool(_) | Error::Busy { .. } | Error::Timeout { .. } => true,
-            Error::EvictionInProgress { .. } => true,
+            Error::EvictionInProgress { .. } | Error::TeamLimit { .. } => true,
+            Error::NotReplicated { .. } => true,
             _ => false,
         }
     }

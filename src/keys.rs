@@ -1,31 +1,45 @@
-//! Key and channel names, and the validation of every identifier that goes
-//! into them.
+//! Key and channel names, hash slots, and the validation of every
+//! identifier that goes into them.
 //!
-//! All keys of one team share the `{team}` hash tag, so every script touches
-//! one hash slot and the layout works unchanged on Redis Cluster:
+//! All keys of one team share the `{team}` hash tag, so every script
+//! touches one hash slot and the layout works unchanged on Redis Cluster.
+//! The keys that serve the whole namespace per slot (the slot's team set)
+//! carry a tag chosen to hash to that slot, so a script may touch them
+//! beside the team's keys:
 //!
 //! ```text
-//! <ns>:{<team>}:rec:<id>     hash    the sandbox record
-//! <ns>:{<team>}:lease:<id>   string  "<fence> <action> <holder>", PX TTL
-//! <ns>:{<team>}:out:<id>     hash    fence -> "<action> <outcome> <reason>", newest 8
-//! <ns>:{<team>}:expiry       zset    id -> end time (ms), live records only
-//! <ns>:{<team>}:fence        string  the team's fence counter
-//! <ns>:notify                channel "<team> <id> <fence> <action> <outcome> <reason>"
+//! <ns>:{<team>}:rec:<id>          hash    the sandbox record (lease, queue and reservation are fields)
+//! <ns>:{<team>}:out:<id>:<fence>  string  "<action> <outcome> <reason>", for the outcome retention
+//! <ns>:{<team>}:expiry            zset    id -> end_ms of every record that is not a tombstone
+//! <ns>:{<team>}:tombs             zset    id -> expiry time of every tombstone
+//! <ns>:{<team>}:ids               zset    every record id, score 0 (pages by id)
+//! <ns>:{<team>}:resv              zset    id -> deadline of every reservation
+//! <ns>:{<team>}:team              hash    limit, floor, listed, tok:<id>
+//! <ns>:{<team>}:notify            channel the team's wake-ups (SPUBLISH on Cluster)
+//! <ns>:{<slot tag>}:teams         set     the teams whose {team} hashes to that slot
+//! <ns>:{<slot tag>}:listed        string  "1" once the slot is in <ns>:slots
+//! <ns>:slots                      set     the slots that have teams
 //! ```
+
+use std::sync::LazyLock;
 
 use crate::error::Error;
 
 /// The version of the layout above. Records carry it in their `v` field; a
 /// server speaking another version gets [`Error::SchemaMismatch`] instead of
-/// misreading the keys.
-pub const SCHEMA_VERSION: &str = "1";
+/// misreading the keys (schema 1 kept the lease in its own key and recent
+/// outcomes in one hash; `sandboxctl migrate` converts it).
+pub const SCHEMA_VERSION: &str = "2";
 
-/// Longest team or sandbox id, in bytes.
+/// Longest team, sandbox, execution id or namespace, in bytes.
 pub const MAX_ID_LEN: usize = 128;
+
+/// Hash slots of Redis Cluster.
+pub const SLOTS: u16 = 16384;
 
 /// Checks a team id, sandbox id, execution id or namespace: 1 to 128 bytes,
 /// no `{`, `}`, `:`, whitespace or control characters (they would break the
-/// hash tag, the key structure or the space-separated payloads).
+/// hash tag, the key structure or the space-separated fields).
 pub fn validate_id(what: &'static str, value: &str) -> Result<(), Error> {
     let why = if value.is_empty() {
         Some("is empty".to_string())
@@ -54,7 +68,7 @@ pub fn validate_id(what: &'static str, value: &str) -> Result<(), Error> {
     }
 }
 
-fn truncate(value: &str) -> String {
+pub(crate) fn truncate(value: &str) -> String {
     if value.len() <= 64 {
         return value.to_string();
     }
@@ -65,7 +79,59 @@ fn truncate(value: &str) -> String {
     format!("{}…", &value[..end])
 }
 
-/// The namespace of one deployment: builds every key and the channel name.
+/// CRC16/XMODEM, the checksum Redis Cluster maps keys to slots with.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The hash slot of a key, honouring `{hash tags}` like Redis does.
+pub fn slot_of(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &bytes[open + 1..];
+        rest.iter()
+            .position(|&b| b == b'}')
+            .filter(|&close| close > 0)
+            .map(|close| &rest[..close])
+    });
+    crc16(tagged.unwrap_or(bytes)) % SLOTS
+}
+
+/// For each slot, a short tag that hashes to it (`#<n>` for the smallest
+/// such n), found once.
+static SLOT_TAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let mut tags: Vec<Option<String>> = vec![None; usize::from(SLOTS)];
+    let mut missing = usize::from(SLOTS);
+    let mut n: u64 = 0;
+    while missing > 0 {
+        let tag = format!("#{n}");
+        let slot = usize::from(crc16(tag.as_bytes()) % SLOTS);
+        if tags[slot].is_none() {
+            tags[slot] = Some(tag);
+            missing -= 1;
+        }
+        n += 1;
+    }
+    tags.into_iter().map(Option::unwrap_or_default).collect()
+});
+
+/// The tag of `slot` (see [`slot_of`]).
+pub fn slot_tag(slot: u16) -> &'static str {
+    &SLOT_TAGS[usize::from(slot % SLOTS)]
+}
+
+/// The namespace of one deployment: builds every key and channel name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
     prefix: String,
@@ -85,49 +151,79 @@ impl Namespace {
         &self.prefix
     }
 
-    /// The notification channel of this namespace.
-    pub fn channel(&self) -> String {
-        format!("{}:notify", self.prefix)
+    /// The keys of a team, after validating its id.
+    pub fn team(&self, team: &str) -> Result<TeamKeys, Error> {
+        validate_id("team id", team)?;
+        Ok(self.team_unchecked(team))
     }
 
-    /// The expiry index of a team.
-    pub fn expiry(&self, team: &str) -> String {
-        format!("{}:{{{team}}}:expiry", self.prefix)
-    }
-
-    /// The fence counter of a team.
-    pub fn fence_counter(&self, team: &str) -> String {
-        format!("{}:{{{team}}}:fence", self.prefix)
+    pub(crate) fn team_unchecked(&self, team: &str) -> TeamKeys {
+        let prefix = format!("{}:{{{team}}}:", self.prefix);
+        let slot = slot_of(&prefix);
+        TeamKeys {
+            prefix,
+            slot,
+            slot_prefix: format!("{}:{{{}}}:", self.prefix, slot_tag(slot)),
+        }
     }
 
     /// The keys of one sandbox, after validating both ids.
     pub fn sandbox(&self, team: &str, id: &str) -> Result<SandboxKeys, Error> {
-        validate_id("team id", team)?;
+        let team_keys = self.team(team)?;
         validate_id("sandbox id", id)?;
-        let base = format!("{}:{{{team}}}", self.prefix);
         Ok(SandboxKeys {
-            record: format!("{base}:rec:{id}"),
-            lease: format!("{base}:lease:{id}"),
-            outcomes: format!("{base}:out:{id}"),
-            expiry: format!("{base}:expiry"),
-            fence: format!("{base}:fence"),
+            record: format!("{}rec:{id}", team_keys.prefix),
+            team: team_keys,
         })
+    }
+
+    /// The slot's team set (`<ns>:{<slot tag>}:teams`).
+    pub fn slot_teams(&self, slot: u16) -> String {
+        format!("{}:{{{}}}:teams", self.prefix, slot_tag(slot))
+    }
+
+    /// The registry of slots that have teams (`<ns>:slots`).
+    pub fn slots(&self) -> String {
+        format!("{}:slots", self.prefix)
+    }
+
+    /// The pattern of every record key of the namespace (for SCAN by
+    /// operator tools: repair and migrate).
+    pub fn record_pattern(&self) -> String {
+        format!("{}:{{*}}:rec:*", self.prefix)
     }
 }
 
-/// The keys one sandbox's scripts touch, all in the team's hash slot.
+/// The keys of one team, all in the team's hash slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamKeys {
+    /// `<ns>:{<team>}:`, the prefix the scripts name the team's keys from.
+    pub prefix: String,
+    /// The team's hash slot.
+    pub slot: u16,
+    /// `<ns>:{<slot tag>}:`, the prefix of the slot's keys.
+    pub slot_prefix: String,
+}
+
+impl TeamKeys {
+    /// A key of the team: `<prefix><suffix>` (`expiry`, `ids`, `team`, ...).
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    /// The team's notification channel.
+    pub fn channel(&self) -> String {
+        self.key("notify")
+    }
+}
+
+/// The keys one sandbox's scripts are called with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxKeys {
     /// The record hash.
     pub record: String,
-    /// The lease string.
-    pub lease: String,
-    /// The recent-outcomes hash.
-    pub outcomes: String,
-    /// The team's expiry index.
-    pub expiry: String,
-    /// The team's fence counter.
-    pub fence: String,
+    /// The team's keys.
+    pub team: TeamKeys,
 }
 
 #[cfg(test)]
@@ -139,11 +235,26 @@ mod tests {
         let ns = Namespace::new("sbx").unwrap();
         let k = ns.sandbox("team-1", "s1").unwrap();
         assert_eq!(k.record, "sbx:{team-1}:rec:s1");
-        assert_eq!(k.lease, "sbx:{team-1}:lease:s1");
-        assert_eq!(k.outcomes, "sbx:{team-1}:out:s1");
-        assert_eq!(k.expiry, "sbx:{team-1}:expiry");
-        assert_eq!(k.fence, "sbx:{team-1}:fence");
-        assert_eq!(ns.channel(), "sbx:notify");
+        assert_eq!(k.team.key("expiry"), "sbx:{team-1}:expiry");
+        assert_eq!(k.team.channel(), "sbx:{team-1}:notify");
+        assert_eq!(slot_of(&k.record), slot_of("team-1"));
+        assert_eq!(slot_of(&k.team.slot_prefix), k.team.slot);
+    }
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from `CLUSTER KEYSLOT` on Redis 7.0.
+        assert_eq!(slot_of("foo"), 12182);
+        assert_eq!(slot_of("{user1000}.following"), slot_of("user1000"));
+        assert_eq!(slot_of("a{}b"), slot_of("a{}b"));
+        assert_eq!(slot_of("123456789"), 0x31c3 % SLOTS);
+    }
+
+    #[test]
+    fn every_slot_has_a_tag_that_hashes_to_it() {
+        for slot in 0..SLOTS {
+            assert_eq!(slot_of(&format!("x:{{{}}}:y", slot_tag(slot))), slot);
+        }
     }
 
     #[test]

@@ -4,34 +4,48 @@
 //!
 //! Exactly one physical operation runs per sandbox at a time. Duplicate
 //! requests join the running one and share its outcome; conflicting ones
-//! wait for it and are then decided against the state it left behind, never
-//! against how the race happened to interleave. Every read-check-set runs
-//! inside Redis as one Lua script; waiting uses pub/sub with a poll and the
-//! lease deadline as fallbacks.
+//! wait for it (fairly, first come first decided) and are then decided
+//! against the state it left behind, never against how the race happened
+//! to interleave. Every read-check-set runs inside Redis as one Lua script;
+//! waiting uses pub/sub with a poll and the lease deadline as fallbacks.
 //!
 //! The crate's parts:
 //!
 //! - [`lifecycle`]: states, actions and the rule table as data, with
-//!   [`Lifecycle::decide`], the pure executable specification. The scripts
-//!   get their rules from here on every call.
-//! - [`Coordinator`]: `register`, `get`, `begin`, `wait_idle`,
-//!   `set_end_time`, `due_for_eviction`, `remove`.
-//! - [`Transition`]: a started transition — fence, lease watchdog,
-//!   `lost()`, `succeed`/`fail`, and a `Drop` that fails it.
-//! - `lua/`: one script per operation (see [`scripts`]), each runnable with
-//!   `redis-cli --eval`.
-//! - [`keys`]: the Redis layout and id validation; [`Error`]: the one error
-//!   type.
+//!   [`Lifecycle::decide`], the pure executable specification. The table is
+//!   generated into the scripts when a coordinator is built.
+//! - [`Coordinator`] and its [`Builder`] (the façade): `register`, `get`,
+//!   `begin`, `wait_idle`, `set_end_time`, `remove`, the fleet operations
+//!   (`list`, `count`, team limits, `reserve`, `due_for_eviction_all`,
+//!   `repair`) and the production settings (TLS, ACL credentials, Redis
+//!   Cluster, `wait_for_replicas`).
+//! - [`Transition`]: a started transition — fence, holder, `lost()`,
+//!   `succeed`/`fail`, and a `Drop` that fails it; its lease is kept alive
+//!   by the coordinator's one lease keeper.
+//! - [`Reservation`]: a place of a team's limit held for a slow create.
+//! - `lua/`: one script per operation assembled from shared pieces (see
+//!   [`scripts`]); `ops` holds each script's arguments and typed reply.
+//! - [`keys`]: the Redis layout, hash slots and id validation; [`Error`]:
+//!   the one error type; [`acl_rules`]: least-privilege ACL rules.
+//!
+//! Every public async method documents its cancel safety: any of them may
+//! be dropped at any await point (an HTTP handler whose client went away)
+//! without leaving an orphan lease or an outcome that contradicts one
+//! already returned.
 //!
 //! # Example
 //!
 //! ```
-//! use std::time::{Duration, SystemTime};
+//! use std::time::Duration;
 //! use sandbox_coordinator::{Action, BeginOptions, Begun, Coordinator, DoneReason, NewSandbox};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), sandbox_coordinator::Error> {
-//! # let Ok(url) = std::env::var("REDIS_URL") else { return Ok(()) };
+//! # let url = match std::env::var("REDIS_URL") {
+//! #     Ok(url) => url,
+//! #     Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("the doctest needs REDIS_URL in CI"),
+//! #     Err(_) => return Ok(()),
+//! # };
 //! # let ns = format!("doc{}", std::process::id());
 //! let coord = Coordinator::builder(url).namespace(ns).build().await?;
 //! coord
@@ -39,7 +53,7 @@
 //!         team: "team-1".into(),
 //!         id: "sbx-1".into(),
 //!         execution: "exec-1".into(),
-//!         end_time: SystemTime::now() + Duration::from_secs(3600),
+//!         end_time: Duration::from_secs(3600).into(), // from the Redis server's now
 //!         data: "{}".into(),
 //!     })
 //!     .await?;
@@ -57,29 +71,45 @@
 //!     Begun::AlreadyDone(done) => assert!(matches!(done.why, DoneReason::Absorbed { .. })),
 //!     Begun::Started(_) => unreachable!("a paused sandbox absorbs a kill"),
 //! }
+//! assert_eq!(coord.count("team-1").await?.paused, 1);
+//! # coord.remove("team-1", "sbx-1").await?;
 //! # Ok(())
 //! # }
 //! ```
 
 #![warn(missing_docs)]
 
+mod acl;
+mod bounds;
+mod connection;
 mod coordinator;
 pub mod error;
+mod keeper;
 pub mod keys;
 pub mod lifecycle;
+mod metrics;
 mod notify;
-mod pool;
+mod ops;
+mod record;
+mod reservation;
+mod runtime;
 mod sandbox;
 pub mod scripts;
 mod transition;
+mod wait;
 
-pub use coordinator::{BeginOptions, Begun, Builder, Coordinator, Finish, MAX_REASON_LEN};
+pub use acl::acl_rules;
+pub use bounds::MAX_DURATION_MS;
+pub use connection::Connections;
+pub use coordinator::{BeginOptions, Begun, Builder, Coordinator, Finish};
 pub use error::{Error, Result};
 pub use lifecycle::{
     Action, ActionSpec, Decision, LeaseView, Lifecycle, Outcome, State, StateClass,
 };
+pub use record::MAX_INT;
+pub use reservation::Reservation;
 pub use sandbox::{
-    Abandonment, Done, DoneReason, LastTransition, Lease, MAX_DATA_LEN, NewSandbox, Registration,
-    Sandbox,
+    Abandonment, Done, DoneReason, Drift, EndTime, LastTransition, Lease, MAX_DATA_LEN, NewSandbox,
+    Page, Registration, RepairReport, Sandbox, TeamCount,
 };
-pub use transition::Transition;
+pub use transition::{MAX_REASON_LEN, Transition};

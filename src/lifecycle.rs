@@ -1,10 +1,13 @@
 //! The lifecycle: states, actions, the rule table as data, and [`Lifecycle::decide`],
 //! the executable specification of what `begin` does. Pure: no I/O, no clocks.
 //!
-//! The Lua scripts hold no policy. For every call, the rule row of the
-//! requested action is rendered by [`Lifecycle::rules_arg`] and passed to the
-//! script as an argument, so changing a rule here changes the scripts'
-//! behaviour with it; a differential test keeps the two equal.
+//! The Lua scripts hold no policy of their own: when a coordinator is built,
+//! the table is generated into the text of its scripts (each action's rule
+//! row, the state classes, where each action ends), so changing a rule here
+//! changes the scripts with it, and the table's [`Lifecycle::digest`] —
+//! stored in every record — tells two servers with different tables apart.
+//! A differential test keeps the scripts' decisions equal to
+//! [`Lifecycle::decide`] cell by cell.
 
 use std::fmt;
 use std::str::FromStr;
@@ -217,7 +220,8 @@ impl StateClass {
         matches!(self, StateClass::Resumable | StateClass::Final)
     }
 
-    fn as_str(self) -> &'static str {
+    /// The class's name in the scripts.
+    pub fn as_str(self) -> &'static str {
         match self {
             StateClass::Live => "live",
             StateClass::InFlight(_) => "inflight",
@@ -341,22 +345,63 @@ impl Lifecycle {
         self
     }
 
+    /// The rule an API server that deletes sandboxes needs: a kill of a
+    /// paused sandbox starts a transition (killing → killed, e.g. deleting
+    /// its snapshot) instead of being absorbed, so a delete of a paused
+    /// sandbox is final — a later or racing resume finds a killed tombstone
+    /// and is refused.
+    pub fn kill_deletes_paused(self) -> Lifecycle {
+        self.with_rule(
+            Action::Kill,
+            State::Paused,
+            LeaseView::None,
+            Decision::Start,
+        )
+    }
+
     /// Changes where an action goes.
     pub fn with_action(mut self, action: Action, spec: ActionSpec) -> Lifecycle {
         self.specs[action.index()] = spec;
         self
     }
 
-    /// Checks that the table is one the scripts can run: joins and waits
-    /// only where a lease can be live, and each action's in-flight state
-    /// classed as in flight for that action.
+    /// Checks that the table is one the scripts can run without breaking
+    /// the one-holder guarantee. Refused, with a message naming the cell:
+    /// - an action whose in-flight state is not classed as in flight for it;
+    /// - `Start`, `AlreadyInState` or `Absorbed` on an in-flight state with a
+    ///   live lease (starting would overwrite the live lease; answering
+    ///   "done" would report a transition that has not ended);
+    /// - `Join` or `WaitThenRedecide` where no lease can be live (a settled
+    ///   state, or a stuck record), and `Join` across actions;
+    /// - an `on_success` or `on_failure` state that is in flight (only "stay
+    ///   stuck", `on_failure: None`, may leave the record in flight);
+    /// - an initial state that is not live.
     pub fn validate(&self) -> Result<(), String> {
+        if self.class(self.initial) != StateClass::Live {
+            return Err(format!(
+                "initial state {} is not classed as live",
+                self.initial
+            ));
+        }
         for action in Action::ALL {
             let spec = self.spec(action);
             if self.class(spec.in_flight) != StateClass::InFlight(action) {
                 return Err(format!(
                     "{action}: in-flight state {} is not classed as in flight for it",
                     spec.in_flight
+                ));
+            }
+            if matches!(self.class(spec.on_success), StateClass::InFlight(_)) {
+                return Err(format!(
+                    "{action}: on_success {} is an in-flight state",
+                    spec.on_success
+                ));
+            }
+            if let Some(fail) = spec.on_failure
+                && matches!(self.class(fail), StateClass::InFlight(_))
+            {
+                return Err(format!(
+                    "{action}: on_failure {fail} is an in-flight state (use None to stay stuck)"
                 ));
             }
             for state in State::ALL {
@@ -372,6 +417,16 @@ impl Lifecycle {
                         "{action} on {state}: {live:?} but {state} never holds a lease"
                     ));
                 }
+                if in_flight
+                    && matches!(
+                        live,
+                        Decision::Start | Decision::AlreadyInState | Decision::Absorbed
+                    )
+                {
+                    return Err(format!(
+                        "{action} on {state} with a live lease: {live:?} would ignore the transition in flight"
+                    ));
+                }
                 if live == Decision::Join && self.class(state) != StateClass::InFlight(action) {
                     return Err(format!(
                         "{action} on {state}: can only join a transition of the same action"
@@ -380,6 +435,27 @@ impl Lifecycle {
             }
         }
         Ok(())
+    }
+
+    /// A short digest of the whole table (rules, action specs, classes,
+    /// initial state): records carry it, so two servers deciding by
+    /// different tables on one namespace are detected
+    /// ([`Error::LifecycleMismatch`](crate::Error::LifecycleMismatch)).
+    pub fn digest(&self) -> String {
+        let mut text = format!("initial={};classes={};", self.initial, self.classes_arg());
+        for action in Action::ALL {
+            let spec = self.spec(action);
+            text.push_str(&format!(
+                "{action}:{}>{}|{}|{};{};",
+                spec.in_flight,
+                spec.on_success,
+                spec.on_failure.map_or("stuck", State::as_str),
+                spec.ends_sandbox,
+                self.rules_arg(action)
+            ));
+        }
+        let hex = sha1_smol::Sha1::from(text).digest().to_string();
+        hex[..12].to_string()
     }
 
     /// The executable specification: what `begin(action)` does on a record
@@ -531,6 +607,56 @@ mod tests {
     fn a_wait_on_a_stuck_record_is_rejected() {
         let lc = Lifecycle::sandbox().with_rule(Kill, Pausing, Stuck, WaitThenRedecide);
         assert!(lc.validate().is_err());
+    }
+
+    #[test]
+    fn a_start_over_a_live_lease_is_rejected_naming_the_cell() {
+        let lc = Lifecycle::sandbox().with_rule(Kill, Pausing, Live, Start);
+        let err = lc.validate().unwrap_err();
+        assert!(err.contains("kill on pausing"), "{err}");
+    }
+
+    #[test]
+    fn done_answers_on_a_live_in_flight_cell_are_rejected() {
+        for d in [AlreadyInState, Absorbed] {
+            let lc = Lifecycle::sandbox().with_rule(Kill, Pausing, Live, d);
+            let err = lc.validate().unwrap_err();
+            assert!(err.contains("kill on pausing with a live lease"), "{err}");
+        }
+    }
+
+    #[test]
+    fn outcomes_into_in_flight_states_are_rejected() {
+        let spec = ActionSpec {
+            in_flight: Snapshotting,
+            on_success: Pausing,
+            on_failure: Some(Running),
+            ends_sandbox: false,
+        };
+        let err = Lifecycle::sandbox()
+            .with_action(Snapshot, spec)
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("on_success pausing"), "{err}");
+        let spec = ActionSpec {
+            on_success: Running,
+            on_failure: Some(Killing),
+            ..spec
+        };
+        let err = Lifecycle::sandbox()
+            .with_action(Snapshot, spec)
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("on_failure killing"), "{err}");
+    }
+
+    #[test]
+    fn the_digest_names_the_table() {
+        let a = Lifecycle::sandbox();
+        let b = Lifecycle::sandbox().with_rule(Kill, Paused, Stuck, Start);
+        assert_eq!(a.digest(), Lifecycle::sandbox().digest());
+        assert_ne!(a.digest(), b.digest());
+        assert_eq!(a.digest().len(), 12);
     }
 
     #[test]

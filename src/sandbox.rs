@@ -1,12 +1,12 @@
 //! The values callers read and pass: a sandbox record as read from Redis
-//! ([`Sandbox`]), what registers one ([`NewSandbox`]), and what `begin`
-//! returns when there is nothing to start ([`Done`]).
+//! ([`Sandbox`]), what registers one ([`NewSandbox`], [`EndTime`]), what
+//! `begin` returns when there is nothing to start ([`Done`]), and the
+//! answers of the fleet operations ([`TeamCount`], [`Page`],
+//! [`RepairReport`]).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use crate::error::Error;
 use crate::lifecycle::{Action, Outcome, State};
-use crate::scripts::Reply;
 
 /// A sandbox record, read atomically with its lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,14 +29,24 @@ pub struct Sandbox {
     pub lease: Option<Lease>,
     /// How the latest finished transition ended.
     pub last: Option<LastTransition>,
+    /// Requests queued to re-decide once the transition in flight ends
+    /// (fair waiting), counting only waiters that are still alive.
+    pub waiting: usize,
+    /// Time left on a reservation of this record (a resume in progress).
+    pub reserved: Option<Duration>,
     /// Time left before a tombstone expires (`None`: the record does not expire).
     pub expires_in: Option<Duration>,
+    /// The digest of the rule table the record was created under
+    /// ([`Lifecycle::digest`](crate::Lifecycle::digest)).
+    pub lifecycle: String,
 }
 
 impl Sandbox {
     /// The end time in ms since the Unix epoch, as stored.
     pub fn end_ms(&self) -> u64 {
-        system_time_ms(self.end_time).unwrap_or(0)
+        self.end_time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -78,10 +88,37 @@ pub struct NewSandbox {
     pub id: String,
     /// The incarnation's execution id.
     pub execution: String,
-    /// When it should end.
-    pub end_time: SystemTime,
+    /// When it should end: an instant, or a duration from the Redis
+    /// server's now (immune to the API server's clock skew).
+    pub end_time: EndTime,
     /// Opaque caller data (at most [`MAX_DATA_LEN`] bytes).
     pub data: String,
+}
+
+/// When a sandbox should end (its eviction deadline).
+///
+/// `In` is added to the Redis server's clock inside the script, so an API
+/// server whose clock is off does not move eviction deadlines; `At` is an
+/// absolute wall-clock time. Both convert with `.into()`:
+/// `end_time: Duration::from_secs(3600).into()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndTime {
+    /// At this wall-clock time.
+    At(SystemTime),
+    /// This long after the Redis server's now.
+    In(Duration),
+}
+
+impl From<SystemTime> for EndTime {
+    fn from(t: SystemTime) -> EndTime {
+        EndTime::At(t)
+    }
+}
+
+impl From<Duration> for EndTime {
+    fn from(d: Duration) -> EndTime {
+        EndTime::In(d)
+    }
 }
 
 /// Largest `data` a record may carry, in bytes.
@@ -148,104 +185,65 @@ pub enum Abandonment {
     },
 }
 
-pub(crate) fn system_time_ms(t: SystemTime) -> Result<u64, Error> {
-    let d = t
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| Error::InvalidInput {
-            what: "end time",
-            value: format!("{t:?}"),
-            why: "is before the Unix epoch".into(),
-        })?;
-    u64::try_from(d.as_millis()).map_err(|_| Error::InvalidInput {
-        what: "end time",
-        value: format!("{t:?}"),
-        why: "is too far in the future".into(),
-    })
+/// A team's sandboxes by state class, from [`Coordinator::count`](crate::Coordinator::count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TeamCount {
+    /// In a live state (running), no transition in flight.
+    pub live: usize,
+    /// In an in-flight state (pausing, killing, snapshotting), stuck included.
+    pub in_flight: usize,
+    /// Resumable tombstones (paused).
+    pub paused: usize,
+    /// Final tombstones (killed).
+    pub killed: usize,
+    /// Live reservations.
+    pub reserved: usize,
+    /// The team's own limit, if set.
+    pub limit: Option<usize>,
 }
 
-/// Parses the 14 record fields scripts reply with, starting at `at`:
-/// state, exec, end_ms, fence, data, last_fence, last_action, last_outcome,
-/// last_reason, lease, lease_pttl, record_pttl, now_ms, started_ms.
-pub(crate) fn parse_record(
-    script: &str,
-    team: &str,
-    id: &str,
-    reply: &Reply,
-    at: usize,
-) -> Result<Sandbox, Error> {
-    let corrupt = |what: &str| Error::Corrupt {
-        detail: format!(
-            "sandbox {team}/{id}: {what} (from {script}.lua: {:?})",
-            reply.0
-        ),
-    };
-    if reply.0.len() < at + 14 {
-        return Err(corrupt("reply too short"));
+impl TeamCount {
+    /// Places taken under the team limit: live and in-flight sandboxes plus
+    /// reservations.
+    pub fn taken(&self) -> usize {
+        self.live + self.in_flight + self.reserved
     }
-    let f = |i: usize| reply.get(at + i);
-    let state: State = f(0).parse().map_err(|e: String| corrupt(&e))?;
-    if f(1).is_empty() {
-        return Err(corrupt("the record has no execution id"));
-    }
-    let end_ms: u64 = f(2)
-        .parse()
-        .map_err(|_| corrupt("end_ms is not a number"))?;
-    let fence: u64 = f(3).parse().map_err(|_| corrupt("fence is not a number"))?;
-    let last = if f(5).is_empty() {
-        None
-    } else {
-        Some(LastTransition {
-            fence: f(5)
-                .parse()
-                .map_err(|_| corrupt("last_fence is not a number"))?,
-            action: f(6).parse().map_err(|e: String| corrupt(&e))?,
-            outcome: f(7).parse().map_err(|e: String| corrupt(&e))?,
-            reason: f(8).to_string(),
-        })
-    };
-    let now_ms: u64 = f(12)
-        .parse()
-        .map_err(|_| corrupt("now_ms is not a number"))?;
-    let started_ms: u64 = f(13).parse().unwrap_or(now_ms);
-    let age = Duration::from_millis(now_ms.saturating_sub(started_ms));
-    let lease = parse_lease(f(9), f(10), age).map_err(|e| corrupt(&e))?;
-    let rec_pttl: i64 = f(11).parse().map_err(|_| corrupt("record pttl"))?;
-    Ok(Sandbox {
-        team: team.to_string(),
-        id: id.to_string(),
-        execution: f(1).to_string(),
-        state,
-        end_time: UNIX_EPOCH + Duration::from_millis(end_ms),
-        fence,
-        data: f(4).to_string(),
-        lease,
-        last,
-        expires_in: u64::try_from(rec_pttl).ok().map(Duration::from_millis),
-    })
 }
 
-/// Parses a lease value `"<fence> <action> <holder>"` and its PTTL.
-pub(crate) fn parse_lease(raw: &str, pttl: &str, age: Duration) -> Result<Option<Lease>, String> {
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    let mut parts = raw.splitn(3, ' ');
-    let (Some(fence), Some(action), Some(holder)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(format!(
-            "lease {raw:?} is not \"<fence> <action> <holder>\""
-        ));
-    };
-    let ttl: i64 = pttl
-        .parse()
-        .map_err(|_| format!("lease pttl {pttl:?} is not a number"))?;
-    Ok(Some(Lease {
-        fence: fence
-            .parse()
-            .map_err(|_| format!("lease fence {fence:?} is not a number"))?,
-        action: action.parse()?,
-        holder: holder.to_string(),
-        ttl: Duration::from_millis(u64::try_from(ttl).unwrap_or(0)),
-        age,
-    }))
+/// One page of [`Coordinator::list_page`](crate::Coordinator::list_page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The sandboxes, by id.
+    pub sandboxes: Vec<Sandbox>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// One problem [`Coordinator::repair`](crate::Coordinator::repair) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// Team id.
+    pub team: String,
+    /// The index (`ids`, `expiry`, `tombs`, `resv`, `team`, `teams`,
+    /// `slots`) or `record`.
+    pub index: String,
+    /// `dangling` (an entry without a record), `missing`, `score`,
+    /// `token`, `field` or `corrupt` (a record no script can use; left as
+    /// it is).
+    pub problem: String,
+    /// The sandbox id (or team id for `teams`, slot for `slots`).
+    pub id: String,
+}
+
+/// What a repair found (and, unless it was a dry run, fixed).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RepairReport {
+    /// Teams examined.
+    pub teams: usize,
+    /// Records examined.
+    pub records: usize,
+    /// Every problem found.
+    pub drift: Vec<Drift>,
+    /// Whether nothing was written.
+    pub dry_run: bool,
 }

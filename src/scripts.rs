@@ -1,162 +1,368 @@
-//! The Lua scripts of `lua/`, compiled in, with their SHA1s, and the one
-//! place that invokes them: `EVALSHA`, falling back to `EVAL` (which also
-//! caches the script) when Redis answers `NOSCRIPT` after a restart or a
-//! `SCRIPT FLUSH`. Replies are flat arrays of strings whose first element
-//! is a status word; the coordinator maps those to types in one place.
+//! The Lua scripts: their sources (`lua/`, compiled in), assembled for one
+//! coordinator when it is built.
+//!
+//! A script file names the shared pieces it uses with `--!include <file>`
+//! lines (from `lua/include/`, spliced in, as BullMQ's includes do) and
+//! marks with `--!generated` where this coordinator's constants go: the
+//! schema version, the lifecycle's digest, its rule row for the action
+//! (`begin_<action>`), its state classes and where each action ends, the
+//! retentions, and the publish command (`PUBLISH`, or `SPUBLISH` on Redis
+//! Cluster). The policy is thus part of the text, and the SHA1 of a script
+//! names the lifecycle and settings it was built for. Every assembled
+//! script is one self-contained file that `redis-cli --eval` runs as it is
+//! (`sandboxctl scripts --dump DIR` writes them out).
 
-use std::sync::LazyLock;
+use std::fmt::Write as _;
 
-use redis::{ErrorKind, ServerErrorKind, Value};
+use crate::keys::SCHEMA_VERSION;
+use crate::lifecycle::{Action, Decision, LeaseView, Lifecycle, State, StateClass};
 
-use crate::error::Error;
-use crate::pool::Pool;
-
-/// One Lua script: its name, source and SHA1 (what `SCRIPT LOAD` returns).
-#[derive(Debug)]
+/// One assembled script: its name, text and SHA1 (what `SCRIPT LOAD` returns).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
-    /// The file name without `.lua`.
-    pub name: &'static str,
-    /// The Lua source.
-    pub source: &'static str,
-    /// Hex SHA1 of the source.
-    pub sha: String,
+    name: String,
+    source: String,
+    sha: String,
 }
 
 impl Script {
-    fn new(name: &'static str, source: &'static str) -> Script {
-        Script {
-            name,
-            source,
-            sha: sha1_smol::Sha1::from(source).digest().to_string(),
+    fn new(name: String, source: String) -> Script {
+        let sha = sha1_smol::Sha1::from(&source).digest().to_string();
+        Script { name, source, sha }
+    }
+
+    /// The name (`begin_pause`, `finish`, ...): the file `sandboxctl scripts
+    /// --dump` writes is `<name>.lua`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The assembled Lua text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Hex SHA1 of the text.
+    pub fn sha(&self) -> &str {
+        &self.sha
+    }
+}
+
+/// What, besides the lifecycle, goes into the scripts' text (for
+/// [`assemble`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScriptOptions {
+    /// Redis Cluster (sharded pub/sub: `SPUBLISH`) or a single server.
+    pub cluster: bool,
+    /// How long each transition's outcome is kept.
+    pub outcome_retention: std::time::Duration,
+    /// How long tombstones are kept (zero: forever).
+    pub tombstone_retention: std::time::Duration,
+}
+
+impl Default for ScriptOptions {
+    fn default() -> Self {
+        ScriptOptions {
+            cluster: false,
+            outcome_retention: std::time::Duration::from_secs(600),
+            tombstone_retention: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }
 
+/// Every script as a coordinator with `lifecycle` and `options` (and the
+/// builder's defaults otherwise) assembles it — without connecting, for
+/// `sandboxctl scripts` and for running them by hand.
+pub fn assemble(lifecycle: &Lifecycle, options: ScriptOptions) -> Vec<Script> {
+    let settings = ScriptSettings {
+        publish: if options.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        },
+        outcome_ms: options.outcome_retention.as_millis() as u64,
+        tombstone_ms: options.tombstone_retention.as_millis() as u64,
+    };
+    Scripts::assemble(lifecycle, &settings)
+        .all()
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
+/// What, besides the lifecycle, is generated into the scripts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScriptSettings {
+    /// `PUBLISH` on a single server, `SPUBLISH` on Redis Cluster.
+    pub publish: &'static str,
+    /// How long a transition's outcome is kept, ms.
+    pub outcome_ms: u64,
+    /// How long tombstones are kept, ms (0: forever).
+    pub tombstone_ms: u64,
+}
+
+/// The shared pieces, by the name `--!include` uses.
+const INCLUDES: [(&str, &str); 9] = [
+    ("clock.lua", include_str!("../lua/include/clock.lua")),
+    ("record.lua", include_str!("../lua/include/record.lua")),
+    ("queue.lua", include_str!("../lua/include/queue.lua")),
+    ("notify.lua", include_str!("../lua/include/notify.lua")),
+    ("outcome.lua", include_str!("../lua/include/outcome.lua")),
+    ("indexes.lua", include_str!("../lua/include/indexes.lua")),
+    (
+        "finish_body.lua",
+        include_str!("../lua/include/finish_body.lua"),
+    ),
+    (
+        "record_reply.lua",
+        include_str!("../lua/include/record_reply.lua"),
+    ),
+    ("due_team.lua", include_str!("../lua/include/due_team.lua")),
+];
+
 macro_rules! scripts {
     ($($field:ident),* $(,)?) => {
-        /// Every script of the crate.
-        #[derive(Debug)]
-        pub struct Scripts { $(
-            #[doc = concat!("`lua/", stringify!($field), ".lua`")]
-            pub $field: Script,
-        )* }
-
-        impl Scripts {
-            /// All scripts, for loading and listing.
-            pub fn all(&self) -> Vec<&Script> {
-                vec![$(&self.$field),*]
-            }
+        /// Every script of one coordinator, assembled.
+        #[derive(Debug, Clone)]
+        pub(crate) struct Scripts {
+            /// `begin_pause`, `begin_kill`, `begin_snapshot`, in [`Action::ALL`] order.
+            pub begin: [Script; 3],
+            $(
+                #[doc = concat!("`lua/", stringify!($field), ".lua`")]
+                pub $field: Script,
+            )*
         }
 
-        /// The compiled-in scripts.
-        pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts { $(
-            $field: Script::new(
-                stringify!($field),
-                include_str!(concat!("../lua/", stringify!($field), ".lua")),
-            ),
-        )* });
+        impl Scripts {
+            /// Assembles every script for `lifecycle` and `settings`.
+            pub(crate) fn assemble(lifecycle: &Lifecycle, settings: &ScriptSettings) -> Scripts {
+                let common = prelude(lifecycle, settings);
+                let begin = Action::ALL.map(|action| {
+                    let mut generated = common.clone();
+                    begin_prelude(&mut generated, lifecycle, action);
+                    Script::new(
+                        format!("begin_{action}"),
+                        splice(include_str!("../lua/begin.lua"), &generated),
+                    )
+                });
+                Scripts {
+                    begin,
+                    $(
+                        $field: Script::new(
+                            stringify!($field).to_string(),
+                            splice(include_str!(concat!("../lua/", stringify!($field), ".lua")), &common),
+                        ),
+                    )*
+                }
+            }
+
+            /// Every script, for loading, listing and dumping.
+            pub(crate) fn all(&self) -> Vec<&Script> {
+                let mut all: Vec<&Script> = self.begin.iter().collect();
+                $( all.push(&self.$field); )*
+                all
+            }
+        }
     };
 }
 
 scripts!(
-    register,
-    begin,
     finish,
+    cancel,
     extend,
     settle,
-    set_end_time,
+    register,
     remove,
+    set_end_time,
     inspect,
-    due
+    list,
+    count,
+    due,
+    due_slot,
+    reserve,
+    unreserve,
+    team_limit,
+    migrate,
+    repair,
 );
 
-/// A script's reply: status word and the fields after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Reply(pub Vec<String>);
-
-impl Reply {
-    pub(crate) fn status(&self) -> &str {
-        self.0.first().map(String::as_str).unwrap_or("")
-    }
-
-    /// Field `i` (0 = status), or "" when the reply is shorter.
-    pub(crate) fn get(&self, i: usize) -> &str {
-        self.0.get(i).map(String::as_str).unwrap_or("")
-    }
-
-    pub(crate) fn u64(&self, script: &str, i: usize) -> Result<u64, Error> {
-        self.get(i).parse().map_err(|_| Error::Corrupt {
-            detail: format!(
-                "{script}.lua replied {:?}: field {i} is not a number",
-                self.0
-            ),
-        })
+impl Scripts {
+    /// The begin script of `action`.
+    pub(crate) fn begin(&self, action: Action) -> &Script {
+        &self.begin[Action::ALL.iter().position(|a| *a == action).unwrap_or(0)]
     }
 }
 
-/// Runs `script` with `keys` and `args`: one `EVALSHA`, plus one `EVAL`
-/// only if the server lost its script cache.
-pub(crate) async fn invoke(
-    pool: &Pool,
-    script: &Script,
-    keys: &[&str],
-    args: &[&str],
-) -> Result<Reply, Error> {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(&script.sha).arg(keys.len()).arg(keys).arg(args);
-    let value = match pool.query(&cmd).await {
-        Err(Error::Redis(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            tracing::debug!(script = script.name, "NOSCRIPT: sending the source");
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(script.source).arg(keys.len()).arg(keys).arg(args);
-            pool.query(&cmd).await?
-        }
-        other => other?,
-    };
-    to_reply(script.name, value)
-}
-
-fn to_reply(script: &str, value: Value) -> Result<Reply, Error> {
-    let bad = |v: &Value| Error::Corrupt {
-        detail: format!("{script}.lua gave an unexpected reply: {v:?}"),
-    };
-    let Value::Array(items) = value else {
-        return Err(bad(&value));
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        out.push(match item {
-            Value::BulkString(b) => String::from_utf8(b).map_err(|e| Error::Corrupt {
-                detail: format!("{script}.lua replied with non-UTF-8 bytes: {e}"),
-            })?,
-            Value::SimpleString(s) => s,
-            Value::Int(i) => i.to_string(),
-            other => return Err(bad(&other)),
-        });
-    }
-    Ok(Reply(out))
-}
-
-/// Loads every script into the server's cache (`SCRIPT LOAD`) and checks
-/// that the server computed the same SHA1.
-pub(crate) async fn load_all(pool: &Pool) -> Result<(), Error> {
-    for script in SCRIPTS.all() {
-        let value = pool
-            .query(redis::cmd("SCRIPT").arg("LOAD").arg(script.source))
-            .await?;
-        let sha = match value {
-            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
-            Value::SimpleString(s) => s,
-            other => format!("{other:?}"),
-        };
-        if sha != script.sha {
-            return Err(Error::Corrupt {
-                detail: format!(
-                    "SCRIPT LOAD of {}.lua returned {sha}, expected {}",
-                    script.name, script.sha
-                ),
-            });
+/// Splices the includes and the generated constants into `source`.
+fn splice(source: &str, generated: &str) -> String {
+    let mut out = String::with_capacity(source.len() * 3);
+    for line in source.lines() {
+        if let Some(name) = line.strip_prefix("--!include ") {
+            let name = name.trim();
+            let piece = INCLUDES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, text)| *text)
+                .unwrap_or_else(|| panic!("lua: unknown include {name:?}"));
+            let _ = writeln!(out, "-- {name} (lua/include/{name}) --");
+            out.push_str(piece);
+            if !piece.ends_with('\n') {
+                out.push('\n');
+            }
+        } else if line.trim() == "--!generated" {
+            out.push_str(generated);
+        } else {
+            out.push_str(line);
+            out.push('\n');
         }
     }
-    Ok(())
+    out
+}
+
+fn lua_str(s: &str) -> String {
+    format!("'{s}'")
+}
+
+/// The constants and policy functions every script gets.
+fn prelude(lc: &Lifecycle, settings: &ScriptSettings) -> String {
+    let mut g = String::new();
+    let _ = writeln!(
+        g,
+        "-- generated by src/scripts.rs for lifecycle {} --",
+        lc.digest()
+    );
+    let _ = writeln!(g, "local SCHEMA = {}", lua_str(SCHEMA_VERSION));
+    let _ = writeln!(g, "local LIFECYCLE = {}", lua_str(&lc.digest()));
+    let _ = writeln!(g, "local PUBLISH = {}", lua_str(settings.publish));
+    let _ = writeln!(g, "local OUTCOME_MS = {}", settings.outcome_ms);
+    let _ = writeln!(g, "local TOMBSTONE_MS = {}", settings.tombstone_ms);
+    let _ = writeln!(g, "local INITIAL = {}", lua_str(lc.initial().as_str()));
+    g.push_str("local function class_of(s)\n");
+    for state in State::ALL {
+        let _ = writeln!(
+            g,
+            "  if s == {} then return {} end",
+            lua_str(state.as_str()),
+            lua_str(lc.class(state).as_str())
+        );
+    }
+    g.push_str("  return nil\nend\n");
+    g.push_str(
+        "local function is_tombstone(s)\n  local c = class_of(s)\n  return c == 'resumable' or c == 'final'\nend\n",
+    );
+    let actions: Vec<String> = Action::ALL
+        .iter()
+        .map(|a| format!("a == {}", lua_str(a.as_str())))
+        .collect();
+    let _ = writeln!(
+        g,
+        "local function is_action(a)\n  return {}\nend",
+        actions.join(" or ")
+    );
+    g.push_str("-- The state a finished transition leaves ('' = stays in flight, stuck).\n");
+    g.push_str("local function after(a, outcome)\n");
+    for action in Action::ALL {
+        let spec = lc.spec(action);
+        let failed = spec.on_failure.map_or("", State::as_str);
+        let _ = writeln!(
+            g,
+            "  if a == {} then if outcome == 'succeeded' then return {} end return {} end",
+            lua_str(action.as_str()),
+            lua_str(spec.on_success.as_str()),
+            lua_str(failed)
+        );
+    }
+    g.push_str("  return ''\nend\n");
+    g
+}
+
+/// The rule row of one action, for `begin_<action>`.
+fn begin_prelude(g: &mut String, lc: &Lifecycle, action: Action) {
+    let spec = lc.spec(action);
+    let _ = writeln!(
+        g,
+        "local ACTION, IN_FLIGHT, PULL_END = {}, {}, {}",
+        lua_str(action.as_str()),
+        lua_str(spec.in_flight.as_str()),
+        spec.ends_sandbox
+    );
+    g.push_str("-- The lifecycle's decision for this action: (state, lease live?) -> decision.\n");
+    g.push_str("local function rule(s, live)\n");
+    for state in State::ALL {
+        let live = lc.decide(state, LeaseView::Live, action);
+        let stuck = lc.decide(state, LeaseView::None, action);
+        let in_flight = matches!(lc.class(state), StateClass::InFlight(_));
+        if live == stuck || !in_flight {
+            let _ = writeln!(
+                g,
+                "  if s == {} then return {} end",
+                lua_str(state.as_str()),
+                lua_str(stuck.as_str())
+            );
+        } else {
+            let _ = writeln!(
+                g,
+                "  if s == {} then if live then return {} end return {} end",
+                lua_str(state.as_str()),
+                lua_str(live.as_str()),
+                lua_str(stuck.as_str())
+            );
+        }
+    }
+    let _ = writeln!(g, "  return {}\nend", lua_str(Decision::Invalid.as_str()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ScriptSettings {
+        ScriptSettings {
+            publish: "PUBLISH",
+            outcome_ms: 600_000,
+            tombstone_ms: 86_400_000,
+        }
+    }
+
+    #[test]
+    fn every_script_is_one_file_without_directives() {
+        let scripts = Scripts::assemble(&Lifecycle::sandbox(), &settings());
+        for s in scripts.all() {
+            assert!(
+                !s.source().lines().any(|l| l.starts_with("--!")),
+                "{} keeps a directive",
+                s.name()
+            );
+            assert!(s.source().contains("local SCHEMA = '2'"), "{}", s.name());
+        }
+        assert_eq!(scripts.all().len(), 20);
+    }
+
+    #[test]
+    fn the_rule_row_is_generated_into_begin() {
+        let scripts = Scripts::assemble(&Lifecycle::sandbox(), &settings());
+        let kill = scripts.begin(Action::Kill).source();
+        assert!(kill.contains("if s == 'paused' then return 'absorbed' end"));
+        assert!(
+            kill.contains(
+                "if s == 'pausing' then if live then return 'wait' end return 'start' end"
+            )
+        );
+        let changed = Scripts::assemble(&Lifecycle::sandbox().kill_deletes_paused(), &settings());
+        assert!(
+            changed
+                .begin(Action::Kill)
+                .source()
+                .contains("if s == 'paused' then return 'start' end")
+        );
+        assert_ne!(
+            changed.begin(Action::Kill).sha(),
+            scripts.begin(Action::Kill).sha()
+        );
+        assert_ne!(
+            changed.finish.sha(),
+            scripts.finish.sha(),
+            "the digest is in every script"
+        );
+    }
 }

@@ -1,103 +1,114 @@
-//! [`Transition`]: the handle of a started transition. It carries the
-//! fence, keeps the lease alive (watchdog), tells its holder when the lease
-//! is lost, and finishes the transition exactly once — by `succeed`, by
-//! `fail`, or, if dropped unfinished, by a background `fail("dropped")` so
-//! nobody waits for the lease to expire.
+//! [`Transition`]: the handle of a started transition. It carries the fence
+//! and holder id, has its lease kept alive by the coordinator's lease
+//! keeper (the watchdog), tells its holder when the lease is lost, and is
+//! finished exactly once — by `succeed`, by `fail`, or, if dropped
+//! unfinished, in the background (reason `dropped`) so nobody waits for the
+//! lease to expire.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use crate::coordinator::{Inner, transport};
+use crate::connection::Route;
 use crate::error::{Error, Result};
-use crate::keys::SandboxKeys;
+use crate::keeper::{Job, LeaseGuard};
 use crate::lifecycle::{Action, Outcome};
-use crate::sandbox::Sandbox;
+use crate::ops::finish::{Target, finish_retrying};
+use crate::runtime::Runtime;
 
-/// The lease as the holder sees it: a local deadline that is never later
-/// than the server's, and the lost signal.
-struct LeaseGuard {
-    deadline: Mutex<Instant>,
-    lost: watch::Sender<bool>,
+/// Longest failure reason kept, in bytes; longer ones are cut.
+pub const MAX_REASON_LEN: usize = 1024;
+
+pub(crate) fn cut_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON_LEN {
+        return reason;
+    }
+    let mut end = MAX_REASON_LEN;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
-impl LeaseGuard {
-    fn deadline(&self) -> Instant {
-        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn renewed(&self, sent_at: Instant, ttl: Duration) {
-        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = sent_at + ttl;
-    }
-
-    fn lose(&self) {
-        self.lost.send_replace(true);
-    }
+/// Where a transition is in being finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Finishing {
+    Not,
+    /// `succeed`/`fail` sent this outcome; if its future is dropped, the
+    /// keeper completes the same one.
+    Sent(Outcome, String),
+    Done,
 }
 
 /// A transition this caller holds. Do the work, then call
 /// [`succeed`](Transition::succeed) or [`fail`](Transition::fail).
 #[must_use = "a transition must be finished; dropping it fails it with reason \"dropped\""]
 pub struct Transition {
-    inner: Arc<Inner>,
-    keys: SandboxKeys,
-    action: Action,
-    fence: u64,
-    sandbox: Sandbox,
+    rt: Arc<Runtime>,
+    target: Target,
+    execution: String,
     lease: Duration,
     guard: Arc<LeaseGuard>,
-    keeper: JoinHandle<()>,
-    finished: bool,
+    kept: Option<u64>,
+    started: Instant,
+    route: Route,
+    finishing: Finishing,
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Transition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transition")
-            .field("team", &self.sandbox.team)
-            .field("id", &self.sandbox.id)
-            .field("action", &self.action)
-            .field("fence", &self.fence)
+            .field("team", &self.target.team)
+            .field("id", &self.target.id)
+            .field("action", &self.target.action)
+            .field("fence", &self.target.fence)
+            .field("holder", &self.target.holder)
             .finish()
     }
 }
 
 impl Transition {
+    /// A transition the script opened by a call sent at `sent_at`, with
+    /// `lease` left by the server's clock: the local deadline counts from
+    /// that call, never from an earlier wait.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
-        inner: Arc<Inner>,
-        keys: SandboxKeys,
-        action: Action,
-        fence: u64,
-        sandbox: Sandbox,
+        rt: Arc<Runtime>,
+        target: Target,
+        execution: String,
         lease: Duration,
+        lease_left: Duration,
         watchdog: bool,
         sent_at: Instant,
+        route: Route,
+        span: tracing::Span,
     ) -> Transition {
-        let guard = Arc::new(LeaseGuard {
-            deadline: Mutex::new(sent_at + lease),
-            lost: watch::channel(false).0,
+        let guard = Arc::new(LeaseGuard::new(sent_at + lease_left));
+        let kept = watchdog.then(|| {
+            let id = rt.next_id();
+            rt.keeper.send(Job::Keep {
+                id,
+                target: target.clone(),
+                lease,
+                guard: Arc::clone(&guard),
+                next: sent_at + lease_left / 3,
+            });
+            id
         });
-        let keeper = tokio::spawn(keep(
-            Arc::clone(&inner),
-            keys.clone(),
-            fence,
-            lease,
-            watchdog,
-            Arc::clone(&guard),
-        ));
         Transition {
-            inner,
-            keys,
-            action,
-            fence,
-            sandbox,
+            rt,
+            target,
+            execution,
             lease,
             guard,
-            keeper,
-            finished: false,
+            kept,
+            started: sent_at,
+            route,
+            finishing: Finishing::Not,
+            span,
         }
     }
 
@@ -105,41 +116,73 @@ impl Transition {
     /// this sandbox. Pass it to whatever does the work, so stale work can be
     /// refused downstream too.
     pub fn fence(&self) -> u64 {
-        self.fence
+        self.target.fence
     }
 
     /// The action being performed.
     pub fn action(&self) -> Action {
-        self.action
+        self.target.action
     }
 
-    /// The record as the transition started it (in-flight state, lease).
-    pub fn sandbox(&self) -> &Sandbox {
-        &self.sandbox
+    /// Team id.
+    pub fn team(&self) -> &str {
+        &self.target.team
+    }
+
+    /// Sandbox id.
+    pub fn id(&self) -> &str {
+        &self.target.id
+    }
+
+    /// The execution (incarnation) the transition is on.
+    pub fn execution(&self) -> &str {
+        &self.execution
+    }
+
+    /// This transition's holder id (with the fence, what
+    /// [`Coordinator::finish`](crate::Coordinator::finish) needs to finish it
+    /// from elsewhere).
+    pub fn holder(&self) -> &str {
+        &self.target.holder
+    }
+
+    /// The local lease deadline (never later than the server's).
+    pub fn deadline(&self) -> Instant {
+        self.guard.deadline()
     }
 
     /// Extends the lease by its full length from now (by the server clock).
     /// Fails with [`Error::Fenced`] if the lease is no longer ours, and the
     /// transition is then lost.
+    ///
+    /// Cancel safety: dropping the future leaves the lease as it was or
+    /// extended; either is safe.
     pub async fn extend(&self) -> Result<Duration> {
+        let span = tracing::debug_span!(
+            parent: &self.span, "extend",
+            team = %self.target.team, sandbox = %self.target.id,
+            action = %self.target.action, fence = self.target.fence
+        );
         let sent_at = Instant::now();
-        match self
-            .inner
-            .extend(&self.keys, self.fence, self.lease)
-            .await?
-        {
+        let extended = crate::ops::extend::extend(
+            &self.rt.env,
+            &self.target.ctx(),
+            self.target.fence,
+            &self.target.holder,
+            self.lease,
+        )
+        .instrument(span)
+        .await?;
+        match extended {
             Some(ttl) => {
                 self.guard.renewed(sent_at, ttl);
                 Ok(ttl)
             }
             None => {
-                self.guard.lose();
-                Err(Error::Fenced {
-                    team: self.sandbox.team.clone(),
-                    id: self.sandbox.id.clone(),
-                    fence: self.fence,
-                    current: None,
-                })
+                if self.guard.lose() {
+                    crate::metrics::lease_lost(self.target.action);
+                }
+                Err(self.target.fenced(None))
             }
         }
     }
@@ -147,15 +190,32 @@ impl Transition {
     /// Resolves when the lease is lost: an extend was refused, or none
     /// succeeded before the deadline. The holder should stop its work; its
     /// `succeed`/`fail` will be refused with [`Error::Fenced`].
+    ///
+    /// Cancel safety: safe to drop (it only watches).
     pub async fn lost(&self) {
-        let mut rx = self.guard.lost.subscribe();
-        // The sender lives in `self.guard`, so this cannot fail while we wait.
-        let _ = rx.wait_for(|lost| *lost).await;
+        let mut rx = self.guard.subscribe();
+        loop {
+            if *rx.borrow_and_update() {
+                return;
+            }
+            let deadline = self.guard.deadline();
+            if self.kept.is_none() && Instant::now() >= deadline {
+                // No watchdog: nobody else declares it.
+                if self.guard.lose() {
+                    crate::metrics::lease_lost(self.target.action);
+                }
+                return;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(deadline), if self.kept.is_none() => {}
+            }
+        }
     }
 
-    /// Whether the lease is known to be lost.
+    /// Whether the lease is known to be lost (or its deadline passed).
     pub fn is_lost(&self) -> bool {
-        *self.guard.lost.borrow()
+        self.guard.is_lost()
     }
 
     /// Records success: the record moves to the action's success state, the
@@ -164,137 +224,94 @@ impl Transition {
     /// Errors: [`Error::Fenced`] — the lease was lost, nothing was written;
     /// [`Error::FinishUnknown`] — a reply was lost and the record moved on
     /// before a retry could read the outcome back, so it may or may not have
-    /// been recorded; a transport error — Redis stayed unreachable until the
-    /// lease deadline (same: unknown). Transport failures are retried (every
-    /// 100 ms) while the lease may still be ours.
+    /// been recorded; [`Error::NotReplicated`] — recorded on the primary,
+    /// acknowledged by fewer replicas than asked (call again: it returns the
+    /// recorded outcome and waits again); a transport error — Redis stayed
+    /// unreachable until the lease deadline (unknown as well). Transport
+    /// failures are retried while the lease may still be ours.
+    ///
+    /// Cancel safety: if the future is dropped after the finish was sent,
+    /// the same outcome is completed in the background (finishing is
+    /// retry-safe): a dropped `succeed` never turns into a failure.
     pub async fn succeed(mut self) -> Result<()> {
-        let result = self.finish(Outcome::Succeeded, "").await;
-        self.finished = true;
-        result
+        self.finish(Outcome::Succeeded, String::new()).await
     }
 
-    /// Records failure with a reason: the record moves to the action's
-    /// failure state (or stays in flight, stuck, for a retry or cleanup),
-    /// the lease is released and joiners get [`Error::TransitionFailed`].
-    /// Errors as for [`succeed`](Transition::succeed).
+    /// Records failure with a reason (cut to [`MAX_REASON_LEN`] bytes): the
+    /// record moves to the action's failure state (or stays in flight,
+    /// stuck, for a retry or cleanup), the lease is released and joiners get
+    /// [`Error::TransitionFailed`]. Errors and cancel safety as for
+    /// [`succeed`](Transition::succeed).
     pub async fn fail(mut self, reason: impl AsRef<str>) -> Result<()> {
-        let result = self.finish(Outcome::Failed, reason.as_ref()).await;
-        self.finished = true;
+        let reason = cut_reason(reason.as_ref()).to_string();
+        self.finish(Outcome::Failed, reason).await
+    }
+
+    async fn finish(&mut self, outcome: Outcome, reason: String) -> Result<()> {
+        let span = tracing::info_span!(
+            parent: &self.span, "finish",
+            team = %self.target.team, sandbox = %self.target.id,
+            action = %self.target.action, fence = self.target.fence, %outcome
+        );
+        self.finishing = Finishing::Sent(outcome, reason.clone());
+        let result = finish_retrying(
+            &self.rt.env,
+            &self.target,
+            outcome,
+            &reason,
+            Some(self.guard.deadline()),
+            false,
+            self.route,
+        )
+        .instrument(span)
+        .await;
+        self.finishing = Finishing::Done;
+        self.forget();
+        match &result {
+            Ok(()) => {
+                crate::metrics::transition(self.target.action, outcome, self.started.elapsed())
+            }
+            Err(Error::Fenced { .. }) => {
+                if self.guard.lose() {
+                    crate::metrics::lease_lost(self.target.action);
+                }
+            }
+            Err(Error::NotReplicated { .. }) => {
+                // Recorded on the primary: a retry by the caller must not
+                // also be retried here on drop.
+            }
+            Err(e) => tracing::warn!(error = %e, "finish failed"),
+        }
         result
     }
 
-    async fn finish(&self, outcome: Outcome, reason: &str) -> Result<()> {
-        // The script call itself retries briefly; beyond that, keep trying
-        // while the lease may still be ours. Finishing is retry-safe; after
-        // a lost reply a stale answer is reported as unknown, not fenced.
-        let mut unsure = false;
-        loop {
-            let result = self
-                .inner
-                .finish(
-                    &self.keys,
-                    &self.sandbox.team,
-                    &self.sandbox.id,
-                    self.action,
-                    self.fence,
-                    outcome,
-                    reason,
-                    unsure,
-                )
-                .await;
-            match result {
-                Err(e) if transport(&e) && Instant::now() < self.guard.deadline() => {
-                    unsure = true;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e @ Error::Fenced { .. }) => {
-                    self.guard.lose();
-                    return Err(e);
-                }
-                other => return other,
-            }
+    fn forget(&mut self) {
+        if let Some(id) = self.kept.take() {
+            self.rt.keeper.send(Job::Forget { id });
         }
     }
 }
 
 impl Drop for Transition {
     fn drop(&mut self) {
-        self.keeper.abort();
-        if self.finished {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                fence = self.fence,
-                "transition dropped outside a runtime; its lease will expire"
-            );
-            return;
-        };
-        let inner = Arc::clone(&self.inner);
-        let keys = self.keys.clone();
-        let (team, id) = (self.sandbox.team.clone(), self.sandbox.id.clone());
-        let (action, fence) = (self.action, self.fence);
-        runtime.spawn(async move {
-            let result = inner
-                .finish(
-                    &keys,
-                    &team,
-                    &id,
-                    action,
-                    fence,
-                    Outcome::Failed,
-                    "dropped",
-                    false,
-                )
-                .await;
-            if let Err(e) = result {
-                tracing::warn!(%team, %id, fence, error = %e, "failing a dropped transition");
-            }
+        self.forget();
+        let (outcome, reason, unsure, what) =
+            match std::mem::replace(&mut self.finishing, Finishing::Done) {
+                Finishing::Done => return,
+                Finishing::Not => (Outcome::Failed, "dropped".to_string(), false, "transition"),
+                Finishing::Sent(outcome, reason) => (outcome, reason, true, "finish"),
+            };
+        crate::metrics::cancelled(what);
+        tracing::debug!(
+            team = %self.target.team, sandbox = %self.target.id, fence = self.target.fence,
+            %outcome, %reason, "finishing a dropped {what} in the background"
+        );
+        self.rt.keeper.send(Job::Finish {
+            target: self.target.clone(),
+            outcome,
+            reason,
+            until: self.guard.deadline(),
+            unsure,
         });
-    }
-}
-
-/// The lease keeper: with the watchdog, extends at a third of the lease;
-/// either way, declares the lease lost at its deadline without a renewal.
-async fn keep(
-    inner: Arc<Inner>,
-    keys: SandboxKeys,
-    fence: u64,
-    lease: Duration,
-    watchdog: bool,
-    guard: Arc<LeaseGuard>,
-) {
-    let period = lease / 3;
-    let mut next = Instant::now() + period;
-    loop {
-        let deadline = guard.deadline();
-        tokio::time::sleep_until(if watchdog {
-            next.min(deadline)
-        } else {
-            deadline
-        })
-        .await;
-        let now = Instant::now();
-        if now >= guard.deadline() {
-            guard.lose();
-            return;
-        }
-        if !watchdog {
-            continue; // a manual extend moved the deadline
-        }
-        match inner.extend(&keys, fence, lease).await {
-            Ok(Some(ttl)) => {
-                guard.renewed(now, ttl);
-                next = now + period;
-            }
-            Ok(None) => {
-                guard.lose();
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(fence, error = %e, "lease extend failed; retrying");
-                next = Instant::now() + (lease / 10).max(Duration::from_millis(5));
-            }
-        }
     }
 }

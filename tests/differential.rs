@@ -1,36 +1,34 @@
-//! Differential tests: the pure Rust specification `Lifecycle::decide` against
-//! what `lua/begin.lua` actually decides, cell by cell.
+//! Differential tests: the pure Rust specification `Lifecycle::decide`
+//! against what the generated `begin_<action>` scripts actually decide,
+//! cell by cell.
 //!
-//! Every (state, lease, action) cell gets its own team (so fence counters do
-//! not interfere) with a record written directly into Redis the way the
-//! scripts leave it; `begin.lua` is then called directly with EVALSHA and the
-//! argument layout of its header, with the rule row and state classes
-//! rendered from the `Lifecycle` under test. The reply's status word must be
-//! the specification's decision; non-start decisions must write nothing, and
-//! start decisions must write exactly the opened transition.
+//! Every (state, lease, action) cell gets a record written directly into
+//! Redis the way the scripts leave it; the coordinator's assembled begin
+//! script for the action (the rule row generated from the `Lifecycle` under
+//! test) is then run with `EVAL` and the argument layout of its header. The
+//! reply's status word must be the specification's decision; join, done
+//! and invalid decisions must write nothing, a wait must only queue the
+//! caller, and a start must write exactly the opened transition.
 
 mod fixture;
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use fixture::{TEAM, dump_all, raw, sandbox};
-use sandbox_coordinator::keys::{Namespace, SCHEMA_VERSION, SandboxKeys};
-use sandbox_coordinator::scripts::SCRIPTS;
+use sandbox_coordinator::keys::{SCHEMA_VERSION, SandboxKeys};
 use sandbox_coordinator::{
-    Action, BeginOptions, Begun, Coordinator, Decision, DoneReason, LeaseView, Lifecycle, State,
-    StateClass,
+    Action, BeginOptions, Begun, Coordinator, Decision, DoneReason, Error, LeaseView, Lifecycle,
+    State, StateClass,
 };
 use support::TestRedis;
 
 /// The fence of the transition written into every cell's record.
 const FENCE: u64 = 5;
-const HOLDER: &str = "diff-holder";
+const HOLDER: &str = "diff/1";
 const LEASE_MS: u64 = 30_000;
-const RETENTION_MS: &str = "600000";
 
-/// The status word `begin.lua` replies with for a decision.
+/// The status word the begin script replies with for a decision.
 fn status_of(d: Decision) -> &'static str {
     match d {
         Decision::Start => "started",
@@ -54,11 +52,9 @@ fn owning_action(lc: &Lifecycle, state: State) -> Action {
         .unwrap_or(Action::Snapshot)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+async fn server_now_ms(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let t = raw(conn, &["TIME"]).await;
+    t[0].parse::<u64>().unwrap() * 1000 + t[1].parse::<u64>().unwrap() / 1000
 }
 
 /// Every cell of the table: in-flight states with a live and a stuck lease,
@@ -79,7 +75,9 @@ fn cells(lc: &Lifecycle) -> Vec<(State, LeaseView, Action)> {
 }
 
 /// Writes a record in `state` as the scripts would have left it after
-/// transition `FENCE`: live lease, stuck (failed, no lease), or settled.
+/// transition `FENCE`: live lease, stuck (failed, no lease), or settled;
+/// with its index entries.
+#[allow(clippy::too_many_arguments)]
 async fn write_record(
     conn: &mut redis::aio::MultiplexedConnection,
     lc: &Lifecycle,
@@ -88,17 +86,22 @@ async fn write_record(
     state: State,
     lease: LeaseView,
     end_ms: u64,
+    now: u64,
 ) {
     let owner = owning_action(lc, state);
     let in_flight = matches!(lc.class(state), StateClass::InFlight(_));
     let fence = FENCE.to_string();
     let end = end_ms.to_string();
-    let started = (now_ms() - 1000).to_string();
+    let started = (now - 1000).to_string();
+    let digest = lc.digest();
+    let until = (now + LEASE_MS).to_string();
     let mut hset = vec![
         "HSET",
         &keys.record,
         "v",
         SCHEMA_VERSION,
+        "lc",
+        &digest,
         "state",
         state.as_str(),
         "exec",
@@ -114,17 +117,21 @@ async fn write_record(
         "started_ms",
         &started,
     ];
+    if lease == LeaseView::Live {
+        hset.extend(["holder", "holder-x", "until_ms", &until]);
+    }
     // The last finished transition: for a live one the previous fence (a
     // snapshot that succeeded); otherwise transition FENCE itself, failed if
     // the record is stuck in flight, succeeded if it settled.
+    let previous = (FENCE - 1).to_string();
     let (last_fence, last_action, last_outcome, last_reason) = match (in_flight, lease) {
-        (true, LeaseView::Live) => ((FENCE - 1).to_string(), "snapshot", "succeeded", ""),
-        (true, LeaseView::None) => (fence.clone(), owner.as_str(), "failed", "boom"),
-        (false, _) => (fence.clone(), owner.as_str(), "succeeded", ""),
+        (true, LeaseView::Live) => (previous.as_str(), "snapshot", "succeeded", ""),
+        (true, LeaseView::None) => (fence.as_str(), owner.as_str(), "failed", "boom"),
+        (false, _) => (fence.as_str(), owner.as_str(), "succeeded", ""),
     };
     hset.extend([
         "last_fence",
-        &last_fence,
+        last_fence,
         "last_action",
         last_action,
         "last_outcome",
@@ -133,62 +140,41 @@ async fn write_record(
         last_reason,
     ]);
     raw(conn, &hset).await;
-    let outcome = format!("{last_action} {last_outcome} {last_reason}");
-    raw(conn, &["HSET", &keys.outcomes, &last_fence, &outcome]).await;
-    raw(conn, &["PEXPIRE", &keys.outcomes, RETENTION_MS]).await;
-    raw(conn, &["SET", &keys.fence, &fence]).await;
+    raw(conn, &["ZADD", &keys.team.key("ids"), "0", id]).await;
     if lc.class(state).is_tombstone() {
         raw(conn, &["PEXPIRE", &keys.record, "86400000"]).await;
+        let expires = (now + 86_400_000).to_string();
+        raw(conn, &["ZADD", &keys.team.key("tombs"), &expires, id]).await;
     } else {
-        raw(conn, &["ZADD", &keys.expiry, &end, id]).await;
-    }
-    if lease == LeaseView::Live {
-        let value = format!("{FENCE} {} holder-x", owner.as_str());
-        raw(conn, &["SET", &keys.lease, &value, "PX", "30000"]).await;
+        raw(conn, &["ZADD", &keys.team.key("expiry"), &end, id]).await;
     }
 }
 
-/// Calls begin.lua directly (EVALSHA, as the coordinator does) with the
-/// argument layout of its header.
+/// Runs the coordinator's begin script for `action` by hand (EVAL of the
+/// assembled source) with the argument layout of its header.
 async fn call_begin(
     conn: &mut redis::aio::MultiplexedConnection,
-    lc: &Lifecycle,
-    ns: &Namespace,
-    team: &str,
+    coord: &Coordinator,
+    keys: &SandboxKeys,
     id: &str,
     action: Action,
 ) -> Vec<String> {
-    let keys = ns.sandbox(team, id).unwrap();
-    let spec = lc.spec(action);
-    let classes = lc.classes_arg();
-    let rules = lc.rules_arg(action);
+    let source = fixture::script(coord, &format!("begin_{action}"));
     let lease_ms = LEASE_MS.to_string();
-    let channel = ns.channel();
     raw(
         conn,
         &[
-            "EVALSHA",
-            &SCRIPTS.begin.sha,
-            "5",
+            "EVAL",
+            &source,
+            "1",
             &keys.record,
-            &keys.lease,
-            &keys.outcomes,
-            &keys.expiry,
-            &keys.fence,
-            SCHEMA_VERSION,
-            team,
+            &keys.team.prefix,
             id,
-            action.as_str(),
-            spec.in_flight.as_str(),
-            if spec.ends_sandbox { "1" } else { "0" },
-            &lease_ms,
             HOLDER,
-            "0",
+            &lease_ms,
             "",
-            &channel,
-            RETENTION_MS,
-            &classes,
-            &rules,
+            "0",
+            "4000",
         ],
     )
     .await
@@ -198,29 +184,34 @@ async fn hget(conn: &mut redis::aio::MultiplexedConnection, key: &str, field: &s
     raw(conn, &["HGET", key, field]).await.remove(0)
 }
 
-/// Runs every cell of `lc` against the scripts and returns the cells whose
-/// outcome disagrees with the specification (empty when all agree).
+/// Runs every cell of `lc` against its generated scripts and returns the
+/// cells whose outcome disagrees with the specification (empty when all
+/// agree).
 async fn run_grid(redis: &TestRedis, lc: &Lifecycle) -> Vec<String> {
-    let ns = Namespace::new(&redis.namespace()).unwrap();
+    let coord = Coordinator::builder(redis.url())
+        .namespace(redis.namespace())
+        .lifecycle(lc.clone())
+        .notifications(false)
+        .build()
+        .await
+        .unwrap();
+    let ns = coord.namespace().clone();
     let mut conn = redis.client().await;
-    let loaded = raw(&mut conn, &["SCRIPT", "LOAD", SCRIPTS.begin.source]).await;
-    assert_eq!(loaded, [SCRIPTS.begin.sha.as_str()], "SHA1 of begin.lua");
-
     let mut wrong = Vec::new();
     for (n, (state, lease, action)) in cells(lc).into_iter().enumerate() {
         let team = format!("d{n}");
         let id = "s1";
         let keys = ns.sandbox(&team, id).unwrap();
         let cell = format!("{action} on {state} (lease {lease:?})");
-        let end_ms = now_ms() + 3_600_000;
-        // Each cell alone in the keyspace (its own team besides), so the
-        // before/after snapshots stay small.
+        let now = server_now_ms(&mut conn).await;
+        let end_ms = now + 3_600_000;
+        // Each cell alone in the keyspace, so the snapshots stay small.
         fixture::clear_namespace(redis).await;
-        write_record(&mut conn, lc, &keys, id, state, lease, end_ms).await;
+        write_record(&mut conn, lc, &keys, id, state, lease, end_ms, now).await;
 
         let fields_before = hgetall(&mut conn, &keys.record).await;
         let before = dump_all(redis).await;
-        let reply = call_begin(&mut conn, lc, &ns, &team, id, action).await;
+        let reply = call_begin(&mut conn, &coord, &keys, id, action).await;
         let after = dump_all(redis).await;
 
         let want = lc.decide(state, lease, action);
@@ -249,6 +240,21 @@ async fn run_grid(redis: &TestRedis, lc: &Lifecycle) -> Vec<String> {
                 )
                 .await
             }
+            Decision::WaitThenRedecide => {
+                // Only the caller's place in the queue is written.
+                let queue = hget(&mut conn, &keys.record, "queue").await;
+                if !queue.starts_with(&format!("{HOLDER}@")) || queue.contains(' ') {
+                    wrong.push(format!("{cell}: wait queued {queue:?}"));
+                }
+                let mut fields_after = hgetall(&mut conn, &keys.record).await;
+                fields_after.remove("queue");
+                if fields_after != fields_before {
+                    wrong.push(format!("{cell}: wait changed more than the queue"));
+                }
+                if reply.get(1).map(String::as_str) != Some("5") {
+                    wrong.push(format!("{cell}: wait names fence {reply:?}"));
+                }
+            }
             _ => {
                 if before != after {
                     wrong.push(format!(
@@ -257,18 +263,15 @@ async fn run_grid(redis: &TestRedis, lc: &Lifecycle) -> Vec<String> {
                     ));
                 }
                 match want {
-                    Decision::Join | Decision::WaitThenRedecide => {
-                        if reply.get(1).map(String::as_str) != Some("5") {
-                            wrong.push(format!("{cell}: {want:?} names fence {reply:?}"));
-                        }
-                    }
-                    Decision::Invalid => {
-                        if reply != ["invalid", state.as_str()] {
-                            wrong.push(format!("{cell}: invalid reply {reply:?}"));
+                    Decision::Join => {
+                        if reply.get(1).map(String::as_str) != Some("5")
+                            || reply.get(3).map(String::as_str) != Some("holder-x")
+                        {
+                            wrong.push(format!("{cell}: join reply {reply:?}"));
                         }
                     }
                     _ => {
-                        if reply.get(3).map(String::as_str) != Some(state.as_str()) {
+                        if reply != [status_of(want), state.as_str()] {
                             wrong.push(format!("{cell}: {want:?} reply {reply:?}"));
                         }
                     }
@@ -279,9 +282,10 @@ async fn run_grid(redis: &TestRedis, lc: &Lifecycle) -> Vec<String> {
     wrong
 }
 
-/// A start must write exactly the opened transition: next fence from the
-/// team counter, in-flight state, lease, record persisted, end time pulled
-/// for pause/kill, expiry index in step, no outcome recorded.
+/// A start must write exactly the opened transition: a fence above the
+/// record's and at least the server time in µs, the in-flight state, the
+/// lease (holder, deadline), the start time, the end time pulled for
+/// pause/kill with the expiry index in step, and nothing else.
 #[allow(clippy::too_many_arguments)]
 async fn check_started(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -297,67 +301,83 @@ async fn check_started(
     wrong: &mut Vec<String>,
 ) {
     let spec = lc.spec(action);
-    let next = (FENCE + 1).to_string();
     let mut problems = Vec::new();
-    if reply.get(1) != Some(&next) {
-        problems.push(format!("reply fence {:?}, want {next}", reply.get(1)));
+    let fence: u64 = reply.get(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let started: u64 = hget(conn, &keys.record, "started_ms")
+        .await
+        .parse()
+        .unwrap_or(0);
+    if fence <= FENCE || fence < started * 1000 {
+        problems.push(format!(
+            "reply fence {fence}: not above {FENCE} and the start's µs"
+        ));
+    }
+    if reply.get(2).map(String::as_str) != Some(&LEASE_MS.to_string())
+        || reply.get(3).map(String::as_str) != Some("exec-1")
+    {
+        problems.push(format!("started reply {reply:?}"));
     }
     if hget(conn, &keys.record, "state").await != spec.in_flight.as_str() {
         problems.push("state is not the in-flight state".to_string());
     }
-    if hget(conn, &keys.record, "fence").await != next {
-        problems.push("record fence not bumped".to_string());
+    if hget(conn, &keys.record, "fence").await != fence.to_string() {
+        problems.push("record fence is not the reply's".to_string());
     }
     if hget(conn, &keys.record, "action").await != action.as_str() {
         problems.push("record action not set".to_string());
     }
-    if raw(conn, &["GET", &keys.fence]).await != [next.clone()] {
-        problems.push("team fence counter not bumped".to_string());
+    if hget(conn, &keys.record, "holder").await != HOLDER {
+        problems.push("holder not written".to_string());
     }
-    let lease = format!("{next} {} {HOLDER}", action.as_str());
-    if raw(conn, &["GET", &keys.lease]).await != [lease] {
-        problems.push("lease not written".to_string());
-    }
-    let lease_pttl: i64 = raw(conn, &["PTTL", &keys.lease]).await[0].parse().unwrap();
-    if !(1..=LEASE_MS as i64).contains(&lease_pttl) {
-        problems.push(format!("lease PTTL {lease_pttl}"));
-    }
-    if raw(conn, &["PTTL", &keys.record]).await != ["-1"] {
-        problems.push("record still expires (not persisted)".to_string());
+    let until: u64 = hget(conn, &keys.record, "until_ms")
+        .await
+        .parse()
+        .unwrap_or(0);
+    if until != started + LEASE_MS {
+        problems.push(format!("until_ms {until}, want start + lease"));
     }
     let stored_end: u64 = hget(conn, &keys.record, "end_ms").await.parse().unwrap();
-    // Reply: status, fence, lease_pttl, then the record fields, of which
-    // the 13th is the server's now.
-    let server_now: u64 = reply[3 + 12].parse().unwrap();
-    if hget(conn, &keys.record, "started_ms").await != server_now.to_string() {
-        problems.push("started_ms is not the server time of the start".to_string());
-    }
-    let want_end = if spec.ends_sandbox {
-        server_now
-    } else {
-        end_ms
-    };
+    let want_end = if spec.ends_sandbox { started } else { end_ms };
     if stored_end != want_end {
         problems.push(format!("end_ms {stored_end}, want {want_end}"));
     }
-    let score = raw(conn, &["ZSCORE", &keys.expiry, "s1"]).await;
-    if score != [want_end.to_string()] {
-        problems.push(format!("expiry index {score:?}, want {want_end}"));
+    if !lc
+        .class(
+            State::ALL
+                .into_iter()
+                .find(|s| s.as_str() == fields_before["state"])
+                .unwrap(),
+        )
+        .is_tombstone()
+    {
+        let score = raw(conn, &["ZSCORE", &keys.team.key("expiry"), "s1"]).await;
+        if score != [want_end.to_string()] {
+            problems.push(format!("expiry index {score:?}, want {want_end}"));
+        }
     }
-    // Only the record, lease, counter and index may change.
+    // Only the record and the expiry index may change.
     for (key, value) in before {
         let changed = after.get(key) != Some(value);
-        let allowed = [&keys.record, &keys.lease, &keys.fence, &keys.expiry].contains(&key);
+        let allowed = [&keys.record, &keys.team.key("expiry")].contains(&key);
         if changed && !allowed {
             problems.push(format!("{key} changed"));
         }
     }
     // Within the record, only the transition's own fields may change.
     let fields_after = hgetall(conn, &keys.record).await;
-    for (field, value) in fields_before {
-        let changed = fields_after.get(field) != Some(value);
+    for (field, value) in fields_after.iter() {
+        let changed = fields_before.get(field) != Some(value);
         if changed
-            && !["state", "fence", "action", "end_ms", "started_ms"].contains(&field.as_str())
+            && ![
+                "state",
+                "fence",
+                "action",
+                "end_ms",
+                "started_ms",
+                "holder",
+                "until_ms",
+            ]
+            .contains(&field.as_str())
         {
             problems.push(format!("record field {field} changed"));
         }
@@ -401,7 +421,7 @@ async fn begin_script_decides_every_cell_like_the_spec() {
     let wrong = run_grid(&redis, &lc).await;
     assert!(
         wrong.is_empty(),
-        "begin.lua disagrees with Lifecycle::decide:\n{}",
+        "the begin scripts disagree with Lifecycle::decide:\n{}",
         wrong.join("\n")
     );
 }
@@ -409,20 +429,15 @@ async fn begin_script_decides_every_cell_like_the_spec() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_changed_in_rust_changes_the_script_decision() {
     let redis = TestRedis::start().await;
-    let changed = Lifecycle::sandbox().with_rule(
-        Action::Kill,
-        State::Paused,
-        LeaseView::None,
-        Decision::Start,
-    );
+    let changed = Lifecycle::sandbox().kill_deletes_paused();
     assert_eq!(changed.validate(), Ok(()));
     assert_ne!(changed, Lifecycle::sandbox());
 
-    // The whole grid agrees with the changed table, with the same Lua.
+    // The whole grid agrees with the changed table.
     let wrong = run_grid(&redis, &changed).await;
     assert!(
         wrong.is_empty(),
-        "begin.lua disagrees with the changed table:\n{}",
+        "the begin scripts disagree with the changed table:\n{}",
         wrong.join("\n")
     );
 
@@ -435,9 +450,9 @@ async fn a_rule_changed_in_rust_changes_the_script_decision() {
         .await
         .unwrap();
     let default = fixture::coordinator(&redis).await;
-    for id in ["s1", "s2"] {
-        coord.register(sandbox(id, "e1")).await.unwrap();
-        let Begun::Started(pause) = coord
+    for (c, id) in [(&coord, "s1"), (&coord, "s2"), (&default, "s3")] {
+        c.register(sandbox(id, "e1")).await.unwrap();
+        let Begun::Started(pause) = c
             .begin(TEAM, id, Action::Pause, BeginOptions::default())
             .await
             .unwrap()
@@ -457,16 +472,35 @@ async fn a_rule_changed_in_rust_changes_the_script_decision() {
         Begun::AlreadyDone(d) => panic!("the changed rule must start the kill, got {d:?}"),
     };
     assert!(kill.fence() > pause_fence);
-    assert_eq!(kill.sandbox().state, State::Killing);
+    assert_eq!(
+        coord.get(TEAM, "s1").await.unwrap().unwrap().state,
+        State::Killing
+    );
     kill.succeed().await.unwrap();
     assert_eq!(
         coord.get(TEAM, "s1").await.unwrap().unwrap().state,
         State::Killed
     );
 
-    // The default table, same server and scripts, still absorbs it.
+    // A server deciding by the default table refuses the records the
+    // changed table created, naming both digests, and writes nothing...
+    let before = dump_all(&redis).await;
     match default
         .begin(TEAM, "s2", Action::Kill, BeginOptions::default())
+        .await
+    {
+        Err(Error::LifecycleMismatch {
+            found, expected, ..
+        }) => {
+            assert_eq!(found, coord.lifecycle().digest());
+            assert_eq!(expected, default.lifecycle().digest());
+        }
+        other => panic!("two tables on one namespace must be detected, got {other:?}"),
+    }
+    assert_eq!(dump_all(&redis).await, before);
+    // ...and its own records still absorb the kill.
+    match default
+        .begin(TEAM, "s3", Action::Kill, BeginOptions::default())
         .await
         .unwrap()
     {

@@ -4,10 +4,9 @@
 mod fixture;
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fixture::{TEAM, coordinator, sandbox};
-use sandbox_coordinator::scripts::SCRIPTS;
 use sandbox_coordinator::{
     Action, BeginOptions, Begun, Coordinator, DoneReason, Error, State, Transition,
 };
@@ -36,7 +35,7 @@ async fn eviction_fails_at_once_while_a_lease_is_live() {
     let redis = TestRedis::start().await;
     let coord = coordinator(&redis).await;
     let mut sb = sandbox("s1", "e1");
-    sb.end_time = ago(Duration::from_secs(10));
+    sb.end_time = ago(Duration::from_secs(10)).into();
     coord.register(sb).await.unwrap();
     let snap = started(
         coord
@@ -108,7 +107,7 @@ async fn due_for_eviction_returns_exactly_the_expired_ids() {
     ] {
         let mut sb = sandbox(id, "e1");
         if past {
-            sb.end_time = ago(Duration::from_secs(60));
+            sb.end_time = ago(Duration::from_secs(60)).into();
         }
         coord.register(sb).await.unwrap();
     }
@@ -193,45 +192,55 @@ async fn execution_mismatch_is_refused_before_any_wait() {
 }
 
 /// Runs finish (pause succeeded) and register (resume as e2) in one
-/// MULTI/EXEC, so no waiter can re-check between them.
-async fn pause_and_resume_atomically(redis: &TestRedis, coord: &Coordinator, fence: u64) {
+/// MULTI/EXEC, so no waiter can re-check between them; returns both
+/// scripts' status words.
+async fn pause_and_resume_atomically(
+    redis: &TestRedis,
+    coord: &Coordinator,
+    fence: u64,
+    holder: &str,
+) -> (String, String) {
     let ns = coord.namespace();
     let k = ns.sandbox(TEAM, "s1").unwrap();
-    let lc = coord.lifecycle();
-    let end = (SystemTime::now() + Duration::from_secs(3600))
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        .to_string();
+    let tp = &k.team.prefix;
     let mut pipe = redis::pipe();
     pipe.atomic()
         .cmd("EVAL")
-        .arg(SCRIPTS.finish.source)
-        .arg(4)
-        .arg(&[&k.record, &k.lease, &k.outcomes, &k.expiry])
+        .arg(fixture::script(coord, "finish"))
+        .arg(1)
+        .arg(&k.record)
         .arg(&[
-            "1",
-            TEAM,
+            tp,
             "s1",
             &fence.to_string(),
+            holder,
             "pause",
             "succeeded",
-            "paused",
-            "1",
-            "86400000",
             "",
-            &ns.channel(),
-            "600000",
-            &lc.classes_arg(),
         ])
         .cmd("EVAL")
-        .arg(SCRIPTS.register.source)
-        .arg(3)
-        .arg(&[&k.record, &k.lease, &k.expiry])
-        .arg(&["1", "s1", "e2", &end, "{}", "running", &lc.classes_arg()]);
+        .arg(fixture::script(coord, "register"))
+        .arg(1)
+        .arg(&k.record)
+        .arg(&[
+            tp,
+            "s1",
+            "e2",
+            "in",
+            "3600000",
+            "{}",
+            "",
+            TEAM,
+            &k.team.slot_prefix,
+        ]);
     let mut conn = redis.client().await;
-    let (fin, reg): (Vec<String>, Vec<String>) = pipe.query_async(&mut conn).await.unwrap();
-    assert_eq!((fin[0].as_str(), reg[0].as_str()), ("finished", "resumed"));
+    let (fin, reg): (Vec<redis::Value>, Vec<redis::Value>) =
+        pipe.query_async(&mut conn).await.unwrap();
+    let word = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        other => format!("{other:?}"),
+    };
+    (word(&fin[0]), word(&reg[0]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,6 +255,7 @@ async fn execution_mismatch_found_after_a_wait() {
             .unwrap(),
     );
     let fence = pause.fence();
+    let holder = pause.holder().to_string();
 
     // A kill pinned to e1 waits for the pause...
     let c2 = coord.clone();
@@ -259,7 +269,7 @@ async fn execution_mismatch_found_after_a_wait() {
         .await
     });
     timeout(Duration::from_secs(10), async {
-        while coord.waiting() == 0 {
+        while coord.get(TEAM, "s1").await.unwrap().unwrap().waiting == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     })
@@ -267,7 +277,8 @@ async fn execution_mismatch_found_after_a_wait() {
     .unwrap();
     // ...which ends, and the sandbox is resumed as e2 in the same instant.
     std::mem::forget(pause);
-    pause_and_resume_atomically(&redis, &coord, fence).await;
+    let words = pause_and_resume_atomically(&redis, &coord, fence, &holder).await;
+    assert_eq!(words, ("finished".to_string(), "resumed".to_string()));
 
     match timeout(Duration::from_secs(10), kill)
         .await

@@ -593,18 +593,18 @@ async fn race_histories_of_four_coordinators_are_linearizable() {
     assert!(out.tally.histories >= profile.sandboxes as u64);
 }
 
-/// The checker on a real run of a deliberately broken coordinator: its rule
-/// table lets a kill start while a pause holds the lease (the effect of
-/// skipping the lease check in begin.lua for that cell). Checked against
-/// the contract's table, the run must be rejected.
+/// The checker on a real run of a deliberately wrong coordinator: its rule
+/// table starts a kill of a paused sandbox where the contract absorbs it
+/// (a table that would start over a live lease is refused outright now).
+/// Checked against the contract's table, the run must be rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checker_catches_a_coordinator_that_starts_a_kill_over_a_live_pause() {
+async fn checker_catches_a_coordinator_deciding_by_another_table() {
     let profile = Profile::ci();
     let out = workload::race_with_broken_rule(&profile).await;
     eprintln!("{}", out.tally.table("broken rule"));
     assert!(
         !out.violations.is_empty(),
-        "the checker accepted a run where kills start over live pauses"
+        "the checker accepted a run where kills of paused sandboxes start"
     );
     let first = &out.violations[0];
     eprintln!(

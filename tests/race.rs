@@ -409,12 +409,8 @@ async fn race_task(
                             t.fence()
                         );
                         let fence = t.fence();
-                        let execution = t.sandbox().execution.clone();
-                        assert_eq!(
-                            t.sandbox().state,
-                            Lifecycle::sandbox().spec(action).in_flight,
-                            "{ctx}: a started transition's record is in its in-flight state"
-                        );
+                        let execution = t.execution().to_string();
+                        assert_eq!(t.action(), action, "{ctx}");
                         for _ in 0..rng.random_range(0..8) {
                             tokio::task::yield_now().await;
                         }
@@ -1228,8 +1224,9 @@ async fn kill_racing_pause_is_decided_by_the_pause_outcome() {
                 other => panic!("{ctx}: expected the kill to start (cleanup), got {other:?}"),
             };
             assert!(cleanup.fence() > pause_fence, "{ctx}");
-            assert_eq!(cleanup.sandbox().state, State::Killing, "{ctx}");
-            let last = cleanup.sandbox().last.clone();
+            let during = pauser.get(TEAM, &id).await.unwrap().unwrap();
+            assert_eq!(during.state, State::Killing, "{ctx}");
+            let last = during.last.clone();
             assert_eq!(
                 last.map(|l| (l.fence, l.outcome)),
                 Some((pause_fence, Outcome::Failed)),

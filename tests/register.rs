@@ -53,7 +53,7 @@ async fn a_new_sandbox_is_created_live_and_indexed() {
     assert_eq!(sb.state, State::Running);
     assert_eq!(sb.fence, 0, "no transition yet");
     assert_eq!(sb.data, new.data);
-    assert_eq!(sb.end_ms(), ms(new.end_time));
+    assert_eq!(sb.end_ms(), ms(fixture::at(new.end_time)));
     assert!(sb.lease.is_none());
     assert!(sb.last.is_none());
     assert_eq!(sb.expires_in, None, "a live record does not expire");
@@ -69,7 +69,7 @@ async fn the_same_execution_again_is_idempotent_and_writes_nothing() {
 
     // Same execution, different end time and data: nothing is overwritten.
     let mut again = sandbox("s1", "e1");
-    again.end_time += Duration::from_secs(600);
+    again.end_time = (fixture::at(again.end_time) + Duration::from_secs(600)).into();
     again.data = "{\"vm\":2}".into();
     let (sb, how) = coord.register(again).await.unwrap();
     assert_eq!(how, Registration::Existing);
@@ -184,7 +184,7 @@ async fn resume_over_a_paused_tombstone_keeps_fences_increasing() {
 
     let mut resume = sandbox("s1", "e2");
     resume.data = "{\"vm\":\"resumed\"}".into();
-    resume.end_time = SystemTime::now() + Duration::from_secs(7200);
+    resume.end_time = (SystemTime::now() + Duration::from_secs(7200)).into();
     let (sb, how) = coord.register(resume.clone()).await.unwrap();
     assert_eq!(
         how,
@@ -195,7 +195,7 @@ async fn resume_over_a_paused_tombstone_keeps_fences_increasing() {
     assert_eq!(sb.state, State::Running);
     assert_eq!(sb.execution, "e2");
     assert_eq!(sb.data, resume.data);
-    assert_eq!(sb.end_ms(), ms(resume.end_time));
+    assert_eq!(sb.end_ms(), ms(fixture::at(resume.end_time)));
     assert!(sb.fence >= pause_fence, "the record's fence is not reset");
     assert_eq!(sb.expires_in, None, "a resumed record no longer expires");
     assert!(sb.lease.is_none());

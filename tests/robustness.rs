@@ -13,7 +13,6 @@ use fixture::{
     TEAM, command_calls, coordinator, coordinator_with, dump_all, parked_n, raw, sandbox,
     wait_until,
 };
-use sandbox_coordinator::scripts::SCRIPTS;
 use sandbox_coordinator::{
     Action, BeginOptions, Begun, Coordinator, DoneReason, Error, Finish, NewSandbox, State,
     Transition,
@@ -54,12 +53,22 @@ async fn script_loaded(conn: &mut redis::aio::MultiplexedConnection, sha: &str) 
 
 // ----- script cache ---------------------------------------------------------
 
-/// `SCRIPT FLUSH`, and checks that no script of the crate survived.
-async fn flush_scripts(conn: &mut redis::aio::MultiplexedConnection) {
+/// `SCRIPT FLUSH`, and checks that no script of the coordinator survived.
+async fn flush_scripts(conn: &mut redis::aio::MultiplexedConnection, coord: &Coordinator) {
     assert_eq!(raw(conn, &["SCRIPT", "FLUSH"]).await, ["OK"]);
-    for s in SCRIPTS.all() {
-        assert!(!script_loaded(conn, &s.sha).await, "{} survived", s.name);
+    for s in coord.scripts() {
+        assert!(!script_loaded(conn, s.sha()).await, "{} survived", s.name());
     }
+}
+
+fn sha(coord: &Coordinator, name: &str) -> String {
+    coord
+        .scripts()
+        .into_iter()
+        .find(|s| s.name() == name)
+        .unwrap()
+        .sha()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,50 +81,52 @@ async fn script_flush_between_calls_is_recovered() {
         .await
         .unwrap();
     let mut conn = redis.client().await;
+    // The team's first record also lists its slot (SADD, SET), once.
+    coord.register(sandbox("s0", "e1")).await.unwrap();
 
-    flush_scripts(&mut conn).await;
+    flush_scripts(&mut conn, &coord).await;
     proxy.clear();
     coord.register(sandbox("s1", "e1")).await.unwrap();
     // NOSCRIPT costs one EVAL, once: EVAL caches the script again.
     assert_eq!(proxy.commands(), ["EVALSHA", "EVAL"]);
-    assert!(script_loaded(&mut conn, &SCRIPTS.register.sha).await);
+    assert!(script_loaded(&mut conn, &sha(&coord, "register")).await);
     proxy.clear();
     coord.register(sandbox("s1", "e1")).await.unwrap();
     assert_eq!(proxy.commands(), ["EVALSHA"]);
 
     let pause = started(begin(&coord, "s1", Action::Pause).await);
-    flush_scripts(&mut conn).await;
+    flush_scripts(&mut conn, &coord).await;
     pause.succeed().await.unwrap();
     assert_eq!(
         coord.get(TEAM, "s1").await.unwrap().unwrap().state,
         State::Paused
     );
-    flush_scripts(&mut conn).await;
+    flush_scripts(&mut conn, &coord).await;
     match begin(&coord, "s1", Action::Kill).await {
         Begun::AlreadyDone(d) => assert_eq!(d.why, DoneReason::Absorbed { by: State::Paused }),
         Begun::Started(t) => panic!("kill of a paused sandbox started {}", t.fence()),
     }
-    flush_scripts(&mut conn).await;
+    flush_scripts(&mut conn, &coord).await;
     coord.register(sandbox("s2", "e1")).await.unwrap();
-    flush_scripts(&mut conn).await;
+    flush_scripts(&mut conn, &coord).await;
     let snap = started(begin(&coord, "s2", Action::Snapshot).await);
-    flush_scripts(&mut conn).await;
+    flush_scripts(&mut conn, &coord).await;
     snap.extend().await.unwrap();
-    flush_scripts(&mut conn).await;
+    flush_scripts(&mut conn, &coord).await;
     snap.fail("disk full").await.unwrap();
-    flush_scripts(&mut conn).await;
+    flush_scripts(&mut conn, &coord).await;
     let later = SystemTime::now() + Duration::from_secs(60);
     coord.set_end_time(TEAM, "s2", later, None).await.unwrap();
-    flush_scripts(&mut conn).await;
+    flush_scripts(&mut conn, &coord).await;
     assert_eq!(
         coord.wait_idle(TEAM, "s2", CALL_BOUND).await.unwrap().state,
         State::Running
     );
-    flush_scripts(&mut conn).await;
+    flush_scripts(&mut conn, &coord).await;
     assert!(coord.due_for_eviction(TEAM, 10).await.unwrap().is_empty());
-    flush_scripts(&mut conn).await;
+    flush_scripts(&mut conn, &coord).await;
     assert!(coord.remove(TEAM, "s2").await.unwrap());
-    fixture::assert_index_agrees(&redis, &coord, &["s1", "s2"]).await;
+    fixture::assert_index_agrees(&redis, &coord, &["s0", "s1", "s2"]).await;
 }
 
 // ----- notification connection ----------------------------------------------
@@ -299,7 +310,7 @@ async fn redis_restart_loses_scripts_and_the_coordinator_recovers() {
     redis.restart().await;
     let mut conn = redis.client().await;
     assert!(
-        !script_loaded(&mut conn, &SCRIPTS.begin.sha).await,
+        !script_loaded(&mut conn, &sha(&coord, "begin_pause")).await,
         "a restart empties the script cache"
     );
 
@@ -368,49 +379,64 @@ async fn redis_restart_loses_scripts_and_the_coordinator_recovers() {
         matches!(got, Begun::AlreadyDone(ref d) if d.why == DoneReason::Joined { fence }),
         "{got:?}"
     );
-    assert!(script_loaded(&mut conn, &SCRIPTS.begin.sha).await);
-    assert!(script_loaded(&mut conn, &SCRIPTS.finish.sha).await);
+    assert!(script_loaded(&mut conn, &sha(&coord, "begin_pause")).await);
+    assert!(script_loaded(&mut conn, &sha(&coord, "finish")).await);
 }
 
-/// Every pooled connection breaks at once (as in a server restart or a
+/// Every command connection breaks at once (as in a server restart or a
 /// failover): the next call must still succeed on a fresh connection; a
-/// caller should not see one error per dead pooled connection.
+/// caller should not see one error per dead connection. For each way of
+/// connecting: one multiplexed connection (the default), four round robin,
+/// and a pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_all_connections_break_the_next_call_succeeds() {
+    use sandbox_coordinator::Connections;
     let redis = TestRedis::start().await;
-    let proxy = Proxy::start(&redis.url()).await;
-    let coord = Coordinator::builder(proxy.url())
-        .namespace(redis.namespace())
-        .build()
-        .await
-        .unwrap();
-    coord.register(sandbox("s1", "e1")).await.unwrap();
+    for (connections, open) in [
+        (Connections::Multiplexed(1), 1),
+        (Connections::Multiplexed(4), 4),
+        (Connections::Pooled(8), 5),
+    ] {
+        let proxy = Proxy::start(&redis.url()).await;
+        let coord = Coordinator::builder(proxy.url())
+            .namespace(redis.namespace())
+            .connections(connections)
+            .build()
+            .await
+            .unwrap();
+        coord.register(sandbox("s1", "e1")).await.unwrap();
 
-    // Fill the pool: concurrent calls open more connections (1 of the
-    // proxied connections is the subscription).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.accepted() < 6 {
-        assert!(Instant::now() < deadline, "the pool never grew");
-        let gets: Vec<_> = (0..16)
-            .map(|_| {
-                let c = coord.clone();
-                tokio::spawn(async move { c.get(TEAM, "s1").await })
-            })
-            .collect();
-        for g in gets {
-            assert!(g.await.unwrap().unwrap().is_some());
+        // Open the connections: concurrent calls (one proxied connection
+        // is the subscription).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while proxy.accepted() < open + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "{connections:?}: never opened {open}"
+            );
+            let gets: Vec<_> = (0..16)
+                .map(|_| {
+                    let c = coord.clone();
+                    tokio::spawn(async move { c.get(TEAM, "s1").await })
+                })
+                .collect();
+            for g in gets {
+                assert!(g.await.unwrap().unwrap().is_some());
+            }
         }
-    }
-    let pooled = proxy.accepted() - 1;
 
-    proxy.sever();
-    let first = timeout(CALL_BOUND, coord.get(TEAM, "s1"))
-        .await
-        .expect("get hung");
-    assert!(
-        matches!(first, Ok(Some(_))),
-        "first call after {pooled} pooled connections broke: {first:?}"
-    );
+        proxy.sever();
+        for _ in 0..open {
+            let first = timeout(CALL_BOUND, coord.get(TEAM, "s1"))
+                .await
+                .expect("get hung");
+            assert!(
+                matches!(first, Ok(Some(_))),
+                "{connections:?}: a call after every connection broke: {first:?}"
+            );
+        }
+        coord.remove(TEAM, "s1").await.unwrap();
+    }
 }
 
 // ----- bad input ----------------------------------------------------------------
@@ -460,7 +486,7 @@ async fn call(
                     team: team.into(),
                     id: id.into(),
                     execution: exec.unwrap_or("e1").into(),
-                    end_time: SystemTime::now() + Duration::from_secs(3600),
+                    end_time: Duration::from_secs(3600).into(),
                     data: "{}".into(),
                 })
                 .await
@@ -493,7 +519,7 @@ async fn call(
                 .await
                 .map(|ids| format!("{ids:?}")),
             Op::Finish => coord
-                .finish(team, id, Action::Pause, 3, Finish::Succeeded)
+                .finish(team, id, Action::Pause, 3, "h", Finish::Succeeded)
                 .await
                 .map(|()| "ok".into()),
             Op::Abandon => coord
@@ -609,8 +635,9 @@ async fn bad_ids_change_nothing() {
 
 // ----- corrupt and foreign data -------------------------------------------------
 
-/// One corruption: its name and the key it breaks ("record", "lease",
-/// "expiry", "outcomes" or "fence" — the team's fence counter).
+/// One corruption: its name and what it breaks: "record" (a field or the
+/// key's type) or an index of the team ("expiry", "tombs", "ids", "resv",
+/// "team").
 struct Corruption {
     name: &'static str,
     key: &'static str,
@@ -632,44 +659,46 @@ const CORRUPTIONS: &[Corruption] = &[
     corruption("no exec", "record"),
     corruption("no fence", "record"),
     corruption("non-numeric end_ms", "record"),
+    corruption("end_ms 1e12", "record"),
+    corruption("fence -5", "record"),
+    corruption("fence 0x10", "record"),
+    corruption("fence 2^53", "record"),
+    corruption("until_ms nan", "record"),
+    corruption("until_ms without a holder", "record"),
+    corruption("holder on a running record", "record"),
+    corruption("unknown last_outcome", "record"),
+    corruption("last_action without last_fence", "record"),
+    corruption("queue garbage", "record"),
+    corruption("resv garbage", "record"),
+    corruption("no lifecycle digest", "record"),
     corruption("schema 99", "record"),
     corruption("record is a string", "record"),
     corruption("record is a list", "record"),
-    corruption("lease is a hash", "lease"),
-    corruption("lease is an unreadable string", "lease"),
     corruption("expiry is a string", "expiry"),
-    corruption("outcomes is a string", "outcomes"),
-    corruption("fence counter is a list", "fence"),
-    corruption("fence counter is not a number", "fence"),
+    corruption("tombs is a string", "tombs"),
+    corruption("ids is a string", "ids"),
+    corruption("resv is a string", "resv"),
+    corruption("team is a string", "team"),
 ];
 
-/// Writes a sound running record s1 (fence 3, with history), then breaks it.
+/// Writes a sound running record s1 (fence 3, with history) through the
+/// library, then breaks it.
 async fn write_corrupt(
     conn: &mut redis::aio::MultiplexedConnection,
     coord: &Coordinator,
     c: &Corruption,
 ) {
+    coord.register(sandbox("s1", "e1")).await.unwrap();
     let keys = coord.namespace().sandbox(TEAM, "s1").unwrap();
-    let end = (now_ms() + 3_600_000).to_string();
     raw(
         conn,
         &[
             "HSET",
             &keys.record,
-            "v",
-            "1",
-            "state",
-            "running",
-            "exec",
-            "e1",
-            "end_ms",
-            &end,
             "fence",
             "3",
             "action",
             "snapshot",
-            "data",
-            "{}",
             "last_fence",
             "3",
             "last_action",
@@ -681,62 +710,86 @@ async fn write_corrupt(
         ],
     )
     .await;
-    raw(conn, &["ZADD", &keys.expiry, &end, "s1"]).await;
-    raw(conn, &["SET", &keys.fence, "3"]).await;
-    raw(conn, &["HSET", &keys.outcomes, "3", "snapshot succeeded "]).await;
-    let (rec, lease) = (keys.record.as_str(), keys.lease.as_str());
+    let rec = keys.record.as_str();
     match c.name {
         "unknown state" => raw(conn, &["HSET", rec, "state", "sleeping"]).await,
         "no exec" => raw(conn, &["HDEL", rec, "exec"]).await,
         "no fence" => raw(conn, &["HDEL", rec, "fence"]).await,
         "non-numeric end_ms" => raw(conn, &["HSET", rec, "end_ms", "soon"]).await,
-        "schema 99" => raw(conn, &["HSET", rec, "v", "99"]).await,
-        "record is a string" => {
-            raw(conn, &["DEL", rec]).await;
-            raw(conn, &["SET", rec, "not a record"]).await
+        "end_ms 1e12" => raw(conn, &["HSET", rec, "end_ms", "1e12"]).await,
+        "fence -5" => raw(conn, &["HSET", rec, "fence", "-5"]).await,
+        "fence 0x10" => raw(conn, &["HSET", rec, "fence", "0x10"]).await,
+        "fence 2^53" => raw(conn, &["HSET", rec, "fence", "9007199254740992"]).await,
+        "until_ms nan" => {
+            raw(
+                conn,
+                &[
+                    "HSET",
+                    rec,
+                    "state",
+                    "snapshotting",
+                    "holder",
+                    "h",
+                    "until_ms",
+                    "nan",
+                ],
+            )
+            .await
         }
+        "until_ms without a holder" => raw(conn, &["HSET", rec, "until_ms", "5"]).await,
+        "holder on a running record" => {
+            raw(
+                conn,
+                &["HSET", rec, "holder", "h", "until_ms", "99999999999999"],
+            )
+            .await
+        }
+        "unknown last_outcome" => raw(conn, &["HSET", rec, "last_outcome", "exploded"]).await,
+        "last_action without last_fence" => raw(conn, &["HDEL", rec, "last_fence"]).await,
+        "queue garbage" => raw(conn, &["HSET", rec, "queue", "a b"]).await,
+        "resv garbage" => raw(conn, &["HSET", rec, "resv", "tok"]).await,
+        "no lifecycle digest" => raw(conn, &["HDEL", rec, "lc"]).await,
+        "schema 99" => raw(conn, &["HSET", rec, "v", "99"]).await,
+        "record is a string" => replace(conn, &keys.record).await,
         "record is a list" => {
             raw(conn, &["DEL", rec]).await;
             raw(conn, &["RPUSH", rec, "a", "b"]).await
         }
-        "lease is a hash" => raw(conn, &["HSET", lease, "fence", "3"]).await,
-        "lease is an unreadable string" => raw(conn, &["SET", lease, "garbage"]).await,
-        "expiry is a string" => {
-            raw(conn, &["DEL", &keys.expiry]).await;
-            raw(conn, &["SET", &keys.expiry, "x"]).await
-        }
-        "outcomes is a string" => {
-            raw(conn, &["DEL", &keys.outcomes]).await;
-            raw(conn, &["SET", &keys.outcomes, "x"]).await
-        }
-        "fence counter is a list" => {
-            raw(conn, &["DEL", &keys.fence]).await;
-            raw(conn, &["RPUSH", &keys.fence, "1"]).await
-        }
-        "fence counter is not a number" => raw(conn, &["SET", &keys.fence, "abc"]).await,
+        "expiry is a string" => replace(conn, &keys.team.key("expiry")).await,
+        "tombs is a string" => replace(conn, &keys.team.key("tombs")).await,
+        "ids is a string" => replace(conn, &keys.team.key("ids")).await,
+        "resv is a string" => replace(conn, &keys.team.key("resv")).await,
+        "team is a string" => replace(conn, &keys.team.key("team")).await,
         other => panic!("unknown corruption {other}"),
     };
 }
 
-/// The keys each call's script reads (see the KEYS of each lua/ header).
-fn reads(op: Op) -> &'static [&'static str] {
+/// Replaces `key` with a string.
+async fn replace(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<String> {
+    raw(conn, &["DEL", key]).await;
+    raw(conn, &["SET", key, "x"]).await
+}
+
+/// What each call must refuse: the record (every call on one sandbox reads
+/// and validates it) and the indexes its script writes (checked before the
+/// first write).
+fn reads(op: Op, key: &str) -> bool {
     match op {
-        Op::Register => &["record", "lease", "expiry"],
-        Op::Get | Op::WaitIdle => &["record", "lease"],
-        Op::Begin(_) => &["record", "lease", "outcomes", "expiry", "fence"],
-        Op::SetEndTime => &["record", "expiry"],
-        Op::Remove => &["record", "lease", "expiry"],
-        Op::Due => &["expiry"],
-        Op::Finish => &["record", "lease", "outcomes", "expiry"],
-        Op::Abandon => &["record", "lease", "outcomes"],
+        Op::Register => ["record", "expiry", "tombs", "ids", "resv", "team"].contains(&key),
+        Op::Get | Op::WaitIdle | Op::Finish | Op::Abandon => key == "record",
+        Op::Begin(Action::Snapshot) => key == "record",
+        Op::Begin(_) => ["record", "expiry"].contains(&key),
+        Op::SetEndTime => ["record", "expiry"].contains(&key),
+        Op::Remove => ["record", "expiry", "tombs", "ids", "team"].contains(&key),
+        Op::Due => key == "expiry",
     }
 }
 
 /// Every corruption x every public call, each on a fresh copy of the data.
-/// A call whose script reads the broken key must refuse with `Corrupt` (or
-/// `SchemaMismatch`) and write nothing; a call that does not read it (e.g.
-/// `get` with a broken fence counter) may succeed, but if it fails it must
-/// not have written anything either. No call may panic or hang.
+/// A call that must notice (see [`reads`]) refuses with `Corrupt` (or
+/// `SchemaMismatch`) and writes nothing; any other call may succeed, but
+/// if it fails it must not have written anything either. No call may panic
+/// or hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_records_change_nothing() {
     let redis = TestRedis::start().await;
@@ -753,6 +806,8 @@ async fn corrupt_records_change_nothing() {
         (Op::Remove, None),
         (Op::WaitIdle, None),
         (Op::Due, None),
+        (Op::Finish, None),
+        (Op::Abandon, None),
     ];
 
     let mut wrong = Vec::new();
@@ -771,14 +826,13 @@ async fn corrupt_records_change_nothing() {
             );
             table.push(format!("{cell}: {got:?}"));
 
-            // Must the call notice? Only if its script reads the broken key.
-            let reads_it = reads(op).contains(&c.key);
+            let must_notice = reads(op, c.key);
             let refused_clearly = match &got {
                 Err(Error::SchemaMismatch { found, .. }) => c.is_schema() && found == "99",
                 Err(Error::Corrupt { .. }) => !c.is_schema(),
                 _ => false,
             };
-            if reads_it && !refused_clearly {
+            if must_notice && !refused_clearly {
                 let want = if c.is_schema() {
                     "SchemaMismatch"
                 } else {
@@ -786,7 +840,7 @@ async fn corrupt_records_change_nothing() {
                 };
                 wrong.push(format!("{cell}: want {want}, got {got:?}"));
             }
-            if (reads_it || got.is_err()) && before != after {
+            if (must_notice || got.is_err()) && before != after {
                 let mut changed = Vec::new();
                 for key in before.keys().chain(after.keys()) {
                     if before.get(key) != after.get(key) && !changed.contains(key) {
@@ -806,17 +860,17 @@ async fn corrupt_records_change_nothing() {
     );
 }
 
-/// `finish` and `abandon` on a record that is corrupt but whose lease and
-/// fence look right: they must refuse like every other call, not write an
-/// outcome or a state into it.
+/// `finish` and `abandon` on a record that is corrupt but whose lease,
+/// holder and fence look right: they must refuse like every other call, not
+/// write an outcome or a state into it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finish_and_abandon_on_corrupt_records_change_nothing() {
     let redis = TestRedis::start().await;
     let coord = coordinator(&redis).await;
     let mut conn = redis.client().await;
     let keys = coord.namespace().sandbox(TEAM, "s1").unwrap();
-    let end = (now_ms() + 3_600_000).to_string();
-    let breaks: [(&str, &[&str]); 4] = [
+    let until = (now_ms() + 60_000).to_string();
+    let breaks: [(&str, &[&str]); 5] = [
         (
             "unknown state",
             &["HSET", &keys.record, "state", "sleeping"],
@@ -827,43 +881,41 @@ async fn finish_and_abandon_on_corrupt_records_change_nothing() {
             &["HSET", &keys.record, "end_ms", "soon"],
         ),
         ("schema 99", &["HSET", &keys.record, "v", "99"]),
+        (
+            "last_fence 1e3",
+            &["HSET", &keys.record, "last_fence", "1e3"],
+        ),
     ];
     let mut wrong = Vec::new();
     for (name, break_it) in breaks {
         for op in [Op::Finish, Op::Abandon] {
             fixture::clear_namespace(&redis).await;
-            // A pause in flight with fence 3 and a live lease...
+            // A pause in flight with fence 3, held by h...
+            coord.register(sandbox("s1", "e1")).await.unwrap();
             raw(
                 &mut conn,
                 &[
                     "HSET",
                     &keys.record,
-                    "v",
-                    "1",
                     "state",
                     "pausing",
-                    "exec",
-                    "e1",
-                    "end_ms",
-                    &end,
                     "fence",
                     "3",
                     "action",
                     "pause",
-                    "data",
-                    "{}",
+                    "holder",
+                    "h",
+                    "until_ms",
+                    &until,
                 ],
             )
             .await;
-            raw(&mut conn, &["ZADD", &keys.expiry, &end, "s1"]).await;
-            raw(&mut conn, &["SET", &keys.fence, "3"]).await;
-            raw(&mut conn, &["SET", &keys.lease, "3 pause h", "PX", "30000"]).await;
             // ...in a record that is broken.
             raw(&mut conn, break_it).await;
             let before = dump_all(&redis).await;
             let got = match op {
                 Op::Finish => coord
-                    .finish(TEAM, "s1", Action::Pause, 3, Finish::Succeeded)
+                    .finish(TEAM, "s1", Action::Pause, 3, "h", Finish::Succeeded)
                     .await
                     .map(|()| "ok".to_string()),
                 _ => coord
@@ -888,12 +940,12 @@ async fn finish_and_abandon_on_corrupt_records_change_nothing() {
     );
 }
 
-/// The team's fence counter is gone (an operator's DEL, an `allkeys-*`
-/// eviction policy, a partial restore) while a record with fence 5 remains:
-/// the next transition must still get a fence above 5 (DESIGN.md: "strictly
-/// greater than every earlier fence of that sandbox record").
+/// Everything that held a fence is gone (the record removed, the team's
+/// hash with its floor deleted behind the library's back): a new record of
+/// the same id still gets fences above every earlier one (each new fence is
+/// at least the server time in µs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_fence_counter_never_makes_fences_go_backwards() {
+async fn a_lost_fence_floor_never_makes_fences_go_backwards() {
     let redis = TestRedis::start().await;
     let coord = coordinator(&redis).await;
     let mut conn = redis.client().await;
@@ -901,10 +953,17 @@ async fn a_lost_fence_counter_never_makes_fences_go_backwards() {
     let mut last = 0;
     for action in [Action::Snapshot, Action::Snapshot, Action::Snapshot] {
         let t = started(begin(&coord, "s1", action).await);
+        assert!(t.fence() > last);
         last = t.fence();
         t.succeed().await.unwrap();
     }
-    raw(&mut conn, &["DEL", &coord.namespace().fence_counter(TEAM)]).await;
+    assert!(coord.remove(TEAM, "s1").await.unwrap());
+    raw(
+        &mut conn,
+        &["DEL", &coord.namespace().team(TEAM).unwrap().key("team")],
+    )
+    .await;
+    coord.register(sandbox("s1", "e2")).await.unwrap();
     let t = started(begin(&coord, "s1", Action::Pause).await);
     assert!(
         t.fence() > last,

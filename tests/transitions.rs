@@ -118,7 +118,10 @@ async fn kill_during_failed_pause_starts_the_cleanup() {
 
     let kill = started(kill.await.unwrap().unwrap());
     assert!(kill.fence() > pause_fence);
-    assert_eq!(kill.sandbox().state, State::Killing);
+    assert_eq!(
+        coord.get(TEAM, "s1").await.unwrap().unwrap().state,
+        State::Killing
+    );
     kill.succeed().await.unwrap();
     assert_eq!(
         coord.get(TEAM, "s1").await.unwrap().unwrap().state,
@@ -367,7 +370,10 @@ async fn pause_pulls_the_end_time_to_now_and_snapshot_does_not() {
             .await
             .unwrap(),
     );
-    assert_eq!(snap.sandbox().end_time, before);
+    assert_eq!(
+        coord.get(TEAM, "s1").await.unwrap().unwrap().end_time,
+        before
+    );
     snap.succeed().await.unwrap();
     let pause = started(
         coord
@@ -375,7 +381,7 @@ async fn pause_pulls_the_end_time_to_now_and_snapshot_does_not() {
             .await
             .unwrap(),
     );
-    assert!(pause.sandbox().end_time < before);
+    assert!(coord.get(TEAM, "s1").await.unwrap().unwrap().end_time < before);
     pause.succeed().await.unwrap();
     fixture::assert_index_agrees(&redis, &coord, &["s1", "s2"]).await;
 }
@@ -479,6 +485,7 @@ async fn finishing_twice_for_the_same_fence_returns_the_recorded_outcome() {
             .unwrap(),
     );
     let fence = pause.fence();
+    let holder = pause.holder().to_string();
     // The holder's process "restarts" and finishes by fence, twice (a retry
     // after a dropped reply): both succeed, the second writes nothing.
     std::mem::forget(pause);
@@ -488,6 +495,7 @@ async fn finishing_twice_for_the_same_fence_returns_the_recorded_outcome() {
             "s1",
             Action::Pause,
             fence,
+            &holder,
             sandbox_coordinator::Finish::Succeeded,
         )
         .await
@@ -499,6 +507,7 @@ async fn finishing_twice_for_the_same_fence_returns_the_recorded_outcome() {
             "s1",
             Action::Pause,
             fence,
+            &holder,
             sandbox_coordinator::Finish::Succeeded,
         )
         .await
@@ -511,6 +520,7 @@ async fn finishing_twice_for_the_same_fence_returns_the_recorded_outcome() {
             "s1",
             Action::Pause,
             fence,
+            &holder,
             sandbox_coordinator::Finish::Failed("late".into()),
         )
         .await

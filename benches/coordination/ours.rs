@@ -86,7 +86,7 @@ impl Fleet {
                             team: team.clone(),
                             id: id.clone(),
                             execution: execution_id(numbers[i]),
-                            end_time: end_time(),
+                            end_time: end_time().into(),
                             data: DATA.into(),
                         })
                         .await?;

@@ -79,6 +79,7 @@ impl Scale {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis()
             .to_string();
+        let digest = sandbox_coordinator::Lifecycle::sandbox().digest();
         const BATCH: usize = 2_000;
         let mut inflight = Vec::new();
         let mut n = self.seeded;
@@ -92,6 +93,7 @@ impl Scale {
                     .arg(&keys.record)
                     .arg(&[
                         ("v", SCHEMA_VERSION),
+                        ("lc", &digest),
                         ("state", "running"),
                         ("exec", &execution_id(i)),
                         ("end_ms", &end_ms),
@@ -100,8 +102,13 @@ impl Scale {
                     ])
                     .ignore()
                     .cmd("ZADD")
-                    .arg(&keys.expiry)
+                    .arg(keys.team.key("expiry"))
                     .arg(&end_ms)
+                    .arg(&id)
+                    .ignore()
+                    .cmd("ZADD")
+                    .arg(keys.team.key("ids"))
+                    .arg(0)
                     .arg(&id)
                     .ignore();
             }
@@ -153,7 +160,7 @@ impl Scale {
                 team: team.clone(),
                 id: id.clone(),
                 execution: execution_id(n),
-                end_time: ours::end_time(),
+                end_time: ours::end_time().into(),
                 data: DATA.into(),
             })
             .await?;
@@ -174,12 +181,21 @@ impl Scale {
             sandbox_coordinator::Begun::Started(t) => t,
             other => return Err(format!("snapshot did not start: {other:?}").into()),
         };
-        let lease = admin.memory_usage(&keys.lease).await?;
+        // The lease lives in the record: what it adds is the record's growth.
+        let lease = admin
+            .memory_usage(&keys.record)
+            .await?
+            .saturating_sub(record);
+        let fence = t.fence();
         t.succeed().await?;
-        let outcomes = admin.memory_usage(&keys.outcomes).await?;
+        let outcomes = admin
+            .memory_usage(&format!("{}out:{id}:{fence}", keys.team.prefix))
+            .await?;
         let record_after = admin.memory_usage(&keys.record).await?;
-        let members: u64 = admin.cmd(redis::cmd("ZCARD").arg(&keys.expiry)).await?;
-        let expiry = admin.memory_usage(&keys.expiry).await?;
+        let members: u64 = admin
+            .cmd(redis::cmd("ZCARD").arg(keys.team.key("expiry")))
+            .await?;
+        let expiry = admin.memory_usage(&keys.team.key("expiry")).await?;
         Ok(KeySizes {
             record,
             record_after,

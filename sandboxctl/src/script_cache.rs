@@ -6,7 +6,6 @@
 
 use anyhow::Context;
 use redis::Value;
-use sandbox_coordinator::Coordinator;
 use serde::Serialize;
 
 use crate::Verdict;
@@ -33,7 +32,10 @@ pub async fn scripts(
     check: bool,
     json: bool,
 ) -> anyhow::Result<Verdict> {
-    let scripts = Coordinator::scripts();
+    let scripts = sandbox_coordinator::scripts::assemble(
+        &sandbox_coordinator::Lifecycle::sandbox(),
+        sandbox_coordinator::scripts::ScriptOptions::default(),
+    );
     let mut conn = server.connection().await?;
     let mut loaded = Vec::with_capacity(scripts.len());
     for script in &scripts {
@@ -43,10 +45,10 @@ pub async fn scripts(
         }
         let reply: Value = redis::cmd("SCRIPT")
             .arg("LOAD")
-            .arg(script.source)
+            .arg(script.source())
             .query_async(&mut conn)
             .await
-            .with_context(|| format!("SCRIPT LOAD {}.lua", script.name))?;
+            .with_context(|| format!("SCRIPT LOAD {}.lua", script.name()))?;
         loaded.push(Some(match reply {
             Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
             Value::SimpleString(s) => s,
@@ -56,7 +58,7 @@ pub async fn scripts(
     let mut exists = redis::cmd("SCRIPT");
     exists.arg("EXISTS");
     for script in &scripts {
-        exists.arg(&script.sha);
+        exists.arg(script.sha());
     }
     let cached: Vec<bool> = exists
         .query_async(&mut conn)
@@ -68,9 +70,9 @@ pub async fn scripts(
         .zip(cached)
         .zip(loaded)
         .map(|((s, cached), loaded_sha1)| ScriptReport {
-            name: s.name.to_string(),
-            sha1: s.sha.clone(),
-            bytes: s.source.len(),
+            name: s.name().to_string(),
+            sha1: s.sha().to_string(),
+            bytes: s.source().len(),
             cached,
             loaded_sha1,
         })

@@ -1,7 +1,9 @@
-//! `watch`: tails the namespace's notification channel, where every outcome
-//! is published in the same atomic step that records it. Pub/sub delivers
-//! only while subscribed: after a reconnect, notifications sent meanwhile
-//! are missed, and `watch` says so.
+//! `watch`: tails the teams' notification channels (`<ns>:{<team>}:notify`),
+//! where every outcome is published in the same atomic step that records
+//! it: one team's channel with `--team`, else every team's (a pattern
+//! subscription, on a single server). Pub/sub delivers only while
+//! subscribed: after a reconnect, notifications sent meanwhile are missed,
+//! and `watch` says so.
 
 use std::time::{Duration, SystemTime};
 
@@ -31,11 +33,23 @@ pub struct NoticeReport {
     pub reason: String,
 }
 
-/// Parses `<team> <id> <fence> <action> <outcome> <reason>`; the reason
-/// may contain spaces or be empty.
-fn parse_notice(payload: &str, received: SystemTime) -> Option<NoticeReport> {
+/// The team of a channel `<ns>:{<team>}:notify`.
+fn channel_team(channel: &str) -> Option<&str> {
+    let open = channel.find('{')?;
+    let close = channel[open..].find('}')? + open;
+    Some(&channel[open + 1..close])
+}
+
+/// Parses the outcome notice `o <id> <fence> <action> <outcome> <reason>`
+/// published on `team`'s channel; the reason may contain spaces or be
+/// empty. Other notices (`c ...`: a record changed for its waiters) are
+/// not outcomes: None.
+fn parse_notice(team: &str, payload: &str, received: SystemTime) -> Option<NoticeReport> {
     let mut parts = payload.splitn(6, ' ');
-    let team = parts.next()?.to_string();
+    if parts.next()? != "o" {
+        return None;
+    }
+    let team = team.to_string();
     let id = parts.next()?.to_string();
     let fence = parts.next()?.parse().ok()?;
     let action = parts.next()?.to_string();
@@ -59,7 +73,11 @@ pub async fn watch(
     count: Option<u64>,
     json: bool,
 ) -> anyhow::Result<Verdict> {
-    let channel = server.namespace().channel();
+    let ns = server.namespace().prefix().to_string();
+    let channel = match team {
+        Some(t) => format!("{ns}:{{{t}}}:notify"),
+        None => format!("{ns}:{{*}}:notify"),
+    };
     let client = server.client()?;
     let mut seen: u64 = 0;
     let mut first = true;
@@ -69,7 +87,11 @@ pub async fn watch(
         }
         let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
+            if team.is_some() {
+                pubsub.subscribe(&channel).await?;
+            } else {
+                pubsub.psubscribe(&channel).await?;
+            }
             Ok::<_, redis::RedisError>(pubsub)
         })
         .await;
@@ -108,13 +130,16 @@ pub async fn watch(
                     continue;
                 }
             };
-            let Some(notice) = parse_notice(&payload, SystemTime::now()) else {
+            let from = channel_team(msg.get_channel_name())
+                .unwrap_or("")
+                .to_string();
+            if payload.starts_with("c") {
+                continue;
+            }
+            let Some(notice) = parse_notice(&from, &payload, SystemTime::now()) else {
                 eprintln!("sandboxctl: malformed notification {payload:?}");
                 continue;
             };
-            if team.is_some_and(|t| t != notice.team) {
-                continue;
-            }
             if json {
                 emit_json_line(&notice)?;
             } else {
@@ -150,15 +175,19 @@ mod tests {
     #[test]
     fn notices_parse_with_spaces_in_the_reason() {
         let n = parse_notice(
-            "t s1 7 pause failed vm did not stop",
+            "t",
+            "o s1 7 pause failed vm did not stop",
             SystemTime::UNIX_EPOCH,
         )
         .expect("parses");
         assert_eq!((n.team.as_str(), n.id.as_str(), n.fence), ("t", "s1", 7));
         assert_eq!((n.action.as_str(), n.outcome.as_str()), ("pause", "failed"));
         assert_eq!(n.reason, "vm did not stop");
-        let n = parse_notice("t s1 8 kill succeeded ", SystemTime::UNIX_EPOCH).expect("parses");
+        let n =
+            parse_notice("t", "o s1 8 kill succeeded ", SystemTime::UNIX_EPOCH).expect("parses");
         assert_eq!(n.reason, "");
-        assert!(parse_notice("t s1 x kill succeeded", SystemTime::UNIX_EPOCH).is_none());
+        assert!(parse_notice("t", "o s1 x kill succeeded", SystemTime::UNIX_EPOCH).is_none());
+        assert!(parse_notice("t", "c s1", SystemTime::UNIX_EPOCH).is_none());
+        assert_eq!(channel_team("sbx:{team-1}:notify"), Some("team-1"));
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use fixture::{TEAM, coordinator, dump_all, parked_n, raw, sandbox};
-use sandbox_coordinator::{Action, BeginOptions, Begun, Coordinator, Error, Transition};
+use sandbox_coordinator::{Action, BeginOptions, Begun, Error, Transition};
 use serde_json::Value;
 use support::{Backend, TestRedis};
 
@@ -370,26 +370,29 @@ async fn scripts_shas_equal_script_load_replies() {
     let redis = TestRedis::start().await;
     let v = json(&ctl(&redis, &["scripts", "--load", "--json"]).await);
     let rows = v.as_array().expect("an array");
-    let scripts = Coordinator::scripts();
+    let scripts = sandbox_coordinator::scripts::assemble(
+        &sandbox_coordinator::Lifecycle::sandbox(),
+        sandbox_coordinator::scripts::ScriptOptions::default(),
+    );
     assert_eq!(rows.len(), scripts.len());
     let mut conn = redis.client().await;
     for (row, script) in rows.iter().zip(&scripts) {
-        assert_eq!(row["name"], script.name);
+        assert_eq!(row["name"], script.name());
         assert_eq!(row["cached"], true, "{row}");
         assert_eq!(row["loaded_sha1"], row["sha1"], "{row}");
-        let loaded = raw(&mut conn, &["SCRIPT", "LOAD", script.source]).await;
+        let loaded = raw(&mut conn, &["SCRIPT", "LOAD", script.source()]).await;
         assert_eq!(
             row["sha1"].as_str(),
             Some(loaded[0].as_str()),
             "{}",
-            script.name
+            script.name()
         );
     }
     let out = ctl(&redis, &["scripts"]).await;
     succeeded(&out);
     let text = stdout(&out);
     for script in &scripts {
-        assert!(text.contains(&script.sha), "{text}");
+        assert!(text.contains(script.sha()), "{text}");
     }
     assert!(text.contains(&format!("{0} of {0} scripts cached", scripts.len())));
 }

@@ -326,7 +326,7 @@ impl Lane {
 
     /// The holder's `succeed` (`failure: None`) or `fail(reason)`, recorded.
     pub async fn finish(&mut self, t: Transition, failure: Option<String>) -> Result<(), Error> {
-        let id = t.sandbox().id.clone();
+        let id = t.id().to_string();
         let fence = t.fence();
         let (outcome, reason) = match &failure {
             None => (sandbox_coordinator::Outcome::Succeeded, String::new()),
@@ -365,7 +365,7 @@ impl Lane {
     /// `begin` was invoked. The transition must have been begun without
     /// the watchdog, or the leaked watchdog would keep it alive.
     pub fn die(&mut self, t: Transition, call: Call) {
-        let id = t.sandbox().id.clone();
+        let id = t.id().to_string();
         std::mem::forget(t);
         self.recorder
             .expire(&id, call.token, call.invoked + call.lease);

@@ -298,7 +298,7 @@ fn new_sandbox(id: &str, execution: &str) -> NewSandbox {
         team: TEAM.into(),
         id: id.into(),
         execution: execution.into(),
-        end_time: SystemTime::now() + Duration::from_secs(3600),
+        end_time: (SystemTime::now() + Duration::from_secs(3600)).into(),
         data: "{}".into(),
     }
 }
@@ -606,23 +606,20 @@ pub async fn race(profile: &Profile) -> Outcome {
 /// over a live pause lease), checked against the contract's table: the
 /// checker must find violations.
 pub async fn race_with_broken_rule(profile: &Profile) -> Outcome {
-    use sandbox_coordinator::{Decision, LeaseView};
-    let mix = Mix::default();
-    let broken = Lifecycle::sandbox().with_rule(
-        Action::Kill,
-        State::Pausing,
-        LeaseView::Live,
-        Decision::Start,
-    );
+    // The table cannot break the one-holder guarantee any more
+    // (`Lifecycle::validate` and the scripts refuse a start over a live
+    // lease), so the broken coordinator decides by a valid table that is
+    // not the contract's: a kill of a paused sandbox starts.
+    let broken = Lifecycle::sandbox().kill_deletes_paused();
     let mix = Mix {
         hold_ms: (10, 40),
-        ..mix
+        ..Mix::default()
     };
     let env = Env::start_with(profile, &mix, &[], false, broken).await;
     let mut out = Outcome::new("race-broken-rule");
     let began = Instant::now();
-    // One interleaving made explicit: a kill requested while a pause holds
-    // the lease. (A correct coordinator makes the kill wait: it times out.)
+    // One interleaving made explicit: a kill requested after a pause
+    // succeeded. (A coordinator of the contract absorbs it.)
     let recorder = Recorder::new();
     let (mut a, mut b) = (recorder.lane(0), recorder.lane(1));
     let id = "forced";
@@ -638,6 +635,9 @@ pub async fn race_with_broken_rule(profile: &Profile) -> Outcome {
             BeginOptions::default(),
         )
         .await;
+    if let Ok(Begun::Started(t)) = pause {
+        let _ = a.finish(t, None).await;
+    }
     let (kill, _) = b
         .begin(
             &env.coords[1],
@@ -647,9 +647,6 @@ pub async fn race_with_broken_rule(profile: &Profile) -> Outcome {
             BeginOptions::default().wait_timeout(Duration::from_secs(2)),
         )
         .await;
-    if let Ok(Begun::Started(t)) = pause {
-        let _ = a.finish(t, None).await;
-    }
     if let Ok(Begun::Started(t)) = kill {
         let _ = b.finish(t, None).await;
     }

@@ -1,0 +1,43 @@
+--[[
+  count.lua — a team's sandboxes by state class, read from the team's id
+  index (never SCAN): O(team size), atomic. Also the live reservations and
+  the team's own limit. Index entries whose record vanished are swept.
+
+  Input:
+    KEYS[1] id index     <ns>:{<team>}:ids
+    ARGV[1] team prefix  "<ns>:{<team>}:"
+
+  Output:
+    {"count", live, in_flight, resumable, final, reserved, limit_or_empty}
+    {"corrupt", detail}
+
+  Example:
+    redis-cli --eval DIR/count.lua 'sbx:{t}:ids' , 'sbx:{t}:'
+]]
+
+local TP = ARGV[1]
+
+--!generated
+--!include clock.lua
+--!include record.lua
+
+local now = clock()
+local ids = redis.pcall('ZRANGE', KEYS[1], 0, -1)
+if ids.err then return {'corrupt', KEYS[1] .. ' is not a sorted set'} end
+local n = {live = 0, inflight = 0, resumable = 0, final = 0}
+for _, id in ipairs(ids) do
+  local state = redis.pcall('HGET', TP .. 'rec:' .. id, 'state')
+  if type(state) == 'table' then return {'corrupt', TP .. 'rec:' .. id .. ' is not a hash'} end
+  if state then
+    local class = class_of(state)
+    if class == nil then return {'corrupt', TP .. 'rec:' .. id .. ': unknown state "' .. state .. '"'} end
+    n[class] = n[class] + 1
+  else
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', TP .. 'expiry', id)
+    redis.call('ZREM', TP .. 'tombs', id)
+  end
+end
+local reserved = redis.call('ZCOUNT', TP .. 'resv', '(' .. int(now), '+inf')
+local limit = redis.call('HGET', TP .. 'team', 'limit') or ''
+return {'count', int(n.live), int(n.inflight), int(n.resumable), int(n.final), int(reserved), limit}

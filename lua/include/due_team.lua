@@ -1,0 +1,45 @@
+-- due_team.lua — the ids of one team whose end time has passed by the
+-- server clock, oldest first, at most `limit`, appended to `out` as
+-- (id, end_ms) pairs. An entry whose record vanished is swept from every
+-- index on the way (it would otherwise be returned forever and, with a
+-- limit, starve real evictions), and so are tombstones whose retention
+-- ended. `tp` is the team prefix; the keys are in the team's slot.
+-- Returns the count, or nil and a refusal (an index of another type).
+
+local function due_team(tp, limit, now, out, team)
+  local expiry = tp .. 'expiry'
+  local got = 0
+  while got < limit do
+    local want = limit - got
+    local batch = redis.pcall('ZRANGEBYSCORE', expiry, '-inf', now, 'WITHSCORES', 'LIMIT', got, want)
+    if batch.err then return nil, {'corrupt', expiry .. ' is not a sorted set'} end
+    local kept = 0
+    for i = 1, #batch, 2 do
+      local id = batch[i]
+      if redis.call('EXISTS', tp .. 'rec:' .. id) == 1 then
+        if team then out[#out + 1] = team end
+        out[#out + 1] = id
+        out[#out + 1] = batch[i + 1]
+        kept = kept + 1
+      else
+        redis.call('ZREM', expiry, id)
+        redis.pcall('ZREM', tp .. 'tombs', id)
+        redis.pcall('ZREM', tp .. 'ids', id)
+      end
+    end
+    got = got + kept
+    -- Fewer than asked: nothing more is due. Otherwise the swept entries
+    -- left room; look again after the kept ones.
+    if #batch < 2 * want then break end
+  end
+  -- Tombstones past their retention have expired (PEXPIRE); drop their entries.
+  local gone = redis.pcall('ZRANGEBYSCORE', tp .. 'tombs', '-inf', now, 'LIMIT', 0, 100)
+  if gone.err then return nil, {'corrupt', tp .. 'tombs is not a sorted set'} end
+  for _, id in ipairs(gone) do
+    if redis.call('EXISTS', tp .. 'rec:' .. id) == 0 then
+      redis.call('ZREM', tp .. 'tombs', id)
+      redis.pcall('ZREM', tp .. 'ids', id)
+    end
+  end
+  return got, nil
+end

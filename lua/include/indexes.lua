@@ -1,0 +1,73 @@
+-- indexes.lua — the team's indexes, kept exact by the scripts that change a
+-- record (all in the team's slot, named from the team prefix TP):
+--   <tp>expiry  zset  id -> end_ms of every record that is not a tombstone
+--                     (running or in flight): the evictor's index, and its
+--                     cardinality is the team's live count for limits
+--   <tp>tombs   zset  id -> expiry time (ms) of every tombstone
+--   <tp>ids     zset  every record id, score 0 (lexicographic paging)
+--   <tp>resv    zset  id -> deadline (ms) of every reservation
+--   <tp>team    hash  limit, floor (highest fence of a removed record),
+--                     listed ("1" once the team is in its slot's team set),
+--                     tok:<id> (the token of a reservation)
+
+-- A refusal if `key` holds something other than `want` (none is fine):
+-- the paths that write several indexes check them all before the first
+-- write, since Redis does not roll back a script that fails half-way.
+local function foreign(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then return {'corrupt', key .. ' holds a ' .. t .. ', expected a ' .. want} end
+  return nil
+end
+
+-- The first refusal of foreign(), for the team's index keys `names`
+-- (suffixes of TP) and the other keys in `extra` ({key, type} pairs).
+local function foreign_indexes(names, extra)
+  for _, name in ipairs(names) do
+    local want = 'zset'
+    if name == 'team' then want = 'hash' end
+    local bad = foreign(TP .. name, want)
+    if bad then return bad end
+  end
+  for _, kt in ipairs(extra or {}) do
+    local bad = foreign(kt[1], kt[2])
+    if bad then return bad end
+  end
+  return nil
+end
+
+-- Removes an id whose record vanished behind the library's back
+-- (maxmemory eviction, an operator's DEL) from every index.
+-- (pcall: an index of another type is left for repair, not an error here.)
+local function drop_from_indexes(id)
+  redis.pcall('ZREM', TP .. 'expiry', id)
+  redis.pcall('ZREM', TP .. 'tombs', id)
+  redis.pcall('ZREM', TP .. 'ids', id)
+end
+
+-- Expired reservations no longer hold a place: forget them.
+local function sweep_reservations(now)
+  local gone = redis.call('ZRANGEBYSCORE', TP .. 'resv', '-inf', now)
+  for _, id in ipairs(gone) do
+    redis.call('ZREM', TP .. 'resv', id)
+    redis.call('HDEL', TP .. 'team', 'tok:' .. id)
+  end
+end
+
+-- The team's limit: its own (set_team_limit) or the coordinator's default
+-- (`default`, "" for none). nil when unlimited.
+local function team_limit(own, default)
+  local n = uint(own or '')
+  if n then return n end
+  return uint(default)
+end
+
+-- Places taken: records that are not tombstones, plus live reservations
+-- other than `except_id`'s (whose place a register consumes).
+local function places_taken(now, except_id)
+  local taken = redis.call('ZCARD', TP .. 'expiry') + redis.call('ZCOUNT', TP .. 'resv', '(' .. int(now), '+inf')
+  if except_id then
+    local mine = redis.call('ZSCORE', TP .. 'resv', except_id)
+    if mine and tonumber(mine) > now then taken = taken - 1 end
+  end
+  return taken
+end

@@ -1,0 +1,36 @@
+-- outcome.lua — how a transition ends, recorded once, in the same step that
+-- applies it:
+--   * the record's last_* fields (with the caller's other field changes in
+--     the same HSET),
+--   * <tp>out:<id>:<fence>, kept for the outcome retention, so that a late
+--     joiner or a finish retried after a lost reply reads it back however
+--     many transitions ran meanwhile,
+--   * the notification "o <id> <fence> <action> <outcome> <reason>" on the
+--     team's channel (PUBLISH, or SPUBLISH on Redis Cluster: same slot).
+-- Uses REC, TP, ID of the including script, and notify.lua.
+
+local function record_outcome(fence, act, outcome, reason, fields)
+  fields[#fields + 1] = 'last_fence'
+  fields[#fields + 1] = fence
+  fields[#fields + 1] = 'last_action'
+  fields[#fields + 1] = act
+  fields[#fields + 1] = 'last_outcome'
+  fields[#fields + 1] = outcome
+  fields[#fields + 1] = 'last_reason'
+  fields[#fields + 1] = reason
+  redis.call('HSET', REC, unpack(fields))
+  redis.call('SET', TP .. 'out:' .. ID .. ':' .. fence, act .. ' ' .. outcome .. ' ' .. reason,
+             'PX', OUTCOME_MS)
+  notify('o ' .. ID .. ' ' .. fence .. ' ' .. act .. ' ' .. outcome .. ' ' .. reason)
+end
+
+-- The outcome recorded for `fence` of record `r` (nil when absent):
+-- action, outcome, reason.
+local function recorded_outcome(r, fence)
+  if r and r.last_fence == fence then return r.last_action, r.last_outcome, r.last_reason end
+  local raw = redis.pcall('GET', TP .. 'out:' .. ID .. ':' .. fence)
+  if type(raw) ~= 'string' then return nil end
+  local a, o, why = string.match(raw, '^(%S+) (%S+) ?(.*)$')
+  if not a or not is_action(a) or not is_outcome(o) then return nil end
+  return a, o, why
+end

@@ -1,0 +1,124 @@
+-- record.lua — reading and validating a sandbox record: the one check every
+-- script runs before its first write (Redis does not roll back a script that
+-- errors half-way). src/record.rs applies exactly the same rules in Rust;
+-- tests/record_validation.rs keeps the two equal.
+--
+-- A record is refused ("corrupt") unless:
+--   state        is a state of the lifecycle
+--   exec         is non-empty
+--   end_ms fence are decimal integers 0..2^53-1 (no sign, exponent, hex, nan)
+--   action       is "" or an action name
+--   holder       is "" or a word without spaces or '@'; until_ms is "" exactly
+--                when holder is "", else an integer; a holder only on an
+--                in-flight state
+--   started_ms   is "" or an integer
+--   last_fence   is "" (then last_action, last_outcome are "") or an integer
+--                with last_action an action name and last_outcome one of
+--                succeeded, failed, abandoned
+--   queue        is "" or "holder@deadline_ms" words separated by one space
+--   resv         is "" or "token@deadline_ms"
+--   floor        is "" or an integer (the team's fence floor when the record
+--                was created: its first fence is above it)
+--   lc           is non-empty (the lifecycle digest; begin/finish/register
+--                compare it with their own)
+-- and `v` is this schema ("schema" refusal otherwise: another layout version).
+
+local FIELDS = {'v', 'lc', 'state', 'exec', 'end_ms', 'fence', 'action', 'holder', 'until_ms',
+                'started_ms', 'last_fence', 'last_action', 'last_outcome', 'last_reason', 'queue', 'resv',
+                'floor'}
+local MAX_INT = 9007199254740991 -- 2^53 - 1, the largest integer a Lua number holds exactly
+
+-- The integer `s` spells, or nil unless it is a plain decimal in 0..MAX_INT.
+local function uint(s)
+  if s == nil or s == '' or #s > 16 or string.find(s, '^%d+$') == nil then return nil end
+  local n = tonumber(s)
+  if n > MAX_INT then return nil end
+  return n
+end
+
+local function is_outcome(o)
+  return o == 'succeeded' or o == 'failed' or o == 'abandoned'
+end
+
+-- "holder@deadline": the holder and the deadline, or nil.
+local function stamp(s)
+  local h, d = string.match(s, '^([^@%s]+)@(%d+)$')
+  if not h then return nil end
+  local n = uint(d)
+  if not n then return nil end
+  return h, n
+end
+
+-- The waiters queued on a record, oldest first: a list of {h = holder, d = deadline}
+-- (r.q; nil when nobody is queued).
+local function parse_queue(s)
+  if string.find(s, '^ ') or string.find(s, ' $') or string.find(s, '  ', 1, true) then return nil end
+  local q = {}
+  for word in string.gmatch(s, '[^ ]+') do
+    local h, d = stamp(word)
+    if not h then return nil end
+    q[#q + 1] = {h = h, d = d}
+  end
+  return q
+end
+
+-- What is wrong with record `r` (a table of FIELDS), or nil.
+local function refusal(r)
+  local class = class_of(r.state)
+  if class == nil then return 'unknown state "' .. r.state .. '"' end
+  if r.exec == '' then return 'no execution id' end
+  r.end_n, r.fence_n = uint(r.end_ms), uint(r.fence)
+  if not r.end_n then return 'end_ms "' .. r.end_ms .. '" is not an integer' end
+  if not r.fence_n then return 'fence "' .. r.fence .. '" is not an integer' end
+  if r.action ~= '' and not is_action(r.action) then return 'unknown action "' .. r.action .. '"' end
+  if r.holder == '' then
+    if r.until_ms ~= '' then return 'until_ms without a holder' end
+    r.until_n = 0
+  else
+    if string.find(r.holder, '[%s@]') then return 'holder "' .. r.holder .. '" is not a word' end
+    r.until_n = uint(r.until_ms)
+    if not r.until_n then return 'until_ms "' .. r.until_ms .. '" is not an integer' end
+    if class ~= 'inflight' then return 'a holder on settled state ' .. r.state end
+  end
+  if r.started_ms ~= '' and not uint(r.started_ms) then return 'started_ms is not an integer' end
+  if r.last_fence == '' then
+    if r.last_action ~= '' or r.last_outcome ~= '' then return 'last_action or last_outcome without last_fence' end
+  else
+    if not uint(r.last_fence) then return 'last_fence "' .. r.last_fence .. '" is not an integer' end
+    if not is_action(r.last_action) then return 'unknown last_action "' .. r.last_action .. '"' end
+    if not is_outcome(r.last_outcome) then return 'unknown last_outcome "' .. r.last_outcome .. '"' end
+  end
+  if r.queue ~= '' then
+    r.q = parse_queue(r.queue)
+    if not r.q then return 'queue "' .. r.queue .. '" is not "holder@deadline ..."' end
+  end
+  r.resv_n = 0
+  if r.resv ~= '' then
+    r.resv_token, r.resv_n = stamp(r.resv)
+    if not r.resv_token then return 'resv "' .. r.resv .. '" is not "token@deadline"' end
+  end
+  r.floor_n = 0
+  if r.floor ~= '' then
+    r.floor_n = uint(r.floor)
+    if not r.floor_n then return 'floor "' .. r.floor .. '" is not an integer' end
+  end
+  if r.lc == '' then return 'no lifecycle digest' end
+  return nil
+end
+
+-- Reads the record at `key`. Returns (nil, nil) when it does not exist,
+-- (nil, refusal reply) when no script may use it, else the record.
+local function load_record(key)
+  local x = redis.pcall('HMGET', key, unpack(FIELDS))
+  if x.err then return nil, {'corrupt', key .. ' is not a hash'} end
+  if x[1] == false then
+    if redis.call('EXISTS', key) == 0 then return nil, nil end
+    return nil, {'corrupt', key .. ' has no schema version'}
+  end
+  if x[1] ~= SCHEMA then return nil, {'schema', x[1]} end
+  local r = {}
+  for i, f in ipairs(FIELDS) do r[f] = x[i] or '' end
+  local bad = refusal(r)
+  if bad then return nil, {'corrupt', key .. ': ' .. bad} end
+  return r, nil
+end

@@ -1,0 +1,8 @@
+-- record_reply.lua — a validated record as the client reads it: its PTTL,
+-- every field of record.lua's FIELDS in that order, then `data`.
+
+local function record_reply(out, key, r)
+  out[#out + 1] = int(redis.call('PTTL', key))
+  for _, f in ipairs(FIELDS) do out[#out + 1] = r[f] end
+  out[#out + 1] = redis.call('HGET', key, 'data') or ''
+end

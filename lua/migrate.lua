@@ -1,0 +1,98 @@
+--[[
+  migrate.lua — convert one record written by schema 1 to this schema, in
+  place and atomically: the lease moves into the record (refused while a
+  schema-1 lease is live: migrate while no transition is in flight), the
+  record joins the schema-2 indexes (ids, tombs; expiry is the same in both),
+  the team's schema-1 fence counter becomes the team's floor, and the team
+  joins its slot's team set. A schema-1 `last_action` of "unknown" (an
+  abandonment with no recorded action) takes the record's `action`.
+  A record already at this schema has its lifecycle digest re-stamped when
+  ARGV[4] is "1" (adopting this coordinator's rule table), else it is left.
+
+  Input:
+    KEYS[1] record       <ns>:{<team>}:rec:<id>
+    ARGV[1] team prefix  "<ns>:{<team>}:"
+    ARGV[2] sandbox id
+    ARGV[3] team id
+    ARGV[4] "1" to re-stamp the lifecycle digest of schema-2 records, else "0"
+    ARGV[5] slot prefix "<ns>:{<tag of the team's slot>}:"
+
+  Output:
+    {"migrated", slot_unlisted} | {"current"} | {"restamped", previous_digest}
+    {"busy", fence, action}       a schema-1 lease is live
+    {"not_found"} | {"corrupt", detail} | {"schema", version}
+
+  Example:
+    redis-cli --eval DIR/migrate.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 t 0 'sbx:{#9}:'
+]]
+
+local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
+local TEAM, RESTAMP, SLOT = ARGV[3], ARGV[4] == '1', ARGV[5]
+
+--!generated
+--!include clock.lua
+--!include record.lua
+
+local now = clock()
+local v = redis.pcall('HGET', REC, 'v')
+if type(v) == 'table' then return {'corrupt', REC .. ' is not a hash'} end
+if not v then return {'not_found'} end
+if v == SCHEMA then
+  local r, err = load_record(REC)
+  if err then return err end
+  if RESTAMP and r.lc ~= LIFECYCLE then
+    redis.call('HSET', REC, 'lc', LIFECYCLE)
+    return {'restamped', r.lc}
+  end
+  return {'current'}
+end
+if v ~= '1' then return {'schema', v} end
+
+local x = redis.call('HMGET', REC, 'state', 'exec', 'end_ms', 'fence', 'action', 'last_fence',
+                     'last_action', 'last_outcome')
+local state, exec, end_ms, fence, action = x[1] or '', x[2] or '', x[3] or '', x[4] or '', x[5] or ''
+local last_fence, last_action, last_outcome = x[6] or '', x[7] or '', x[8] or ''
+if class_of(state) == nil then return {'corrupt', REC .. ': unknown state "' .. state .. '"'} end
+if exec == '' or not uint(end_ms) or not uint(fence) then return {'corrupt', REC .. ' lacks exec, end_ms or fence'} end
+if action ~= '' and not is_action(action) then return {'corrupt', REC .. ': unknown action "' .. action .. '"'} end
+
+local lease = redis.pcall('GET', TP .. 'lease:' .. ID)
+if type(lease) == 'string' then
+  local lf, la = string.match(lease, '^(%d+) (%S+) ')
+  return {'busy', lf or '', la or ''}
+end
+
+local fields = {'v', SCHEMA, 'lc', LIFECYCLE, 'holder', '', 'until_ms', '', 'queue', '', 'resv', ''}
+if last_fence ~= '' then
+  if not uint(last_fence) or not is_outcome(last_outcome) then
+    return {'corrupt', REC .. ': last transition "' .. last_fence .. ' ' .. last_outcome .. '"'}
+  end
+  if not is_action(last_action) then
+    if action == '' then return {'corrupt', REC .. ': last_action "' .. last_action .. '" and no action'} end
+    fields[#fields + 1] = 'last_action'
+    fields[#fields + 1] = action
+  end
+end
+redis.call('HSET', REC, unpack(fields))
+
+redis.call('ZADD', TP .. 'ids', 0, ID)
+if is_tombstone(state) then
+  redis.call('ZREM', TP .. 'expiry', ID)
+  local pttl = redis.call('PTTL', REC)
+  local expires = MAX_INT
+  if pttl > 0 then expires = now + pttl end
+  redis.call('ZADD', TP .. 'tombs', expires, ID)
+else
+  redis.call('ZADD', TP .. 'expiry', end_ms, ID)
+end
+local raw_counter = redis.pcall('GET', TP .. 'fence')
+local counter = type(raw_counter) == 'string' and uint(raw_counter)
+if counter then
+  local floor = uint(redis.call('HGET', TP .. 'team', 'floor') or '') or 0
+  if counter > floor then redis.call('HSET', TP .. 'team', 'floor', int(counter)) end
+end
+redis.call('SADD', SLOT .. 'teams', TEAM)
+redis.call('HSET', TP .. 'team', 'listed', '1')
+local unlisted = '0'
+if redis.call('EXISTS', SLOT .. 'listed') == 0 then unlisted = '1' end
+return {'migrated', unlisted}

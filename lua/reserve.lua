@@ -1,0 +1,61 @@
+--[[
+  reserve.lua — hold one place of the team's limit, and the id, for a slow
+  create or resume (creating a VM takes seconds): `register` of the id
+  consumes the reservation, `unreserve` (or its deadline) frees it. While a
+  reservation on an existing (paused) record is live, a begin on that record
+  waits for it, so that a delete racing a resume is decided after the
+  resume's register.
+
+  Refuses over a live or in-flight record and over a final tombstone
+  ("exists"), while a transition holds the lease or the id is already
+  reserved ("busy"), and when the team's places are all taken
+  ("team_limit"). Expired reservations are swept first.
+
+  Input:
+    KEYS[1] record       <ns>:{<team>}:rec:<id>
+    ARGV[1] team prefix  "<ns>:{<team>}:"
+    ARGV[2] sandbox id
+    ARGV[3] token (unique per reservation; no spaces or '@')
+    ARGV[4] how long it holds, ms
+    ARGV[5] default team limit, or "" for none
+
+  Output:
+    {"reserved", deadline_ms, taken, limit_or_empty}
+    {"exists", exec, state} | {"busy", fence, action}
+    {"team_limit", taken, limit}
+    {"corrupt", detail} | {"schema", version} | {"lifecycle", digest}
+
+  Example:
+    redis-cli --eval DIR/reserve.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 tok1 30000 ''
+]]
+
+local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
+local TOKEN, TTL_MS, DEFAULT_LIMIT = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+
+--!generated
+--!include clock.lua
+--!include record.lua
+--!include indexes.lua
+
+local now = clock()
+local r, err = load_record(REC)
+if err then return err end
+err = foreign_indexes({'expiry', 'resv', 'team'}, nil)
+if err then return err end
+if r then
+  if r.lc ~= LIFECYCLE then return {'lifecycle', r.lc} end
+  if r.holder ~= '' and r.until_n > now then return {'busy', r.fence, r.action} end
+  if class_of(r.state) ~= 'resumable' then return {'exists', r.exec, r.state} end
+end
+sweep_reservations(now)
+if redis.call('ZSCORE', TP .. 'resv', ID) then return {'busy', '0', 'reserve'} end
+local limit = team_limit(redis.call('HGET', TP .. 'team', 'limit'), DEFAULT_LIMIT)
+local taken = places_taken(now, nil)
+if limit and taken + 1 > limit then return {'team_limit', int(taken), int(limit)} end
+local deadline = now + TTL_MS
+redis.call('ZADD', TP .. 'resv', deadline, ID)
+redis.call('HSET', TP .. 'team', 'tok:' .. ID, TOKEN)
+if r then redis.call('HSET', REC, 'resv', TOKEN .. '@' .. int(deadline)) end
+local shown = ''
+if limit then shown = int(limit) end
+return {'reserved', int(deadline), int(taken + 1), shown}

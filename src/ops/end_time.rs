@@ -1,0 +1,35 @@
+//! `set_end_time.lua`: move a sandbox's end time and its expiry entry.
+
+use crate::connection::{Replication, Route};
+use crate::error::Error;
+use crate::ops::register::EndArg;
+use crate::ops::{Ctx, Env, Send, call};
+
+pub(crate) async fn set_end_time(
+    env: &Env,
+    ctx: &Ctx<'_>,
+    end: &EndArg,
+    expect_execution: Option<&str>,
+) -> Result<Replication, Error> {
+    let expect = expect_execution.unwrap_or("");
+    let (reply, replication) = call(
+        env,
+        &env.scripts.set_end_time,
+        &[&ctx.keys.record],
+        &[&ctx.keys.team.prefix, ctx.id, end.mode, &end.ms, expect],
+        Send::Retried { write: true },
+        Route::default(),
+    )
+    .await?;
+    match reply.status() {
+        "ok" => Ok(replication),
+        "not_found" => Err(ctx.not_found()),
+        "exec_mismatch" => Err(ctx.exec_mismatch(&reply, expect)),
+        "settled" => Err(Error::NotLive {
+            team: ctx.team.into(),
+            id: ctx.id.into(),
+            state: reply.str(1).into(),
+        }),
+        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+    }
+}

@@ -1,0 +1,33 @@
+//! `extend.lua`: extend a lease held by fence and holder.
+
+use std::time::Duration;
+
+use crate::connection::Route;
+use crate::error::Error;
+use crate::ops::{Ctx, Env, Send, call};
+
+/// `Some(lease)` when extended, `None` when fenced (the lease is not ours).
+pub(crate) async fn extend(
+    env: &Env,
+    ctx: &Ctx<'_>,
+    fence: u64,
+    holder: &str,
+    lease: Duration,
+) -> Result<Option<Duration>, Error> {
+    let fence_s = fence.to_string();
+    let lease_ms = lease.as_millis().to_string();
+    let (reply, _) = call(
+        env,
+        &env.scripts.extend,
+        &[&ctx.keys.record],
+        &[&ctx.keys.team.prefix, ctx.id, &fence_s, holder, &lease_ms],
+        Send::Retried { write: true },
+        Route::default(),
+    )
+    .await?;
+    match reply.status() {
+        "extended" => Ok(Some(Duration::from_millis(reply.u64(1)?))),
+        "fenced" => Ok(None),
+        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+    }
+}

@@ -1,0 +1,52 @@
+//! `migrate.lua`: convert one schema-1 record in place.
+
+use crate::connection::Route;
+use crate::error::Error;
+use crate::ops::{Ctx, Env, Send, call};
+
+/// What migrating one record did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Migrated {
+    /// Converted from schema 1 (and whether its slot must be registered).
+    Converted { slot_unlisted: bool },
+    /// Already at this schema.
+    Current,
+    /// At this schema, its lifecycle digest re-stamped (was `previous`).
+    Restamped { previous: String },
+    /// Gone meanwhile.
+    NotFound,
+}
+
+pub(crate) async fn migrate(
+    env: &Env,
+    ctx: &Ctx<'_>,
+    adopt_lifecycle: bool,
+) -> Result<Migrated, Error> {
+    let (reply, _) = call(
+        env,
+        &env.scripts.migrate,
+        &[&ctx.keys.record],
+        &[
+            &ctx.keys.team.prefix,
+            ctx.id,
+            ctx.team,
+            if adopt_lifecycle { "1" } else { "0" },
+            &ctx.keys.team.slot_prefix,
+        ],
+        Send::Retried { write: true },
+        Route::default(),
+    )
+    .await?;
+    match reply.status() {
+        "migrated" => Ok(Migrated::Converted {
+            slot_unlisted: reply.str(1) == "1",
+        }),
+        "current" => Ok(Migrated::Current),
+        "restamped" => Ok(Migrated::Restamped {
+            previous: reply.str(1).to_string(),
+        }),
+        "not_found" => Ok(Migrated::NotFound),
+        "busy" => Err(ctx.busy(&reply, 1)),
+        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+    }
+}

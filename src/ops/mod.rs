@@ -1,0 +1,235 @@
+//! One module per script: the arguments it is called with and its reply as
+//! a typed value, parsed in exactly one place (as mini-redis does per
+//! command). Status words never travel further than these modules; the
+//! refusals every script shares (`corrupt`, `schema`, `lifecycle`) are
+//! mapped here once.
+
+pub(crate) mod begin;
+pub(crate) mod count;
+pub(crate) mod due;
+pub(crate) mod end_time;
+pub(crate) mod extend;
+pub(crate) mod finish;
+pub(crate) mod inspect;
+pub(crate) mod list;
+pub(crate) mod migrate;
+pub(crate) mod register;
+pub(crate) mod remove;
+pub(crate) mod repair;
+pub(crate) mod reserve;
+pub(crate) mod settle;
+pub(crate) mod team_limit;
+
+use redis::Value;
+
+use crate::connection::{Link, Replication, Route};
+use crate::error::Error;
+use crate::keys::{Namespace, SCHEMA_VERSION, SandboxKeys};
+use crate::lifecycle::Lifecycle;
+use crate::scripts::{Script, Scripts};
+
+/// What every script call needs: the connections, this coordinator's
+/// assembled scripts, its lifecycle (and digest) and its namespace.
+#[derive(Debug)]
+pub(crate) struct Env {
+    pub link: Link,
+    pub scripts: Scripts,
+    pub lifecycle: Lifecycle,
+    pub digest: String,
+    pub ns: Namespace,
+    /// The team limit for teams without their own (`Builder::team_limit`).
+    pub default_limit: Option<usize>,
+}
+
+/// A script's reply: a flat array of strings (and integers), read by
+/// position by the module that owns the script.
+pub(crate) struct Reply {
+    script: String,
+    items: Vec<Value>,
+}
+
+impl Reply {
+    pub(crate) fn new(script: &Script, value: Value) -> Result<Reply, Error> {
+        match value {
+            Value::Array(items) => Ok(Reply {
+                script: script.name().to_string(),
+                items,
+            }),
+            other => Err(Error::Corrupt {
+                detail: format!("{} gave an unexpected reply: {other:?}", script.name()),
+            }),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Field `i` as text ("" when the reply is shorter).
+    pub(crate) fn str(&self, i: usize) -> &str {
+        match self.items.get(i) {
+            Some(Value::BulkString(b)) => std::str::from_utf8(b).unwrap_or(""),
+            Some(Value::SimpleString(s)) => s,
+            Some(Value::Okay) => "OK",
+            _ => "",
+        }
+    }
+
+    pub(crate) fn status(&self) -> &str {
+        self.str(0)
+    }
+
+    /// Field `i` as a number.
+    pub(crate) fn u64(&self, i: usize) -> Result<u64, Error> {
+        match self.items.get(i) {
+            Some(Value::Int(n)) => u64::try_from(*n).map_err(|_| self.bad(i)),
+            _ => self.str(i).parse().map_err(|_| self.bad(i)),
+        }
+    }
+
+    pub(crate) fn i64(&self, i: usize) -> Result<i64, Error> {
+        match self.items.get(i) {
+            Some(Value::Int(n)) => Ok(*n),
+            _ => self.str(i).parse().map_err(|_| self.bad(i)),
+        }
+    }
+
+    pub(crate) fn usize(&self, i: usize) -> Result<usize, Error> {
+        usize::try_from(self.u64(i)?).map_err(|_| self.bad(i))
+    }
+
+    fn bad(&self, i: usize) -> Error {
+        Error::Corrupt {
+            detail: format!(
+                "{} replied {:?}: field {i} is not a number",
+                self.script, self.items
+            ),
+        }
+    }
+
+    /// The refusals every script shares, or an "unexpected reply" error.
+    pub(crate) fn refusal(&self, key: &str, expected_lifecycle: &str) -> Error {
+        match self.status() {
+            "corrupt" => Error::Corrupt {
+                detail: self.str(1).to_string(),
+            },
+            "schema" => Error::SchemaMismatch {
+                key: key.to_string(),
+                found: self.str(1).to_string(),
+                expected: SCHEMA_VERSION,
+            },
+            "lifecycle" => Error::LifecycleMismatch {
+                key: key.to_string(),
+                found: self.str(1).to_string(),
+                expected: expected_lifecycle.to_string(),
+            },
+            _ => Error::Corrupt {
+                detail: format!("{} gave an unexpected reply {:?}", self.script, self.items),
+            },
+        }
+    }
+}
+
+/// Who a call is about, for the arguments and for error messages.
+pub(crate) struct Ctx<'a> {
+    pub team: &'a str,
+    pub id: &'a str,
+    pub keys: &'a SandboxKeys,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn not_found(&self) -> Error {
+        Error::NotFound {
+            team: self.team.into(),
+            id: self.id.into(),
+        }
+    }
+
+    pub(crate) fn busy(&self, reply: &Reply, at: usize) -> Error {
+        Error::Busy {
+            team: self.team.into(),
+            id: self.id.into(),
+            fence: reply.u64(at).unwrap_or(0),
+            action: reply.str(at + 1).into(),
+        }
+    }
+
+    pub(crate) fn exists(&self, reply: &Reply) -> Error {
+        Error::AlreadyExists {
+            team: self.team.into(),
+            id: self.id.into(),
+            execution: reply.str(1).into(),
+            state: reply.str(2).into(),
+        }
+    }
+
+    pub(crate) fn exec_mismatch(&self, reply: &Reply, expected: &str) -> Error {
+        Error::ExecutionMismatch {
+            team: self.team.into(),
+            id: self.id.into(),
+            expected: expected.into(),
+            actual: reply.str(1).into(),
+        }
+    }
+
+    pub(crate) fn team_limit(&self, reply: &Reply) -> Error {
+        Error::TeamLimit {
+            team: self.team.into(),
+            live: reply.usize(1).unwrap_or(0),
+            limit: reply.usize(2).unwrap_or(0),
+        }
+    }
+}
+
+/// How a script may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Send {
+    /// Read-only, or idempotent for the same arguments (settle, extend,
+    /// set_end_time, ...): a transient failure is retried twice (after 20
+    /// and 80 ms), so one broken connection costs the caller nothing.
+    Retried { write: bool },
+    /// Its effect after a lost reply is unknown and a retry could differ
+    /// (register, remove, reserve): sent once; the caller decides. Begin and
+    /// finish retry in their own loops (by holder id, by recorded outcome).
+    Once { write: bool },
+}
+
+/// Runs a script and wraps its reply.
+pub(crate) async fn call(
+    env: &Env,
+    script: &Script,
+    keys: &[&str],
+    args: &[&str],
+    send: Send,
+    route: Route,
+) -> Result<(Reply, Replication), Error> {
+    let (write, retries) = match send {
+        Send::Retried { write } => (write, 2),
+        Send::Once { write } => (write, 0),
+    };
+    let mut attempt = 0;
+    loop {
+        match env.link.run(script, keys, args, write, route).await {
+            Err(e) if attempt < retries && e.is_retryable() => {
+                tracing::debug!(script = script.name(), error = %e, "retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(20 << (2 * attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+            Ok((value, replication)) => return Ok((Reply::new(script, value)?, replication)),
+        }
+    }
+}
+
+/// A write's replication as an error (for the writes whose caller gets
+/// nothing back to undo: register, remove, set_end_time, ...).
+pub(crate) fn replicated(operation: &'static str, r: Replication) -> Result<(), Error> {
+    match r {
+        Replication::Enough => Ok(()),
+        Replication::Short { acked, wanted } => Err(Error::NotReplicated {
+            operation,
+            acked,
+            wanted,
+        }),
+    }
+}

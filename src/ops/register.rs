@@ -1,0 +1,70 @@
+//! `register.lua`: a new record, or a new incarnation over a resumable
+//! tombstone, with the team's indexes and limit.
+
+use crate::connection::{Replication, Route};
+use crate::error::Error;
+use crate::ops::inspect::row;
+use crate::ops::{Ctx, Env, Send, call};
+use crate::sandbox::{Registration, Sandbox};
+
+/// The end time as the script takes it: mode and milliseconds.
+pub(crate) struct EndArg {
+    pub mode: &'static str,
+    pub ms: String,
+}
+
+/// A registration: what happened, the record, and whether the team's slot
+/// still has to be put in the namespace's slot registry.
+pub(crate) struct Registered {
+    pub how: Registration,
+    pub sandbox: Sandbox,
+    pub slot_unlisted: bool,
+    pub replication: Replication,
+}
+
+pub(crate) async fn register(
+    env: &Env,
+    ctx: &Ctx<'_>,
+    execution: &str,
+    end: &EndArg,
+    data: &str,
+) -> Result<Registered, Error> {
+    let limit = env.default_limit.map(|n| n.to_string()).unwrap_or_default();
+    let (reply, replication) = call(
+        env,
+        &env.scripts.register,
+        &[&ctx.keys.record],
+        &[
+            &ctx.keys.team.prefix,
+            ctx.id,
+            execution,
+            end.mode,
+            &end.ms,
+            data,
+            &limit,
+            ctx.team,
+            &ctx.keys.team.slot_prefix,
+        ],
+        Send::Once { write: true },
+        Route::default(),
+    )
+    .await?;
+    let how = match reply.status() {
+        "created" => Registration::Created,
+        "existing" => Registration::Existing,
+        "resumed" => Registration::Resumed {
+            previous_execution: reply.str(2).to_string(),
+        },
+        "busy" => return Err(ctx.busy(&reply, 1)),
+        "exists" => return Err(ctx.exists(&reply)),
+        "team_limit" => return Err(ctx.team_limit(&reply)),
+        _ => return Err(reply.refusal(&ctx.keys.record, &env.digest)),
+    };
+    let sandbox = row(env, &reply, 4, reply.u64(3)?, ctx.team, ctx.id)?;
+    Ok(Registered {
+        how,
+        sandbox,
+        slot_unlisted: reply.str(1) == "1",
+        replication,
+    })
+}

@@ -1,0 +1,59 @@
+//! `reserve.lua` and `unreserve.lua`: a place of the team's limit (and the
+//! id) held for a slow create or resume.
+
+use std::time::Duration;
+
+use crate::connection::{Replication, Route};
+use crate::error::Error;
+use crate::ops::{Ctx, Env, Send, call};
+
+/// A reservation as the script made it.
+pub(crate) struct Reserved {
+    /// Time it holds, by the server clock.
+    pub ttl: Duration,
+    pub replication: Replication,
+}
+
+pub(crate) async fn reserve(
+    env: &Env,
+    ctx: &Ctx<'_>,
+    token: &str,
+    ttl: Duration,
+) -> Result<Reserved, Error> {
+    let ttl_ms = ttl.as_millis().to_string();
+    let limit = env.default_limit.map(|n| n.to_string()).unwrap_or_default();
+    let (reply, replication) = call(
+        env,
+        &env.scripts.reserve,
+        &[&ctx.keys.record],
+        &[&ctx.keys.team.prefix, ctx.id, token, &ttl_ms, &limit],
+        Send::Once { write: true },
+        Route::default(),
+    )
+    .await?;
+    match reply.status() {
+        "reserved" => Ok(Reserved { ttl, replication }),
+        "exists" => Err(ctx.exists(&reply)),
+        "busy" => Err(ctx.busy(&reply, 1)),
+        "team_limit" => Err(ctx.team_limit(&reply)),
+        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+    }
+}
+
+/// `true` if this call released it.
+pub(crate) async fn unreserve(env: &Env, ctx: &Ctx<'_>, token: &str) -> Result<bool, Error> {
+    let (reply, _) = call(
+        env,
+        &env.scripts.unreserve,
+        &[&ctx.keys.record],
+        &[&ctx.keys.team.prefix, ctx.id, token],
+        Send::Retried { write: true },
+        Route::default(),
+    )
+    .await?;
+    match reply.status() {
+        "released" => Ok(true),
+        "none" => Ok(false),
+        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+    }
+}

@@ -1,0 +1,30 @@
+//! `team_limit.lua`: set or clear a team's limit.
+
+use crate::connection::{Replication, Route};
+use crate::error::Error;
+use crate::keys::TeamKeys;
+use crate::ops::{Env, Send, call};
+
+/// The previous limit, whether the slot must be registered, the replication.
+pub(crate) async fn set(
+    env: &Env,
+    team: &str,
+    keys: &TeamKeys,
+    limit: Option<usize>,
+) -> Result<(Option<usize>, bool, Replication), Error> {
+    let hash = keys.key("team");
+    let limit_s = limit.map(|n| n.to_string()).unwrap_or_default();
+    let (reply, replication) = call(
+        env,
+        &env.scripts.team_limit,
+        &[&hash],
+        &[&keys.prefix, &limit_s, team, &keys.slot_prefix],
+        Send::Retried { write: true },
+        Route::default(),
+    )
+    .await?;
+    if reply.status() != "ok" {
+        return Err(reply.refusal(&hash, &env.digest));
+    }
+    Ok((reply.str(1).parse().ok(), reply.str(2) == "1", replication))
+}

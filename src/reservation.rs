@@ -1,0 +1,129 @@
+//! [`Reservation`]: a place of a team's limit, and the id, held for a slow
+//! create or resume.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+use crate::keeper::Job;
+use crate::keys::SandboxKeys;
+use crate::ops;
+use crate::runtime::Runtime;
+use crate::sandbox::{NewSandbox, Registration, Sandbox};
+
+/// A reservation made by [`Coordinator::reserve`]. Register the sandbox
+/// with [`Reservation::register`] (which consumes it), or give it back with
+/// [`Reservation::release`]; dropping it gives it back in the background.
+/// If nothing does, it expires after its ttl.
+#[must_use = "a reservation holds a place; dropping it gives the place back"]
+pub struct Reservation {
+    coordinator: Coordinator,
+    rt: Arc<Runtime>,
+    team: String,
+    id: String,
+    keys: SandboxKeys,
+    token: String,
+    ttl: Duration,
+    done: bool,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("team", &self.team)
+            .field("id", &self.id)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl Reservation {
+    pub(crate) fn new(
+        coordinator: Coordinator,
+        rt: Arc<Runtime>,
+        team: &str,
+        id: &str,
+        keys: SandboxKeys,
+        token: String,
+        ttl: Duration,
+    ) -> Reservation {
+        Reservation {
+            coordinator,
+            rt,
+            team: team.into(),
+            id: id.into(),
+            keys,
+            token,
+            ttl,
+            done: false,
+        }
+    }
+
+    /// Team id.
+    pub fn team(&self) -> &str {
+        &self.team
+    }
+
+    /// Sandbox id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// How long it held when it was made.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Registers the reserved sandbox (`new.team` and `new.id` must be the
+    /// reservation's), consuming the reservation: its place becomes the
+    /// sandbox's. On an error the reservation is given back.
+    ///
+    /// Cancel safety: as for [`Coordinator::register`]; the reservation is
+    /// given back in the background (a no-op if the register consumed it).
+    pub async fn register(mut self, new: NewSandbox) -> Result<(Sandbox, Registration)> {
+        if new.team != self.team || new.id != self.id {
+            return Err(Error::InvalidInput {
+                what: "sandbox",
+                value: format!("{}/{}", new.team, new.id),
+                why: format!("is not the reserved {}/{}", self.team, self.id),
+            });
+        }
+        let result = self.coordinator.register(new).await;
+        if result.is_ok() {
+            self.done = true;
+        }
+        result
+    }
+
+    /// Gives the reservation back now. `true` if this call released it
+    /// (false: it had expired or been consumed).
+    ///
+    /// Cancel safety: if dropped, it is given back in the background.
+    pub async fn release(mut self) -> Result<bool> {
+        let ctx = ops::Ctx {
+            team: &self.team,
+            id: &self.id,
+            keys: &self.keys,
+        };
+        let released = ops::reserve::unreserve(&self.rt.env, &ctx, &self.token).await;
+        if released.is_ok() {
+            self.done = true;
+        }
+        released
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.rt.keeper.send(Job::Unreserve {
+            team: self.team.clone(),
+            id: self.id.clone(),
+            keys: self.keys.clone(),
+            token: self.token.clone(),
+        });
+    }
+}

@@ -1,0 +1,79 @@
+//! What every call of one coordinator shares: the script environment (the
+//! connections, the assembled scripts, the lifecycle), the notifier, the
+//! lease keeper, the settings, and the source of holder ids. The façade
+//! ([`Coordinator`](crate::Coordinator)), the waits and the transitions
+//! hold it; it depends on nothing above it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::keeper::Keeper;
+use crate::notify::Notifier;
+use crate::ops::Env;
+
+/// Settings every call reads.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub poll_interval: Duration,
+    pub response_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    pub env: Arc<Env>,
+    pub notifier: Notifier,
+    pub keeper: Keeper,
+    pub settings: Settings,
+    holder_prefix: String,
+    calls: AtomicU64,
+}
+
+impl Runtime {
+    pub(crate) fn new(
+        env: Arc<Env>,
+        notifier: Notifier,
+        keeper: Keeper,
+        settings: Settings,
+        holder_prefix: String,
+    ) -> Runtime {
+        Runtime {
+            env,
+            notifier,
+            keeper,
+            settings,
+            holder_prefix,
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// This coordinator's holder id prefix.
+    pub(crate) fn holder_prefix(&self) -> &str {
+        &self.holder_prefix
+    }
+
+    /// A fresh holder id, unique per call: `<prefix>/<n>`.
+    pub(crate) fn next_holder(&self) -> String {
+        format!(
+            "{}/{}",
+            self.holder_prefix,
+            self.calls.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// A fresh id for the keeper's bookkeeping.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.calls.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How long a queued waiter keeps its place without re-checking: long
+    /// enough for a few polls, never longer than its own lease.
+    pub(crate) fn queue_place(&self, lease: Duration) -> Duration {
+        let polls = self
+            .settings
+            .poll_interval
+            .saturating_mul(4)
+            .max(Duration::from_secs(2));
+        polls.min(lease)
+    }
+}
