@@ -6,8 +6,9 @@
   waits for it, so that a delete racing a resume is decided after the
   resume's register.
 
-  Refuses over a live or in-flight record and over a final tombstone
-  ("exists"), while a transition holds the lease or the id is already
+  For a create (ARGV[6] "create") the id must be free: any record refuses
+  ("exists"). For a resume ("resume") the record must be a resumable
+  tombstone: none is "not_found", any other state "exists". while a transition holds the lease or the id is already
   reserved ("busy"), and when the team's places are all taken
   ("team_limit"). Expired reservations are swept first.
 
@@ -18,19 +19,20 @@
     ARGV[3] token (unique per reservation; no spaces or '@')
     ARGV[4] how long it holds, ms
     ARGV[5] default team limit, or "" for none
+    ARGV[6] "create" | "resume"
 
   Output:
     {"reserved", deadline_ms, taken, limit_or_empty}
-    {"exists", exec, state} | {"busy", fence, action}
+    {"exists", exec, state} | {"not_found"} | {"busy", fence, action}
     {"team_limit", taken, limit}
     {"corrupt", detail} | {"schema", version} | {"lifecycle", digest}
 
   Example:
-    redis-cli --eval DIR/reserve.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 tok1 30000 ''
+    redis-cli --eval DIR/reserve.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 tok1 30000 '' create
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
-local TOKEN, TTL_MS, DEFAULT_LIMIT = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local TOKEN, TTL_MS, DEFAULT_LIMIT, MODE = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 
 --!generated
 --!include clock.lua
@@ -42,6 +44,8 @@ local r, err = load_record(REC)
 if err then return err end
 err = foreign_indexes({'expiry', 'resv', 'team'}, nil)
 if err then return err end
+if r and MODE == 'create' then return {'exists', r.exec, r.state} end
+if not r and MODE == 'resume' then return {'not_found'} end
 if r then
   if r.lc ~= LIFECYCLE then return {'lifecycle', r.lc} end
   if r.holder ~= '' and r.until_n > now then return {'busy', r.fence, r.action} end

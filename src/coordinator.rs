@@ -1068,23 +1068,41 @@ impl Coordinator {
         Ok(previous)
     }
 
-    /// Holds one place of the team's limit, and the id, for `ttl` (10 ms to
-    /// 2^50 ms), before a slow create or resume; `register` of the id (or
-    /// [`Reservation::register`]) consumes it. Refused over a live record or
-    /// a killed tombstone ([`Error::AlreadyExists`]), while the id is busy
-    /// or reserved ([`Error::Busy`]), and when the team is full
-    /// ([`Error::TeamLimit`]). While it holds on an existing (paused)
-    /// record, a `begin` on that record waits for it.
+    /// Holds one place of the team's limit, and a free id, for `ttl` (10 ms
+    /// to 2^50 ms) before a slow create; `register` of the id (or
+    /// [`Reservation::register`]) consumes it. Refused when the id has a
+    /// record ([`Error::AlreadyExists`]: a killed tombstone too, while it
+    /// lasts), while it is already reserved ([`Error::Busy`]), and when the
+    /// team is full ([`Error::TeamLimit`]).
     ///
-    /// Cancel safety: if dropped, a reservation this call made is given
-    /// back in the background... unless the reply was lost, in which case
-    /// it expires after `ttl`.
+    /// Cancel safety: if dropped after the reservation was made, it holds
+    /// until its ttl (its handle never reached the caller); nothing else is
+    /// left behind.
     pub async fn reserve(&self, team: &str, id: &str, ttl: Duration) -> Result<Reservation> {
+        self.reserve_for(team, id, ttl, false).await
+    }
+
+    /// Holds one place of the team's limit, and the paused sandbox `id`, for
+    /// `ttl` before a slow resume; `register` of a new execution consumes it.
+    /// While it holds, a `begin` on the sandbox waits for it: a delete (kill)
+    /// racing the resume is decided after the resume's register, never
+    /// between the resume's check and its register. Refused unless the
+    /// sandbox is a resumable tombstone ([`Error::NotFound`],
+    /// [`Error::AlreadyExists`] naming its state), while a transition or
+    /// another reservation holds it ([`Error::Busy`]), and when the team is
+    /// full ([`Error::TeamLimit`]).
+    ///
+    /// Cancel safety: as for [`reserve`](Coordinator::reserve).
+    pub async fn reserve_resume(&self, team: &str, id: &str, ttl: Duration) -> Result<Reservation> {
+        self.reserve_for(team, id, ttl, true).await
+    }
+
+    async fn reserve_for(&self, team: &str, id: &str, ttl: Duration, resume: bool) -> Result<Reservation> {
         let keys = self.rt.env.ns.sandbox(team, id)?;
         bounds::duration_ms("reservation ttl", ttl, Duration::from_millis(10))?;
         let token = self.rt.next_holder();
         let reserved =
-            ops::reserve::reserve(&self.rt.env, &self.ctx(team, id, &keys), &token, ttl).await?;
+            ops::reserve::reserve(&self.rt.env, &self.ctx(team, id, &keys), &token, ttl, resume).await?;
         let reservation = Reservation::new(
             self.clone(),
             Arc::clone(&self.rt),
@@ -1291,6 +1309,19 @@ impl Coordinator {
     /// How many team channels the notification connection is subscribed to.
     pub fn subscriptions(&self) -> usize {
         self.rt.notifier.subscribed()
+    }
+
+    /// Waits (at most `timeout`) until the background work of calls that
+    /// already returned is done: dropped transitions failed, dropped begins
+    /// undone, dropped finishes completed, reservations given back. Call it
+    /// on shutdown, after the last request, so that the process exits
+    /// leaving no lease behind. `false` if the timeout ran out first.
+    ///
+    /// Cancel safety: safe to drop; the work goes on in the background.
+    pub async fn close(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.rt.keeper.flush())
+            .await
+            .is_ok()
     }
 
     /// The URL(s) it talks to, passwords redacted.

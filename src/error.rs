@@ -329,5 +329,22 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether a joined transition ended because its holder went away, not
+    /// because the work failed: `Abandoned`, and `TransitionFailed` with a
+    /// reason the library itself records for an interrupted holder
+    /// (`dropped`, `cancelled`, `not replicated`). An API server answers
+    /// these as retryable (503), a real failure as the operation's (502).
+    pub fn is_interruption(&self) -> bool {
+        match self {
+            Error::Abandoned { .. } => true,
+            Error::TransitionFailed { reason, .. } => {
+                matches!(reason.as_str(), "dropped" | "cancelled" | "not replicated")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -106,6 +106,8 @@ pub(crate) enum Job {
         route: Route,
         again: bool,
     },
+    /// Answer once every background call sent so far has ended.
+    Flush(tokio::sync::oneshot::Sender<()>),
     /// Give back a reservation.
     Unreserve {
         team: String,
@@ -127,6 +129,14 @@ impl Keeper {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(env, rx, response_timeout));
         Keeper { tx }
+    }
+
+    /// Resolves once every background job sent before it has finished
+    /// its Redis call (a cancel's delayed second attempt excepted).
+    pub(crate) async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Flush(tx));
+        let _ = rx.await;
     }
 
     pub(crate) fn send(&self, job: Job) {
@@ -163,7 +173,13 @@ async fn run(env: Arc<Env>, mut rx: mpsc::UnboundedReceiver<Job>, response_timeo
     let mut seq: u64 = 0;
     let mut calls: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
     let mut open = true;
+    let mut flushes: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     loop {
+        if calls.is_empty() {
+            for f in flushes.drain(..) {
+                let _ = f.send(());
+            }
+        }
         if !open && calls.is_empty() && !timers.values().any(|t| matches!(t, Timer::Job(_))) {
             return;
         }
@@ -183,6 +199,7 @@ async fn run(env: Arc<Env>, mut rx: mpsc::UnboundedReceiver<Job>, response_timeo
                 Some(Job::Forget { id }) => {
                     kept.remove(&id);
                 }
+                Some(Job::Flush(done)) => flushes.push(done),
                 Some(job) => calls.push(background(&env, job, response_timeout, &mut timers, &mut seq)),
             },
             Some(done) = calls.next(), if !calls.is_empty() => {
@@ -356,6 +373,6 @@ fn background(
             }
             Done::Other
         }),
-        Job::Keep { .. } | Job::Forget { .. } => Box::pin(async { Done::Other }),
+        Job::Keep { .. } | Job::Forget { .. } | Job::Flush(_) => Box::pin(async { Done::Other }),
     }
 }

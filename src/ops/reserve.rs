@@ -19,6 +19,7 @@ pub(crate) async fn reserve(
     ctx: &Ctx<'_>,
     token: &str,
     ttl: Duration,
+    resume: bool,
 ) -> Result<Reserved, Error> {
     let ttl_ms = ttl.as_millis().to_string();
     let limit = env.default_limit.map(|n| n.to_string()).unwrap_or_default();
@@ -26,7 +27,14 @@ pub(crate) async fn reserve(
         env,
         &env.scripts.reserve,
         &[&ctx.keys.record],
-        &[&ctx.keys.team.prefix, ctx.id, token, &ttl_ms, &limit],
+        &[
+            &ctx.keys.team.prefix,
+            ctx.id,
+            token,
+            &ttl_ms,
+            &limit,
+            if resume { "resume" } else { "create" },
+        ],
         Send::Once { write: true },
         Route::default(),
     )
@@ -34,6 +42,7 @@ pub(crate) async fn reserve(
     match reply.status() {
         "reserved" => Ok(Reserved { ttl, replication }),
         "exists" => Err(ctx.exists(&reply)),
+        "not_found" => Err(ctx.not_found()),
         "busy" => Err(ctx.busy(&reply, 1)),
         "team_limit" => Err(ctx.team_limit(&reply)),
         _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
