@@ -106,7 +106,7 @@ pub async fn record_request(
     next: Next,
 ) -> Response {
     let method = request.method().as_str().to_owned();
-    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| route_label(m.as_str()));
     let mut guard = Cancelled {
         labels: Some((method, route)),
     };
@@ -119,6 +119,14 @@ pub async fn record_request(
         "status" => response.status().as_u16().to_string())
     .increment(1);
     response
+}
+
+/// A route template as a label value: `/sandboxes/{id}/pause` becomes
+/// `/sandboxes/:id/pause`. Braces are legal in Prometheus label values, but
+/// line-oriented readers of the text format trip on them (prometheus-parse's
+/// sample regex silently drops such lines), so the label avoids them.
+fn route_label(template: &str) -> String {
+    template.replace('{', ":").replace('}', "")
 }
 
 /// Counts a request as cancelled if dropped before it was answered.
