@@ -1001,3 +1001,191 @@ async fn sigterm_past_the_grace_period_fails_transitions_and_leaves_no_lease() {
     assert_eq!(last.outcome.as_str(), "failed");
     assert!(last.reason.contains("shutting down"), "{last:?}");
 }
+
+/// The first fenced code block of `markdown` in `language`.
+fn code_block<'a>(markdown: &'a str, language: &str) -> &'a str {
+    let open = format!("```{language}\n");
+    let start = markdown
+        .find(&open)
+        .unwrap_or_else(|| panic!("no ```{language} block"))
+        + open.len();
+    let len = markdown[start..].find("```").expect("a closed block");
+    &markdown[start..start + len]
+}
+
+/// Replaces each distinct `exec-<16 hex>` with `exec#<n>`, numbered in
+/// order of appearance: two transcripts agree if their execution ids are
+/// the same up to renaming.
+fn number_executions(text: &str) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("exec-") {
+        out.push_str(&rest[..at]);
+        let candidate = &rest[at..];
+        let hex = candidate[5..]
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .count();
+        if hex == 16 {
+            let id = candidate[..21].to_owned();
+            let n = seen.iter().position(|s| *s == id).unwrap_or_else(|| {
+                seen.push(id);
+                seen.len() - 1
+            });
+            out.push_str(&format!("exec#{n}"));
+            rest = &candidate[21..];
+        } else {
+            out.push_str("exec-");
+            rest = &candidate[5..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Kills a process group (the README's shell and its background jobs)
+/// when dropped.
+struct ProcessGroup(libc::pid_t);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the group we created for the shell.
+        unsafe { libc::kill(-self.0, libc::SIGTERM) };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_session_runs_as_written() {
+    use tokio::io::AsyncBufReadExt;
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README-section.md"))
+        .expect("README-section.md");
+    let redis = support::TestRedis::start().await;
+    let dir = fleet::test_dir("readme");
+    // The README's fixed ports, moved to free ones; its Redis, to ours.
+    let ports: Vec<u16> = (0..4)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let substitute = |text: &str| {
+        text.replace(
+            "redis://127.0.0.1:6379",
+            &format!("{} --namespace {}", redis.url(), redis.namespace()),
+        )
+        .replace("7000", &ports[0].to_string())
+        .replace("8001", &ports[1].to_string())
+        .replace("8002", &ports[2].to_string())
+        .replace("8003", &ports[3].to_string())
+    };
+
+    // The fleet block as written, but for its `cargo build` (the test has
+    // the binary: its directory goes first on PATH).
+    let fleet_script: Vec<String> = code_block(&readme, "sh")
+        .lines()
+        .filter(|l| !l.starts_with("cargo "))
+        .map(substitute)
+        .collect();
+    let bin_dir = std::path::Path::new(fleet::BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let log = std::fs::File::create(dir.join("fleet.log")).unwrap();
+    let mut shell = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("{}\nwait", fleet_script.join("\n")))
+        .current_dir(&dir)
+        .env("PATH", &path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("bash");
+    let _group = ProcessGroup(shell.id().unwrap() as libc::pid_t);
+    let mut lines = tokio::io::BufReader::new(shell.stdout.take().unwrap()).lines();
+    let mut listening = Vec::new();
+    while listening.len() < 4 {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the fleet did not start; its log:\n{}",
+                    fleet::tail(&dir.join("fleet.log"), 40)
+                )
+            })
+            .unwrap()
+            .expect("the fleet's output ended early");
+        assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+        listening.push(line);
+    }
+
+    // The session: every `$ ` command, run in order in one shell, each
+    // output compared with the lines under it.
+    let mut steps: Vec<(String, Vec<String>)> = Vec::new();
+    for line in code_block(&readme, "console").lines() {
+        match line.strip_prefix("$ ") {
+            Some(command) => steps.push((command.to_owned(), Vec::new())),
+            None => steps
+                .last_mut()
+                .expect("output before a command")
+                .1
+                .push(line.to_owned()),
+        }
+    }
+    let script: String = steps
+        .iter()
+        .map(|(command, _)| format!("echo @@@\n{}\n", substitute(command)))
+        .collect();
+    let output = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("PATH", &path)
+        .output()
+        .await
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let actual: Vec<&str> = stdout.split("@@@\n").skip(1).collect();
+    assert_eq!(
+        actual.len(),
+        steps.len(),
+        "output:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let trimmed = |s: &str| s.lines().map(str::trim).collect::<Vec<_>>().join("\n");
+    let want = number_executions(
+        &steps
+            .iter()
+            .map(|(_, out)| trimmed(&out.join("\n")))
+            .collect::<Vec<_>>()
+            .join("\n@@@\n"),
+    );
+    let got = number_executions(
+        &actual
+            .iter()
+            .map(|out| trimmed(out))
+            .collect::<Vec<_>>()
+            .join("\n@@@\n"),
+    );
+    for ((step, want), got) in steps
+        .iter()
+        .zip(want.split("\n@@@\n"))
+        .zip(got.split("\n@@@\n"))
+    {
+        assert_eq!(
+            got, want,
+            "README command `{}` printed something else",
+            step.0
+        );
+    }
+    println!(
+        "README session: {} commands, {} servers + node started as written",
+        steps.len(),
+        listening.len() - 1
+    );
+}
