@@ -124,7 +124,7 @@ pub fn lifecycle() -> Lifecycle {
 
 /// Runs `sandbox-api serve` until SIGTERM or Ctrl-C, then drains.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let metrics = telemetry::install_metrics()?;
+    let (metrics, upkeep) = telemetry::install_metrics()?;
     let coord = Coordinator::builder(&args.redis_url)
         .namespace(&args.namespace)
         .lifecycle(lifecycle())
@@ -160,22 +160,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(async move { draining.draining().await })
         .await?;
     drop(app);
+    shutdown.stop_watching();
+    upkeep.abort();
     settle_background_work().await;
     tracing::info!("server stopped");
     Ok(())
 }
 
-/// After the last request, waits (bounded) for the runtime's remaining
-/// tasks — among them the library's background finishes of transitions
-/// whose request was cancelled — so the process does not exit with a
-/// lease still held. The library has no `Coordinator::close()` to await
-/// instead.
+/// After the last request, waits (at most 5 s) until no task is left on
+/// the runtime — among them the library's background finishes of
+/// transitions whose request was cancelled, and its connections' drivers —
+/// so the process does not exit with a lease still held. The library has
+/// no `Coordinator::close().await` that would say when its background work
+/// is done, so this counts the runtime's tasks instead.
 async fn settle_background_work() {
     let runtime = tokio::runtime::Handle::current();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    // The signal watcher and the metrics upkeep live forever; they are the
-    // floor (the watcher may already have ended).
-    while runtime.metrics().num_alive_tasks() > 2 && tokio::time::Instant::now() < deadline {
+    loop {
+        let alive = runtime.metrics().num_alive_tasks();
+        if alive == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(tasks = alive, "exiting with background tasks still running");
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

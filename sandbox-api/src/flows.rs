@@ -28,6 +28,13 @@ use crate::telemetry::ORPHANED;
 
 /// Creates sandbox `id` as execution `execution`: reserve, node create,
 /// register.
+///
+/// Cancel safety: dropped before the node call, nothing happened (the
+/// reservation, once real, is freed in the background). Dropped during or
+/// after it and before `register` answered, the node may have created a VM
+/// that no record names — nothing in the library can undo a physical
+/// operation that ran outside a transition; a node-side sweep of VMs
+/// without a record is the remedy.
 pub async fn create(
     app: &App,
     team: &str,
@@ -48,6 +55,9 @@ pub async fn create(
 
 /// Resumes paused sandbox `id` as a new execution: reserve, node resume,
 /// register over the paused record.
+///
+/// Cancel safety: as [`create`]; the record stays `paused` unless
+/// `register` ran.
 pub async fn resume(
     app: &App,
     team: &str,

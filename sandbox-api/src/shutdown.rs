@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Cheap to clone; every clone sees the same two moments.
@@ -14,15 +15,16 @@ use tokio_util::sync::CancellationToken;
 pub struct Shutdown {
     draining: CancellationToken,
     expired: CancellationToken,
+    watcher: Option<AbortHandle>,
 }
 
 impl Shutdown {
     /// Starts watching SIGTERM and Ctrl-C; the grace period starts at the
     /// first of them.
     pub fn on_signals(grace: Duration) -> Shutdown {
-        let shutdown = Shutdown::default();
+        let mut shutdown = Shutdown::default();
         let watcher = shutdown.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             signal().await;
             tracing::info!(grace_ms = grace.as_millis() as u64, "draining");
             watcher.draining.cancel();
@@ -30,7 +32,16 @@ impl Shutdown {
             tracing::warn!("grace period over: failing what is still in flight");
             watcher.expired.cancel();
         });
+        shutdown.watcher = Some(task.abort_handle());
         shutdown
+    }
+
+    /// Stops watching the signals (once the server has stopped), so that
+    /// the watcher does not outlive what it watched for.
+    pub fn stop_watching(&self) {
+        if let Some(watcher) = &self.watcher {
+            watcher.abort();
+        }
     }
 
     /// Resolves when the server should stop accepting connections.

@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::task::AbortHandle;
 use tracing_subscriber::EnvFilter;
 
 /// Requests answered, by method, route and status.
@@ -60,8 +61,9 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// Installs the Prometheus recorder (histograms with [`BUCKETS`]), describes
-/// the server's metrics, and spawns the exporter's periodic upkeep.
-pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+/// the server's metrics, and spawns the exporter's periodic upkeep (the
+/// returned handle stops it).
+pub fn install_metrics() -> anyhow::Result<(PrometheusHandle, AbortHandle)> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)?
         .install_recorder()?;
@@ -88,14 +90,14 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Node operations whose registration was refused afterwards, by action"
     );
     let upkeep = handle.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
         loop {
             every.tick().await;
             upkeep.run_upkeep();
         }
     });
-    Ok(handle)
+    Ok((handle, task.abort_handle()))
 }
 
 /// Middleware: counts and times every request by its route template; a

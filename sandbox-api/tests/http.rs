@@ -341,7 +341,7 @@ async fn concurrent_requests_never_overlap_on_the_node_and_end_where_the_node_en
         .collect();
     println!("node operations: {node_total} ({})", by.join(" "));
     println!(
-        "node: overlaps of fenced operations {}, stale fences received {stale_received} (run: 0), \
+        "node: overlaps of fenced operations {}, stale fences received {stale_received} (executed: 0), \
          fences strictly increasing per sandbox: yes",
         fenced_overlaps.len()
     );
@@ -370,6 +370,7 @@ async fn a_delete_answered_204_is_final_even_when_a_resume_races_it() {
     let mut resume_statuses: BTreeMap<String, usize> = BTreeMap::new();
     let mut node_resumed_after_kill = 0;
     let mut overlapping_rounds = 0;
+    let mut unforced_rounds = 0;
     for round in 0..ROUNDS {
         for order in [Order::ResumeFirst, Order::DeleteFirst] {
             // Arrange: a paused sandbox.
@@ -416,11 +417,12 @@ async fn a_delete_answered_204_is_final_even_when_a_resume_races_it() {
                 let (client, url) = (client.clone(), first_url.clone());
                 tokio::spawn(async move { client.call(first_method, &url, Some(TEAM), None).await })
             };
-            fleet
+            let forced = fleet
                 .until_node_runs(Duration::from_secs(5), |r| {
                     r.sandbox_id == id && r.action == first_action
                 })
                 .await;
+            unforced_rounds += usize::from(!forced);
             let second = client
                 .call(second_method, second_url, Some(TEAM), None)
                 .await;
@@ -492,7 +494,10 @@ async fn a_delete_answered_204_is_final_even_when_a_resume_races_it() {
     for (k, v) in &resume_statuses {
         println!("resume {k}: {v}");
     }
-    println!("every delete 204, every sandbox killed afterwards on both servers: yes");
+    println!(
+        "every delete 204, every sandbox killed afterwards on both servers: yes ({unforced_rounds} \
+         rounds where the first operation had ended before the second request was sent)"
+    );
     println!(
         "node: rounds where resume and kill overlapped {overlapping_rounds}, where the last \
          successful node operation was not the kill {node_resumed_after_kill} (interim, no \
@@ -827,11 +832,12 @@ async fn a_request_cancelled_mid_transition_leaves_no_lease_behind() {
         let (client, url) = (client.clone(), format!("{api}/sandboxes/s1/pause"));
         tokio::spawn(async move { client.call(Method::POST, &url, Some(TEAM), None).await })
     };
-    fleet
+    let in_flight = fleet
         .until_node_runs(Duration::from_secs(5), |r| {
             r.sandbox_id == "s1" && r.action == "pause"
         })
         .await;
+    assert!(in_flight, "the pause ended before it could be interrupted");
     let held = coord.get(TEAM, "s1").await.unwrap().unwrap();
     assert!(held.lease.is_some(), "the pause holds a lease: {held:?}");
     pause.abort();
@@ -970,11 +976,12 @@ async fn sigterm_past_the_grace_period_fails_transitions_and_leaves_no_lease() {
         let (client, url) = (client.clone(), format!("{api}/sandboxes/s1/pause"));
         tokio::spawn(async move { client.call(Method::POST, &url, Some(TEAM), None).await })
     };
-    fleet
+    let in_flight = fleet
         .until_node_runs(Duration::from_secs(5), |r| {
             r.sandbox_id == "s1" && r.action == "pause"
         })
         .await;
+    assert!(in_flight, "the pause ended before it could be interrupted");
     let terminated = Instant::now();
     fleet.servers[0].terminate();
 

@@ -341,8 +341,11 @@ impl Fleet {
     }
 
     /// Waits until the node is running an operation that `pred` accepts
-    /// (polling every 2 ms, at most `bound`).
-    pub async fn until_node_runs(&self, bound: Duration, pred: impl Fn(&Running) -> bool) {
+    /// (polling every 2 ms, at most `bound`). Returns false if the
+    /// operation had already ended by the time a poll looked (then the
+    /// caller's intended interleaving did not happen; its checks still
+    /// hold, and it should say so).
+    pub async fn until_node_runs(&self, bound: Duration, pred: impl Fn(&Running) -> bool) -> bool {
         let deadline = Instant::now() + bound;
         loop {
             let running: Vec<Running> = self
@@ -350,7 +353,18 @@ impl Fleet {
                 .get_json(&format!("{}/inflight", self.node.url))
                 .await;
             if running.iter().any(&pred) {
-                return;
+                return true;
+            }
+            let ended = self.node_ops().await.iter().any(|op| {
+                pred(&Running {
+                    team: op.team.clone(),
+                    sandbox_id: op.sandbox_id.clone(),
+                    action: op.action.clone(),
+                    fence: op.fence,
+                })
+            });
+            if ended {
+                return false;
             }
             assert!(
                 Instant::now() < deadline,
