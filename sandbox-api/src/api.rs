@@ -19,7 +19,7 @@
 //! races the DELETE, brings the sandbox back.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::{FromRequest, FromRequestParts, Path, State};
@@ -61,8 +61,9 @@ pub struct ServeArgs {
     /// Most live sandboxes a team may have (default: no limit).
     #[arg(long)]
     team_limit: Option<usize>,
-    /// Sandbox lifetime when a request gives no `timeoutSeconds`.
-    #[arg(long, default_value_t = 300)]
+    /// Sandbox lifetime when a request gives no `timeoutSeconds` (also
+    /// the lifetime of a resumed sandbox).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600))]
     default_timeout_secs: u64,
     /// Transition lease length (the watchdog keeps it alive while the node
     /// works).
@@ -86,6 +87,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
 }
+
+/// The longest `timeoutSeconds` a sandbox may ask for (30 days).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Per-server settings the handlers read.
 #[derive(Debug, Clone)]
@@ -291,9 +295,9 @@ async fn create(
     Body(req): Body<CreateRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = req.sandbox_id.unwrap_or_else(|| new_id("sbx"));
-    let end_time = end_time(req.timeout_seconds, &app.settings)?;
+    let timeout = timeout(req.timeout_seconds, &app.settings)?;
     let execution = new_id("exec");
-    let sandbox = flows::create(&app, &team, &id, &execution, end_time).await?;
+    let sandbox = flows::create(&app, &team, &id, &execution, timeout).await?;
     Ok((
         StatusCode::CREATED,
         Json(Created {
@@ -341,9 +345,9 @@ async fn resume(
     Team(team): Team,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Resumed>), ApiError> {
-    let end_time = end_time(None, &app.settings)?;
+    let timeout = timeout(None, &app.settings)?;
     let execution = new_id("exec");
-    let sandbox = flows::resume(&app, &team, &id, &execution, end_time).await?;
+    let sandbox = flows::resume(&app, &team, &id, &execution, timeout).await?;
     Ok((
         StatusCode::CREATED,
         Json(Resumed {
@@ -474,11 +478,17 @@ impl App {
     }
 }
 
-fn end_time(timeout_seconds: Option<u64>, settings: &Settings) -> Result<SystemTime, ApiError> {
+/// The sandbox's lifetime: the request's, or the server's default.
+fn timeout(timeout_seconds: Option<u64>, settings: &Settings) -> Result<Duration, ApiError> {
     let timeout = timeout_seconds.map_or(settings.default_timeout, Duration::from_secs);
-    SystemTime::now().checked_add(timeout).ok_or_else(|| {
-        ApiError::BadRequest(format!("timeoutSeconds {} is too large", timeout.as_secs()))
-    })
+    if timeout > MAX_TIMEOUT {
+        return Err(ApiError::BadRequest(format!(
+            "timeoutSeconds {} is over the limit of {}",
+            timeout.as_secs(),
+            MAX_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(timeout)
 }
 
 /// A fresh id: `<prefix>-<16 hex digits>`.

@@ -15,7 +15,7 @@
 //! [`crate::interim`] stands in (with the races its docs name), one line
 //! per flow marked `TODO(lead-api)`.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use metrics::counter;
 use sandbox_coordinator::{Error as CoordError, NewSandbox, Sandbox, State};
@@ -40,7 +40,7 @@ pub async fn create(
     team: &str,
     id: &str,
     execution: &str,
-    end_time: SystemTime,
+    timeout: Duration,
 ) -> Result<Sandbox, ApiError> {
     // TODO(lead-api): `let _place = app.coord.reserve(team, id, app.settings.reservation_ttl).await?;`
     let _place = interim::reserve(app, team, id).await?;
@@ -48,7 +48,7 @@ pub async fn create(
     register(
         app,
         NodeAction::Create,
-        new_sandbox(team, id, execution, end_time),
+        new_sandbox(team, id, execution, timeout),
     )
     .await
 }
@@ -63,7 +63,7 @@ pub async fn resume(
     team: &str,
     id: &str,
     execution: &str,
-    end_time: SystemTime,
+    timeout: Duration,
 ) -> Result<Sandbox, ApiError> {
     let current = app
         .coord
@@ -86,7 +86,7 @@ pub async fn resume(
     register(
         app,
         NodeAction::Resume,
-        new_sandbox(team, id, execution, end_time),
+        new_sandbox(team, id, execution, timeout),
     )
     .await
 }
@@ -97,14 +97,16 @@ pub async fn list(app: &App, team: &str) -> Result<Vec<Sandbox>, ApiError> {
     interim::list(app, team).await
 }
 
-fn new_sandbox(team: &str, id: &str, execution: &str, end_time: SystemTime) -> NewSandbox {
+/// The record of a new execution that ends `timeout` from now (at most
+/// [`crate::api::MAX_TIMEOUT`], checked by the handlers).
+fn new_sandbox(team: &str, id: &str, execution: &str, timeout: Duration) -> NewSandbox {
     NewSandbox {
         team: team.into(),
         id: id.into(),
         execution: execution.into(),
-        // TODO(lead-api): `EndTime::In(timeout)` once NewSandbox takes an
-        // EndTime, so the end is reckoned by the Redis server's clock.
-        end_time,
+        // TODO(lead-api): `end_time: EndTime::In(timeout),` once NewSandbox
+        // takes an EndTime, so the end is reckoned by Redis server time.
+        end_time: SystemTime::now() + timeout,
         data: String::new(),
     }
 }

@@ -93,8 +93,8 @@ impl Endpoint {
             Endpoint::Create => &[201, 502],
             Endpoint::Get => &[200],
             Endpoint::Pause => &[204, 409, 502],
-            // 503: the interim resume can meet a kill's live lease at
-            // register (Busy). TODO(lead-api): gone with reserve.
+            // 503 (Busy): a concurrent resume holds the reservation; and,
+            // until reserve lands, a register that meets a kill's live lease.
             Endpoint::Resume => &[201, 409, 502, 503],
             Endpoint::Delete => &[204, 502],
             Endpoint::Snapshot => &[201, 409, 502],
@@ -1195,4 +1195,41 @@ async fn the_readme_session_runs_as_written() {
         steps.len(),
         listening.len() - 1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_are_refused_with_400_and_nothing_reaches_the_node() {
+    let fleet = Fleet::start("bad-bodies", 1, &[], &[]).await;
+    let url = format!("{}/sandboxes", fleet.api(0));
+    let client = Client::new();
+    for body in [
+        json!({"sandboxId": "typo"}),
+        json!({"timeoutSeconds": 10_000_000_000u64}),
+        json!({"timeoutSeconds": "soon"}),
+        json!({"sandboxID": "a b"}),
+    ] {
+        let r = client
+            .call(Method::POST, &url, Some(TEAM), Some(body.clone()))
+            .await;
+        assert_eq!(r.status, 400, "{body}: {r:?}");
+        assert!(
+            ["bad_request", "invalid_input"].contains(&r.code()),
+            "{body}: {r:?}"
+        );
+    }
+    let text = client
+        .http
+        .post(&url)
+        .header("X-Team-ID", TEAM)
+        .header("Content-Type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), 400);
+    let body: serde_json::Value = text.json().await.unwrap();
+    assert_eq!(body["code"], "bad_request", "{body}");
+    // Ids are checked before the node call (by reserve), not at register.
+    let ops = fleet.node_ops().await;
+    assert!(ops.is_empty(), "{ops:#?}");
 }
