@@ -1,0 +1,497 @@
+//! `sandbox-api serve`: the HTTP API. Handlers are thin: typed extractors,
+//! one library call (or one flow from [`crate::flows`]), and errors mapped
+//! to statuses in [`ApiError`]'s one `match`.
+//!
+//! | endpoint | library calls |
+//! |---|---|
+//! | `POST /sandboxes` | reserve → node create → `register` ([`flows::create`]) |
+//! | `GET /sandboxes` | `list` ([`flows::list`]) |
+//! | `GET /sandboxes/{id}` | `get` |
+//! | `POST /sandboxes/{id}/pause` | `begin(Pause)` → node pause(fence) → `succeed`/`fail` |
+//! | `POST /sandboxes/{id}/resume` | `get` → reserve → node resume → `register` ([`flows::resume`]) |
+//! | `DELETE /sandboxes/{id}` | `begin(Kill)` → node kill(fence) → `succeed`/`fail` |
+//! | `POST /sandboxes/{id}/snapshots` | `begin(Snapshot)` → node snapshot(fence) → `succeed`/`fail` |
+//!
+//! The lifecycle is the default one with one rule changed: a kill of a
+//! paused sandbox *starts* a deletion (killing → killed) instead of being
+//! absorbed by the pause. A DELETE therefore always ends in `killed`, a
+//! final state `register` refuses to overwrite — so no resume, however it
+//! races the DELETE, brings the sandbox back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::{FromRequest, FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sandbox_coordinator::{
+    Action, BeginOptions, Begun, Coordinator, Decision, Done, DoneReason, LeaseView, Lifecycle,
+    Sandbox, State as SandboxState, Transition,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::flows;
+use crate::node::NodeAction;
+use crate::node_client::NodeClient;
+use crate::shutdown::Shutdown;
+use crate::telemetry;
+
+/// `sandbox-api serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Redis URL (`redis://`, `rediss://`, `redis+unix://`).
+    #[arg(long, env = "SANDBOX_API_REDIS_URL")]
+    redis_url: String,
+    /// Base URL of the node, e.g. `http://127.0.0.1:7000`.
+    #[arg(long)]
+    node_url: String,
+    /// Address to listen on (port 0: any free port; the first stdout line
+    /// says which).
+    #[arg(long)]
+    listen: String,
+    /// Key namespace in Redis.
+    #[arg(long, default_value = "sbx")]
+    namespace: String,
+    /// Most live sandboxes a team may have (default: no limit).
+    #[arg(long)]
+    team_limit: Option<usize>,
+    /// Sandbox lifetime when a request gives no `timeoutSeconds` (also
+    /// the lifetime of a resumed sandbox).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600))]
+    default_timeout_secs: u64,
+    /// Transition lease length (the watchdog keeps it alive while the node
+    /// works).
+    #[arg(long, default_value_t = 30_000)]
+    lease_ms: u64,
+    /// Bound on waiting for another server's transition before answering
+    /// 503.
+    #[arg(long, default_value_t = 30_000)]
+    wait_timeout_ms: u64,
+    /// Bound on one node operation.
+    #[arg(long, default_value_t = 10_000)]
+    node_timeout_ms: u64,
+    /// Bound on one Redis reply.
+    #[arg(long, default_value_t = 2_000)]
+    redis_timeout_ms: u64,
+    /// Fallback poll of waiters (pub/sub wakes them first).
+    #[arg(long, default_value_t = 1_000)]
+    poll_interval_ms: u64,
+    /// How long requests in flight may take to finish after SIGTERM; then
+    /// their transitions are failed and they get 503.
+    #[arg(long, default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
+}
+
+/// The longest `timeoutSeconds` a sandbox may ask for (30 days).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Per-server settings the handlers read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub lease: Duration,
+    pub wait_timeout: Duration,
+    pub default_timeout: Duration,
+    /// How long a reservation holds an id: a node call plus a register.
+    #[allow(dead_code)] // TODO(lead-api): read by `coord.reserve` in flows.
+    pub reservation_ttl: Duration,
+    pub team_limit: Option<usize>,
+}
+
+/// What every handler shares.
+pub struct App {
+    pub coord: Coordinator,
+    pub node: NodeClient,
+    pub settings: Settings,
+    pub shutdown: Shutdown,
+    pub metrics: PrometheusHandle,
+    /// For [`crate::interim::list`] only. TODO(lead-api): delete with it.
+    pub redis: redis::Client,
+}
+
+/// The lifecycle of this API: the default one, except that a kill of a
+/// paused sandbox starts a deletion (killing → killed) instead of being
+/// absorbed, so a DELETE always ends in the final `killed`.
+pub fn lifecycle() -> Lifecycle {
+    Lifecycle::sandbox().with_rule(
+        Action::Kill,
+        SandboxState::Paused,
+        LeaseView::None,
+        Decision::Start,
+    )
+}
+
+/// Runs `sandbox-api serve` until SIGTERM or Ctrl-C, then drains.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let (metrics, upkeep) = telemetry::install_metrics()?;
+    let coord = Coordinator::builder(&args.redis_url)
+        .namespace(&args.namespace)
+        .lifecycle(lifecycle())
+        .response_timeout(Duration::from_millis(args.redis_timeout_ms))
+        .connect_timeout(Duration::from_millis(args.redis_timeout_ms))
+        .poll_interval(Duration::from_millis(args.poll_interval_ms))
+        // TODO(lead-api): `.team_limit(n)` from `args.team_limit` once the
+        // Builder has it (then `interim::reserve` no longer counts).
+        .build()
+        .await
+        .context("cannot connect to Redis")?;
+    let node_timeout = Duration::from_millis(args.node_timeout_ms);
+    let settings = Settings {
+        lease: Duration::from_millis(args.lease_ms),
+        wait_timeout: Duration::from_millis(args.wait_timeout_ms),
+        default_timeout: Duration::from_secs(args.default_timeout_secs),
+        reservation_ttl: node_timeout + Duration::from_millis(args.redis_timeout_ms) * 2,
+        team_limit: args.team_limit,
+    };
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
+    let shutdown = Shutdown::on_signals(grace);
+    let app = Arc::new(App {
+        coord,
+        node: NodeClient::new(&args.node_url, node_timeout)?,
+        settings,
+        shutdown: shutdown.clone(),
+        metrics,
+        redis: redis::Client::open(args.redis_url.as_str())?,
+    });
+    let listener = crate::listen(&args.listen).await?;
+    let draining = shutdown.clone();
+    axum::serve(listener, router(Arc::clone(&app)))
+        .with_graceful_shutdown(async move { draining.draining().await })
+        .await?;
+    drop(app);
+    shutdown.stop_watching();
+    upkeep.abort();
+    settle_background_work().await;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// After the last request, waits (at most 5 s) until no task is left on
+/// the runtime — among them the library's background finishes of
+/// transitions whose request was cancelled, and its connections' drivers —
+/// so the process does not exit with a lease still held. The library has
+/// no `Coordinator::close().await` that would say when its background work
+/// is done, so this counts the runtime's tasks instead.
+async fn settle_background_work() {
+    let runtime = tokio::runtime::Handle::current();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive = runtime.metrics().num_alive_tasks();
+        if alive == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(tasks = alive, "exiting with background tasks still running");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/sandboxes", post(create).get(list))
+        .route("/sandboxes/{id}", get(get_one).delete(delete))
+        .route("/sandboxes/{id}/pause", post(pause))
+        .route("/sandboxes/{id}/resume", post(resume))
+        .route("/sandboxes/{id}/snapshots", post(snapshot))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn(telemetry::record_request))
+        .with_state(app)
+}
+
+/// The team, from the `X-Team-ID` header.
+pub struct Team(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Team {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Team, ApiError> {
+        parts
+            .headers
+            .get("x-team-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(|v| Team(v.to_owned()))
+            .ok_or(ApiError::MissingTeam)
+    }
+}
+
+/// `axum::Json` whose rejections are [`ApiError`]s (JSON bodies, not text).
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Body<T>(pub T);
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateRequest {
+    #[serde(rename = "sandboxID")]
+    sandbox_id: Option<String>,
+    timeout_seconds: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Created {
+    #[serde(rename = "sandboxID")]
+    sandbox_id: String,
+    #[serde(rename = "executionID")]
+    execution_id: String,
+    state: SandboxStateName,
+}
+
+#[derive(Serialize)]
+struct SandboxView {
+    #[serde(rename = "sandboxID")]
+    sandbox_id: String,
+    #[serde(rename = "executionID")]
+    execution_id: String,
+    state: SandboxStateName,
+    fence: u64,
+}
+
+#[derive(Serialize)]
+struct Resumed {
+    #[serde(rename = "executionID")]
+    execution_id: String,
+}
+
+#[derive(Serialize)]
+struct Snapshotted {
+    fence: u64,
+}
+
+/// A state as its lowercase name.
+struct SandboxStateName(SandboxState);
+
+impl Serialize for SandboxStateName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl From<Sandbox> for SandboxView {
+    fn from(s: Sandbox) -> SandboxView {
+        SandboxView {
+            sandbox_id: s.id,
+            execution_id: s.execution,
+            state: SandboxStateName(s.state),
+            fence: s.fence,
+        }
+    }
+}
+
+type AppState = State<Arc<App>>;
+
+/// `POST /sandboxes`.
+async fn create(
+    State(app): AppState,
+    Team(team): Team,
+    Body(req): Body<CreateRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = req.sandbox_id.unwrap_or_else(|| new_id("sbx"));
+    let timeout = timeout(req.timeout_seconds, &app.settings)?;
+    let execution = new_id("exec");
+    let sandbox = flows::create(&app, &team, &id, &execution, timeout).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            sandbox_id: sandbox.id,
+            execution_id: sandbox.execution,
+            state: SandboxStateName(sandbox.state),
+        }),
+    ))
+}
+
+/// `GET /sandboxes`.
+async fn list(State(app): AppState, Team(team): Team) -> Result<Json<Vec<SandboxView>>, ApiError> {
+    let sandboxes = flows::list(&app, &team).await?;
+    Ok(Json(sandboxes.into_iter().map(SandboxView::from).collect()))
+}
+
+/// `GET /sandboxes/{id}`.
+async fn get_one(
+    State(app): AppState,
+    Team(team): Team,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxView>, ApiError> {
+    match app.coord.get(&team, &id).await? {
+        Some(sandbox) => Ok(Json(sandbox.into())),
+        None => Err(sandbox_coordinator::Error::NotFound { team, id }.into()),
+    }
+}
+
+/// `POST /sandboxes/{id}/pause`: 204 when it ends paused — this request
+/// paused it, joined a pause in flight, or found it paused.
+async fn pause(
+    State(app): AppState,
+    Team(team): Team,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if let Begun::Started(t) = app.begin(&team, &id, Action::Pause).await? {
+        app.perform(&team, &id, t).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /sandboxes/{id}/resume`: 201 with the new execution, from paused.
+async fn resume(
+    State(app): AppState,
+    Team(team): Team,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Resumed>), ApiError> {
+    let timeout = timeout(None, &app.settings)?;
+    let execution = new_id("exec");
+    let sandbox = flows::resume(&app, &team, &id, &execution, timeout).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Resumed {
+            execution_id: sandbox.execution,
+        }),
+    ))
+}
+
+/// `DELETE /sandboxes/{id}`: 204 when it ends killed.
+async fn delete(
+    State(app): AppState,
+    Team(team): Team,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match app.begin(&team, &id, Action::Kill).await? {
+        Begun::Started(t) => {
+            app.perform(&team, &id, t).await?;
+        }
+        // Killed already, or joined a kill that succeeded.
+        Begun::AlreadyDone(Done {
+            state: SandboxState::Killed,
+            ..
+        }) => {}
+        // Only the default rule absorbs a kill into a pause; ours starts it.
+        Begun::AlreadyDone(done) => {
+            return Err(ApiError::Internal(format!(
+                "kill of {team}/{id} ended {:?} in state {}: the lifecycle lacks the deletion rule",
+                done.why, done.state
+            )));
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /sandboxes/{id}/snapshots`: 201 with the snapshot's fence (a
+/// request that joins a snapshot in flight gets that one's).
+async fn snapshot(
+    State(app): AppState,
+    Team(team): Team,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Snapshotted>), ApiError> {
+    let fence = match app.begin(&team, &id, Action::Snapshot).await? {
+        Begun::Started(t) => app.perform(&team, &id, t).await?,
+        Begun::AlreadyDone(Done {
+            why: DoneReason::Joined { fence },
+            ..
+        }) => fence,
+        Begun::AlreadyDone(done) => {
+            return Err(ApiError::Internal(format!(
+                "snapshot of {team}/{id} ended {:?}: a snapshot has no state to be done in",
+                done.why
+            )));
+        }
+    };
+    Ok((StatusCode::CREATED, Json(Snapshotted { fence })))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics(State(app): AppState) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+}
+
+impl App {
+    /// `begin` with this server's options. Gives up (503) when the grace
+    /// period of a shutdown is over.
+    ///
+    /// Cancel safety: as the library's `begin` — dropped while waiting for
+    /// another transition, nothing is left behind; a transition it had
+    /// started is failed by the library.
+    async fn begin(&self, team: &str, id: &str, action: Action) -> Result<Begun, ApiError> {
+        let opts = BeginOptions::default()
+            .lease(self.settings.lease)
+            .wait_timeout(self.settings.wait_timeout);
+        tokio::select! {
+            begun = self.coord.begin(team, id, action, opts) => Ok(begun?),
+            () = self.shutdown.expired() => Err(ApiError::ShuttingDown),
+        }
+    }
+
+    /// Runs a started transition's physical operation on the node with its
+    /// fence, and records how it ended. Returns the fence.
+    ///
+    /// The transition stays owned here for the whole call: if the request
+    /// is cancelled (the client went away and axum drops this future), the
+    /// `Transition` is dropped with it and the library fails it — no
+    /// orphan lease. If its lease is lost, or the shutdown grace period
+    /// ends, the node call is abandoned and the transition failed
+    /// explicitly (awaited).
+    async fn perform(&self, team: &str, id: &str, t: Transition) -> Result<u64, ApiError> {
+        let fence = t.fence();
+        let action = match t.action() {
+            Action::Pause => NodeAction::Pause,
+            Action::Kill => NodeAction::Kill,
+            Action::Snapshot => NodeAction::Snapshot,
+        };
+        let outcome = tokio::select! {
+            done = self.node.run(team, id, action, Some(fence)) => done.map_err(ApiError::from),
+            () = t.lost() => Err(ApiError::LeaseLost {
+                action: action.as_str(),
+                team: team.into(),
+                id: id.into(),
+                fence,
+            }),
+            () = self.shutdown.expired() => Err(ApiError::ShuttingDown),
+        };
+        match outcome {
+            Ok(()) => {
+                t.succeed().await?;
+                Ok(fence)
+            }
+            Err(e) => {
+                if let Err(finish) = t.fail(e.to_string()).await {
+                    tracing::warn!(%team, sandbox = %id, fence, error = %finish,
+                        "could not record the failure");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The sandbox's lifetime: the request's, or the server's default.
+fn timeout(timeout_seconds: Option<u64>, settings: &Settings) -> Result<Duration, ApiError> {
+    let timeout = timeout_seconds.map_or(settings.default_timeout, Duration::from_secs);
+    if timeout > MAX_TIMEOUT {
+        return Err(ApiError::BadRequest(format!(
+            "timeoutSeconds {} is over the limit of {}",
+            timeout.as_secs(),
+            MAX_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(timeout)
+}
+
+/// A fresh id: `<prefix>-<16 hex digits>`.
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}
