@@ -9,13 +9,14 @@
 //! connection is retired — replaced on its next use — after a transport
 //! failure or `READONLY`/`LOADING` (a failover behind a DNS name or VIP
 //! leaves old TCP connections open to the demoted node) — all of them then,
-//! since the cause is the server's — or after two response timeouts in a
-//! row on it (that connection only); a single timeout retires nothing, so a
-//! slow Redis does not set off a reconnect storm. On a Cluster the redis-rs
+//! since the cause is the server's — or after a response timeout on it
+//! (that connection only: a late reply could otherwise be matched to the
+//! next request; the others stay, so a slow Redis does not set off a
+//! reconnect storm). On a Cluster the redis-rs
 //! cluster connection routes by slot, follows `MOVED`/`ASK` and refreshes
 //! its slot map itself.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -193,12 +194,10 @@ pub(crate) enum Replication {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Route(Option<usize>);
 
-/// One slot of the multiplexed strategy: the connection (if up) and how
-/// many timeouts in a row it has given.
+/// One slot of the multiplexed strategy: the connection, if up.
 struct Slot {
     conn: Mutex<Option<MultiplexedConnection>>,
     connecting: tokio::sync::Mutex<()>,
-    timeouts: AtomicU32,
 }
 
 struct Multiplexed {
@@ -377,7 +376,9 @@ impl Link {
         let conns = if target.cluster {
             let client = cluster_client(&target, &settings, None)?;
             let conn = bounded(
-                settings.connect_timeout + settings.response_timeout,
+                settings
+                    .connect_timeout
+                    .saturating_add(settings.response_timeout),
                 client.get_async_connection(),
             )
             .await?;
@@ -392,7 +393,6 @@ impl Link {
                         .map(|_| Slot {
                             conn: Mutex::new(None),
                             connecting: tokio::sync::Mutex::new(()),
-                            timeouts: AtomicU32::new(0),
                         })
                         .collect(),
                     next: AtomicUsize::new(0),
@@ -462,12 +462,11 @@ impl Link {
                 let mut conn = self.slot_conn(m, slot).await?;
                 let result = conn.req_packed_commands(cmds, 0, count).await;
                 match &result {
-                    Ok(_) => slot.timeouts.store(0, Ordering::Relaxed),
-                    Err(e) if e.is_timeout() => {
-                        if slot.timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= 2 {
-                            retire_slot(slot);
-                        }
-                    }
+                    Ok(_) => {}
+                    // A reply that did not come in time may still come: the
+                    // connection's replies can no longer be matched to its
+                    // requests. This connection only is replaced.
+                    Err(e) if e.is_timeout() => retire_slot(slot),
                     // A broken transport or a demoted node concerns the
                     // server, not this connection: every connection to it is
                     // replaced on its next use (one error, not one per
@@ -541,7 +540,6 @@ impl Link {
                 .get_multiplexed_async_connection_with_config(&m.config),
         )
         .await?;
-        slot.timeouts.store(0, Ordering::Relaxed);
         *slot.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
         Ok(conn)
     }
@@ -751,7 +749,6 @@ fn scan_page(reply: Value, keys: &mut Vec<String>) -> u64 {
 
 fn retire_slot(slot: &Slot) {
     *slot.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
-    slot.timeouts.store(0, Ordering::Relaxed);
 }
 
 /// Bounds a connect: plaintext to a TLS port, a blackholed address or a

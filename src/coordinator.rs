@@ -1097,12 +1097,24 @@ impl Coordinator {
         self.reserve_for(team, id, ttl, true).await
     }
 
-    async fn reserve_for(&self, team: &str, id: &str, ttl: Duration, resume: bool) -> Result<Reservation> {
+    async fn reserve_for(
+        &self,
+        team: &str,
+        id: &str,
+        ttl: Duration,
+        resume: bool,
+    ) -> Result<Reservation> {
         let keys = self.rt.env.ns.sandbox(team, id)?;
         bounds::duration_ms("reservation ttl", ttl, Duration::from_millis(10))?;
         let token = self.rt.next_holder();
-        let reserved =
-            ops::reserve::reserve(&self.rt.env, &self.ctx(team, id, &keys), &token, ttl, resume).await?;
+        let reserved = ops::reserve::reserve(
+            &self.rt.env,
+            &self.ctx(team, id, &keys),
+            &token,
+            ttl,
+            resume,
+        )
+        .await?;
         let reservation = Reservation::new(
             self.clone(),
             Arc::clone(&self.rt),

@@ -268,6 +268,11 @@ async fn run(env: Arc<Env>, mut rx: mpsc::UnboundedReceiver<Job>, response_timeo
     }
 }
 
+/// A deadline later than anything a test or a service will live to see.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -326,7 +331,11 @@ fn background(
             if again {
                 *seq += 1;
                 timers.insert(
-                    (Instant::now() + response_timeout, *seq),
+                    (
+                        crate::bounds::deadline(Instant::now(), response_timeout)
+                            .unwrap_or_else(far_future),
+                        *seq,
+                    ),
                     Timer::Job(Box::new(Job::Cancel {
                         team: team.clone(),
                         id: id.clone(),

@@ -107,6 +107,8 @@ pub use lifecycle::{
     Action, ActionSpec, Decision, LeaseView, Lifecycle, Outcome, State, StateClass,
 };
 pub use record::MAX_INT;
+#[doc(hidden)]
+pub use record::refusal as record_refusal;
 pub use reservation::Reservation;
 pub use sandbox::{
     Abandonment, Done, DoneReason, Drift, EndTime, LastTransition, Lease, MAX_DATA_LEN, NewSandbox,

@@ -426,7 +426,9 @@ fn text(v: &redis::Value) -> String {
 
 impl Sub {
     async fn connect(link: &Link, settings: &NotifySettings) -> Result<Sub, String> {
-        let limit = settings.connect_timeout + settings.response_timeout;
+        let limit = settings
+            .connect_timeout
+            .saturating_add(settings.response_timeout);
         let target = link.target();
         if link.is_cluster() {
             let (tx, pushes) = mpsc::unbounded_channel();
