@@ -41,10 +41,10 @@ async fn a_kill_behind_a_snapshot_flood_is_decided_before_later_snapshots_start(
         let stop = Arc::new(AtomicBool::new(false));
         let fences = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for c in 0..3 {
+        for coord in &coords[..3] {
             for _ in 0..4 {
                 let (coord, id, stop, fences) = (
-                    coords[c].clone(),
+                    coord.clone(),
                     id.clone(),
                     Arc::clone(&stop),
                     Arc::clone(&fences),
