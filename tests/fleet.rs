@@ -528,7 +528,7 @@ async fn a_repair_beside_live_traffic_changes_nothing_that_is_right() {
                     {
                         let _ = t.succeed().await;
                     }
-                    if i % 5 == 0 {
+                    if i.is_multiple_of(5) {
                         let _ = coord.remove(TEAM, &id).await;
                     }
                 }
