@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use support::{Backend, TestRedis};
+use support::{Backend, ServerKind, TestRedis};
 
 async fn ping(conn: &mut redis::aio::MultiplexedConnection) -> String {
     redis::cmd("PING").query_async(conn).await.expect("PING")
@@ -223,11 +223,36 @@ async fn backend_matches_environment() {
         let want = std::env::var("REDIS_TEST_IMAGE")
             .ok()
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| support::DEFAULT_IMAGE.to_string());
+            .unwrap_or_else(|| support::default_image().to_string());
         assert_eq!(image, want);
         assert!(redis.url().starts_with("redis://"));
     }
     if redis.backend() == Backend::Native {
         assert!(redis.url().starts_with("redis+unix://"));
+    }
+}
+
+/// `REDIS_TEST_SERVER` decides the server on every backend: the one that
+/// answers says so in `INFO server` (Valkey: `server_name:valkey`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_kind_matches_redis_test_server() {
+    let redis = TestRedis::start().await;
+    let info = redis.server_info().await;
+    eprintln!("backend={} server={info}", redis.backend());
+    if redis.backend() == Backend::External {
+        // Someone else's server: whatever it is, it is reported.
+        assert!(!info.version.is_empty(), "{info:?}");
+        return;
+    }
+    let want = ServerKind::from_env();
+    assert_eq!(
+        info.kind,
+        want,
+        "REDIS_TEST_SERVER={:?} but the server is {info}",
+        std::env::var("REDIS_TEST_SERVER").unwrap_or_default()
+    );
+    match want {
+        ServerKind::Redis => assert!(info.major() >= 7, "Redis 7+ expected, got {info}"),
+        ServerKind::Valkey => assert!(info.major() >= 8, "Valkey 8+ expected, got {info}"),
     }
 }

@@ -12,8 +12,9 @@
 //! 2. `REDIS_TEST_BACKEND=native|container` forces a backend (debugging aid).
 //! 3. A Docker engine answers `GET /_ping` on `DOCKER_HOST` (or the default
 //!    socket locations testcontainers uses): [`Backend::Container`] running
-//!    `REDIS_TEST_IMAGE` (default `redis:7`; `make test` and CI use the local
-//!    image built by `docker/build-redis-image.sh`).
+//!    `REDIS_TEST_IMAGE` (default `redis:7`, or `valkey/valkey:8` with
+//!    `REDIS_TEST_SERVER=valkey`; `make test` and CI use the local images
+//!    built by `docker/build-redis-image.sh`).
 //! 4. Otherwise [`Backend::Native`]: a `redis-server` child process listening
 //!    on a unix socket in a private temp dir (no TCP port at all).
 //!
@@ -22,8 +23,23 @@
 //! `CI=true` and `REDIS_TEST_REQUIRE_CONTAINER=1`, in which case it panics.
 //!
 //! Dropping a [`TestRedis`] removes its container / kills its process and
-//! deletes its temp dir, also when the test panics.
-#![allow(dead_code)]
+//! deletes its temp dir, also when the test panics. Native processes are
+//! also killed by the kernel if the test process dies without running
+//! destructors (nextest's timeout): see [`server`].
+//!
+//! # Redis 7 or Valkey 8: `REDIS_TEST_SERVER`
+//!
+//! `REDIS_TEST_SERVER=valkey` makes every harness run Valkey 8 instead of
+//! Redis 7: `valkey-server` for native processes, `valkey-cli` to create
+//! clusters, the `valkey-server` entrypoint and a Valkey default image for
+//! containers (`make test-valkey` also sets `REDIS_TEST_IMAGE` to the local
+//! Valkey image). [`TestRedis::server_info`] says what really runs.
+//!
+#![allow(dead_code, unused_imports)]
+
+pub mod server;
+
+pub use server::{ServerInfo, ServerKind};
 
 use std::{
     fmt,
@@ -46,8 +62,11 @@ use testcontainers::{
 };
 
 /// Image used when `REDIS_TEST_IMAGE` is not set (what a developer with
-/// internet access would pull).
-pub const DEFAULT_IMAGE: &str = "redis:7";
+/// internet access would pull): `redis:7`, or `valkey/valkey:8` with
+/// `REDIS_TEST_SERVER=valkey`.
+pub fn default_image() -> &'static str {
+    ServerKind::from_env().default_image()
+}
 /// Label put on every container the harness starts (`make test` and `.ci/run`
 /// remove leftovers with `docker ps -aq --filter label=...`).
 pub const CONTAINER_LABEL: &str = "sandbox-coordinator.test-redis";
@@ -234,6 +253,12 @@ impl TestRedis {
         !matches!(self.inner, Inner::External)
     }
 
+    /// Which server runs and its version (`INFO server`): Redis 7 or Valkey
+    /// 8, whatever the backend.
+    pub async fn server_info(&self) -> ServerInfo {
+        ServerInfo::query(&mut self.client().await).await
+    }
+
     /// Docker container id (Container backend only).
     pub fn container_id(&self) -> Option<String> {
         match &self.inner {
@@ -358,7 +383,7 @@ impl TestRedis {
         let image = std::env::var("REDIS_TEST_IMAGE")
             .ok()
             .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_IMAGE.to_string());
+            .unwrap_or_else(|| default_image().to_string());
         let (name, tag) = split_image(&image);
         let container_name = format!("sc-redis-{namespace}");
         let mut cmd: Vec<String> = ["--protected-mode", "no", "--save", "", "--appendonly", "no"]
@@ -373,11 +398,11 @@ impl TestRedis {
         let sink = Arc::clone(&output);
 
         let started = Instant::now();
-        // The entrypoint is overridden so that the public `redis` image (whose
-        // entrypoint is a shell script) and our scratch image (entrypoint =
-        // redis-server) take the same command line.
+        // The entrypoint is overridden so that the public `redis` / `valkey`
+        // images (whose entrypoint is a shell script) and our scratch images
+        // (entrypoint = the server) take the same command line.
         let request = GenericImage::new(name, tag)
-            .with_entrypoint("redis-server")
+            .with_entrypoint(ServerKind::from_env().entrypoint())
             .with_exposed_port(REDIS_PORT.tcp())
             .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
             .with_cmd(cmd)
@@ -694,11 +719,9 @@ async fn wait_tcp_ready(hosts: &[String], port: u16, timeout: Duration) -> Resul
     }
 }
 
+/// `redis-server`, `valkey-server` (`REDIS_TEST_SERVER=valkey`) or `REDIS_SERVER_BIN`.
 fn redis_server_bin() -> String {
-    std::env::var("REDIS_SERVER_BIN")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "redis-server".to_string())
+    ServerKind::from_env().server_bin()
 }
 
 /// A fresh private directory for one native server; the unix socket path must
@@ -727,8 +750,8 @@ fn spawn_native(dir: &Path, socket: &Path, args: &[String]) -> Child {
         .open(dir.join("redis.log"))
         .unwrap_or_else(|e| panic!("[test-redis] cannot create log in {}: {e}", dir.display()));
     let log_err = log.try_clone().expect("clone log fd");
-    Command::new(&bin)
-        .arg("--port")
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--port")
         .arg("0")
         .arg("--unixsocket")
         .arg(socket)
@@ -741,15 +764,15 @@ fn spawn_native(dir: &Path, socket: &Path, args: &[String]) -> Child {
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "[test-redis] cannot run `{bin}` ({e}). No Docker engine and no REDIS_URL, so the \
-                 native backend needs redis-server: `apt-get install redis-server`, or set \
-                 REDIS_SERVER_BIN, REDIS_URL, or start Docker"
-            )
-        })
+        .stderr(log_err);
+    // Killed by the kernel if the test process dies without running Drop.
+    server::spawn_tied_to_test(cmd).unwrap_or_else(|e| {
+        panic!(
+            "[test-redis] cannot run `{bin}` ({e}). No Docker engine and no REDIS_URL, so the \
+             native backend needs redis-server (valkey-server with REDIS_TEST_SERVER=valkey): \
+             `apt-get install redis-server`, or set REDIS_SERVER_BIN, REDIS_URL, or start Docker"
+        )
+    })
 }
 
 async fn wait_native_ready(n: &NativeServer) {
