@@ -37,9 +37,13 @@
 //!
 #![allow(dead_code, unused_imports)]
 
+pub mod replicated;
 pub mod server;
+pub mod tls;
 
+pub use replicated::{Member, TestReplicated};
 pub use server::{ServerInfo, ServerKind};
+pub use tls::{ClientAuth, TestTls, TlsOptions};
 
 use std::{
     fmt,
