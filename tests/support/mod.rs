@@ -35,12 +35,31 @@
 //! containers (`make test-valkey` also sets `REDIS_TEST_IMAGE` to the local
 //! Valkey image). [`TestRedis::server_info`] says what really runs.
 //!
+//! # The other harnesses
+//!
+//! Native processes only (no Docker needed, `redis-server` / `valkey-server`
+//! installed), each in its own module:
+//!
+//! * [`cluster`] — [`TestCluster`]: a Redis Cluster with replicas; kill a
+//!   master and wait for its replica to take over, restart a node, move a
+//!   slot with its keys while clients write, `INFO commandstats` summed over
+//!   the nodes.
+//! * [`tls`] — [`TestTls`]: a TLS-only server with a private CA, client
+//!   certificates for mutual TLS, and an untrusted CA; certificates are made
+//!   at test time with `openssl`.
+//! * [`replicated`] — [`TestReplicated`]: a primary with `replicaof`
+//!   replicas, for `WAIT` and manual failover.
+//! * [`server`] — what they share: [`ServerKind`], [`ServerInfo`], free
+//!   ports, server processes tied to the test process.
+//!
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
 pub mod replicated;
 pub mod server;
 pub mod tls;
 
+pub use cluster::{ClusterNode, ClusterOptions, Role, TestCluster, slot_of};
 pub use replicated::{Member, TestReplicated};
 pub use server::{ServerInfo, ServerKind};
 pub use tls::{ClientAuth, TestTls, TlsOptions};
