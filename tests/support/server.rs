@@ -556,15 +556,20 @@ impl ServerProcess {
         out
     }
 
-    /// Waits (bounded) until the current process logs "Ready to accept
-    /// connections" — printed only after every listener (plain, TLS, unix
-    /// socket, cluster bus) is bound, so the port that then answers is this
-    /// server's and not another test's.
+    /// Waits (bounded) until the current process logs that it is ready to
+    /// accept connections — printed only after every listener (plain, TLS,
+    /// unix socket, cluster bus) is bound, so the port that then answers is
+    /// this server's and not another test's.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), StartError> {
         let deadline = Instant::now() + timeout;
         loop {
             let log = self.current_log();
-            if log.contains("Ready to accept connections") {
+            // "Ready to accept connections" (TCP/TLS listeners), "The server
+            // is now ready to accept connections at <socket>" (unix only).
+            if log
+                .to_ascii_lowercase()
+                .contains("ready to accept connections")
+            {
                 return Ok(());
             }
             if let Some(status) = self.exit_status() {
