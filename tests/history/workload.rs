@@ -166,6 +166,9 @@ pub struct Outcome {
     pub took: Duration,
     /// The longest single call recorded.
     pub longest_call: Duration,
+    /// Why the scenario did not run (its backend cannot inject the fault);
+    /// [`Outcome::assert_clean`] fails on it, so a skip is never a pass.
+    pub skipped: Option<String>,
 }
 
 impl Outcome {
@@ -176,8 +179,12 @@ impl Outcome {
         }
     }
 
-    /// Panics with the violations and problems, if any.
+    /// Panics with the violations and problems, if any, and if the
+    /// scenario did not run at all.
     pub fn assert_clean(&self) {
+        if let Some(why) = &self.skipped {
+            panic!("{}: did not run: {why}", self.scenario);
+        }
         eprintln!(
             "{}: {} rounds in {:.1?}\n{}",
             self.scenario,
@@ -845,10 +852,9 @@ pub async fn redis_paused(profile: &Profile) -> Outcome {
     let mut out = Outcome::new("redis-paused");
     let env = Env::start(profile, &mix, &[], false).await;
     if !env.redis.supports_faults() {
-        eprintln!(
-            "redis-paused: skipped, backend {} cannot pause",
-            env.redis.backend()
-        );
+        let why = format!("backend {} cannot pause", env.redis.backend());
+        eprintln!("redis-paused: skipped, {why}");
+        out.skipped = Some(why);
         return out;
     }
     let redis = Arc::new(env.redis);
@@ -930,10 +936,9 @@ pub async fn redis_restart(profile: &Profile, persistent: bool) -> Outcome {
     let mut out = Outcome::new(scenario);
     let env = Env::start(profile, &mix, args, true).await;
     if !env.redis.supports_restart() {
-        eprintln!(
-            "{scenario}: skipped, backend {} cannot restart",
-            env.redis.backend()
-        );
+        let why = format!("backend {} cannot restart", env.redis.backend());
+        eprintln!("{scenario}: skipped, {why}");
+        out.skipped = Some(why);
         return out;
     }
     let redis = Arc::new(env.redis);

@@ -52,6 +52,26 @@
 //! * [`server`] — what they share: [`ServerKind`], [`ServerInfo`], free
 //!   ports, server processes tied to the test process.
 //!
+//! # Tests that need a capability: visible skips
+//!
+//! Some scenarios need what only some backends can do: freezing the server
+//! ([`Capability::Pause`], Container backend only) or restarting it
+//! ([`Capability::Restart`], Container and Native, not External). Such a test
+//!
+//! * is named with the prefix `needs_pause_` or `needs_restart_` (e.g.
+//!   `needs_pause_redis_paused_longer_than_the_lease_...`), and
+//! * calls [`require`]`(Capability::...)` first (or
+//!   [`TestRedis::require`] once it has a server).
+//!
+//! `make test` works out the backend the tests will get (the same rules as
+//! above) and passes nextest a filterset that leaves out the prefixes that
+//! backend cannot serve, e.g. `-E 'not test(/(^|::)needs_pause_/)'` on the
+//! native backend: nextest reports those tests as SKIPPED in its summary,
+//! instead of them passing without having run. [`require`] never returns
+//! without the capability: it panics, with the reason, when the test runs
+//! anyway — under CI (`CI=true` + `REDIS_TEST_REQUIRE_CONTAINER=1`) that
+//! means the CI machine lost what it must have; elsewhere, that the test was
+//! run without `make test`'s filter on a backend that cannot serve it.
 #![allow(dead_code, unused_imports)]
 
 pub mod cluster;
@@ -274,6 +294,13 @@ impl TestRedis {
     /// True when [`Self::restart`] works (Container and Native backends).
     pub fn supports_restart(&self) -> bool {
         !matches!(self.inner, Inner::External)
+    }
+
+    /// Panics unless this server can do `cap` (see [`require`], which
+    /// decides before a server exists; this checks the backend the test
+    /// really got, e.g. after a container start fell back to native).
+    pub fn require(&self, cap: Capability) {
+        cap.assert_supported_by(&self.backend());
     }
 
     /// Which server runs and its version (`INFO server`): Redis 7 or Valkey
@@ -641,6 +668,84 @@ fn truthy(var: &str) -> bool {
 /// `CI=true` and `REDIS_TEST_REQUIRE_CONTAINER=1`: no silent fallback allowed.
 pub fn container_required() -> bool {
     truthy("CI") && truthy("REDIS_TEST_REQUIRE_CONTAINER")
+}
+
+/// The backend [`TestRedis::start`] will choose in this environment, found
+/// without starting anything (the rules of the module docs; a container
+/// that then fails to start may still fall back to native outside CI).
+pub fn planned_backend() -> Backend {
+    if std::env::var("REDIS_URL").is_ok_and(|u| !u.trim().is_empty()) {
+        return Backend::External;
+    }
+    let image = std::env::var("REDIS_TEST_IMAGE")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| default_image().to_string());
+    let forced = std::env::var("REDIS_TEST_BACKEND")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match forced.as_str() {
+        "container" | "docker" => Backend::Container { image },
+        "native" => Backend::Native,
+        _ if CONTAINER_BROKEN.load(Ordering::SeqCst) => Backend::Native,
+        _ if docker_probe().is_ok() => Backend::Container { image },
+        _ => Backend::Native,
+    }
+}
+
+/// What a scenario may need from its server beyond commands (see "Tests
+/// that need a capability" in the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// [`TestRedis::pause`] / [`TestRedis::unpause`]: Container backend.
+    /// Tests named `needs_pause_*`.
+    Pause,
+    /// [`TestRedis::restart`]: Container and Native backends. Tests named
+    /// `needs_restart_*`.
+    Restart,
+}
+
+impl Capability {
+    /// The test-name prefix that `make test`'s filterset matches.
+    pub fn test_prefix(self) -> &'static str {
+        match self {
+            Capability::Pause => "needs_pause_",
+            Capability::Restart => "needs_restart_",
+        }
+    }
+
+    pub fn supported_by(self, backend: &Backend) -> bool {
+        match self {
+            Capability::Pause => matches!(backend, Backend::Container { .. }),
+            Capability::Restart => !matches!(backend, Backend::External),
+        }
+    }
+
+    fn assert_supported_by(self, backend: &Backend) {
+        if self.supported_by(backend) {
+            return;
+        }
+        if container_required() {
+            panic!(
+                "[test-redis] CI requires {self:?}, but the backend is {backend}: CI=true and \
+                 REDIS_TEST_REQUIRE_CONTAINER=1 promise containers, which can do everything"
+            );
+        }
+        panic!(
+            "[test-redis] this test needs {self:?}, which the {backend} backend cannot do. `make \
+             test` leaves `{}*` tests out on this backend (nextest counts them SKIPPED); run it \
+             with a Docker engine (container backend), e.g. `make test`",
+            self.test_prefix()
+        );
+    }
+}
+
+/// Panics unless the backend this test will get ([`planned_backend`]) can
+/// do `cap`. Call it first in every `needs_pause_*` / `needs_restart_*`
+/// test: `make test` filters such tests out where they cannot run, so
+/// reaching this without the capability is an error, never a silent pass.
+pub fn require(cap: Capability) {
+    cap.assert_supported_by(&planned_backend());
 }
 
 fn announce(msg: &str) {
