@@ -21,7 +21,8 @@
 //! cluster is *healthy*: every live node reports `cluster_state:ok` with all
 //! 16384 slots ok and knows every node, all live nodes agree on who is master
 //! of which slots and who replicates whom, and every replica's link to its
-//! master is up. Every topology change the harness makes ([`kill_master_of`]
+//! master is up with the master listing it `state=online` (so it counts for
+//! `WAIT`). Every topology change the harness makes ([`kill_master_of`]
 //! then [`wait_for_failover`], [`restart_node`], [`move_slot`]) ends in the
 //! same check, and the harness keeps the topology it last saw
 //! ([`TestCluster::nodes`]).
@@ -705,6 +706,20 @@ impl TestCluster {
                     field("master_port"),
                     master.port
                 ));
+            }
+            // Only an `online` replica counts for WAIT (and is fully synced).
+            let master_info: String = self
+                .query(master.port, redis::cmd("INFO").arg("replication"))
+                .await
+                .map_err(|e| format!("node {}: INFO replication: {e}", master.port))?;
+            match server::replica_state(&master_info, replica.port) {
+                Some(state) if state == "online" => {}
+                state => {
+                    return Err(format!(
+                        "master {} lists replica {} as {state:?}",
+                        master.port, replica.port
+                    ));
+                }
             }
         }
         // The whole picture: live nodes as agreed, dead ones as last known.

@@ -10,7 +10,8 @@
 //! private temp dir, without persistence; replicas start with `--replicaof
 //! 127.0.0.1 <primary>` and `repl-diskless-sync-delay 0` (their first sync
 //! starts at once). [`TestReplicated::start`] returns once every replica
-//! reports `master_link_status:up`. Members are named by [`Member`]; which
+//! reports `master_link_status:up` and the primary lists it `state=online`
+//! (from then on it counts for `WAIT`). Members are named by [`Member`]; which
 //! one is primary changes only through [`TestReplicated::promote`].
 //! Dropping it SIGKILLs every server and removes the directory.
 
@@ -138,7 +139,8 @@ impl TestReplicated {
     }
 
     /// Waits (bounded) until every running replica that replicates someone
-    /// reports `master_link_status:up`.
+    /// reports `master_link_status:up` *and* its primary lists it
+    /// `state=online` — only then does it count for `WAIT`.
     pub async fn wait_links_up(&self, timeout: Duration) {
         let began = Instant::now();
         for (i, replica) in self.replicas.iter().enumerate() {
@@ -146,20 +148,9 @@ impl TestReplicated {
                 continue;
             }
             loop {
-                let info: redis::RedisResult<String> = server::admin_query(
-                    &server::loopback_client(replica.port),
-                    redis::cmd("INFO").arg("replication"),
-                )
-                .await;
-                let status = info.as_deref().map(|i| {
-                    (
-                        server::info_field(i, "role").unwrap_or_default(),
-                        server::info_field(i, "master_link_status").unwrap_or_default(),
-                    )
-                });
-                match status {
-                    Ok((role, _)) if role == "master" => break, // promoted
-                    Ok((_, link)) if link == "up" => break,
+                let status = link_status(replica.port).await;
+                match &status {
+                    Ok(Link::Primary | Link::Online) => break,
                     _ if began.elapsed() >= timeout => panic!(
                         "[test-replicated] replica {i} (port {}) not linked within {timeout:?}: \
                          {status:?}\n{}",
@@ -231,6 +222,41 @@ impl Drop for TestReplicated {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// Where a replica's link stands.
+#[derive(Debug)]
+enum Link {
+    /// It is a primary itself (promoted).
+    Primary,
+    /// Linked, and its primary lists it online.
+    Online,
+    /// Not there yet: why.
+    Pending(String),
+}
+
+async fn link_status(port: u16) -> redis::RedisResult<Link> {
+    let replication = redis::cmd("INFO").arg("replication").to_owned();
+    let info: String = server::admin_query(&server::loopback_client(port), &replication).await?;
+    let field = |name| server::info_field(&info, name).unwrap_or_default();
+    if field("role") == "master" {
+        return Ok(Link::Primary);
+    }
+    if field("master_link_status") != "up" {
+        return Ok(Link::Pending(format!(
+            "master_link_status:{}",
+            field("master_link_status")
+        )));
+    }
+    let Ok(primary) = field("master_port").parse::<u16>() else {
+        return Ok(Link::Pending("no master_port".into()));
+    };
+    let primary_info: String =
+        server::admin_query(&server::loopback_client(primary), &replication).await?;
+    Ok(match server::replica_state(&primary_info, port) {
+        Some(state) if state == "online" => Link::Online,
+        state => Link::Pending(format!("primary {primary} lists it as {state:?}")),
+    })
 }
 
 fn node_args(

@@ -223,6 +223,30 @@ pub fn info_field(info: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
+/// The state (`wait_bgsave`, `send_bulk`, `online`...) in which a primary's
+/// `INFO replication` lists the replica on `replica_port`, if it lists it.
+/// A replica counts for `WAIT` only once `online`, which can come after the
+/// replica itself reports `master_link_status:up` (with diskless sync the
+/// primary waits for the replica's first ACK).
+pub fn replica_state(primary_replication_info: &str, replica_port: u16) -> Option<String> {
+    info_fields(primary_replication_info)
+        .into_iter()
+        .filter(|(name, _)| {
+            let index = name
+                .strip_prefix("slave")
+                .or_else(|| name.strip_prefix("replica"));
+            index.is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .find_map(|(_, value)| {
+            let field = |k: &str| {
+                value
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(k).map(str::to_string))
+            };
+            (field("port=")? == replica_port.to_string()).then(|| field("state="))?
+        })
+}
+
 fn env_nonempty(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|s| !s.trim().is_empty())
 }
