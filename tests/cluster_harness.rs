@@ -149,7 +149,7 @@ async fn a_killed_master_is_replaced_by_its_replica() {
         let _: () = conn.set(&key, "kept").await.unwrap();
         let acked: u64 = redis::cmd("WAIT")
             .arg(1)
-            .arg(5000)
+            .arg(10_000)
             .query_async(&mut conn)
             .await
             .unwrap();

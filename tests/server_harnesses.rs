@@ -13,6 +13,9 @@ use support::{ClientAuth, Member, ServerKind, TestReplicated, TestTls, TlsOption
 
 /// Bound on a refused connection attempt (handshake or first reply).
 const REFUSED_WITHIN: Duration = Duration::from_secs(10);
+/// `WAIT` timeout where an acknowledgement is expected (WAIT returns as
+/// soon as it has one; the bound only matters on a starved machine).
+const ACK_TIMEOUT_MS: u64 = 10_000;
 
 async fn ping(client: &redis::Client) -> redis::RedisResult<String> {
     tokio::time::timeout(
@@ -125,16 +128,19 @@ async fn wait_counts_a_linked_replica_and_not_a_killed_one() {
     let group = TestReplicated::start(1).await;
     let mut conn = group.connection(Member::Primary).await;
     let _: () = conn.set("k", "v1").await.unwrap();
+    // WAIT answers as soon as the replica acknowledges: a long timeout costs
+    // nothing here and keeps a starved CI machine from turning it into 0.
     let acked: u64 = redis::cmd("WAIT")
         .arg(1)
-        .arg(500)
+        .arg(ACK_TIMEOUT_MS)
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(acked, 1, "a linked replica acknowledges");
 
     group.kill(Member::Replica(0));
-    // A new write: the dead replica can never acknowledge it.
+    // A new write: the dead replica can never acknowledge it, so WAIT runs
+    // out its 500 ms whatever the machine's load.
     let _: () = conn.set("k", "v2").await.unwrap();
     let acked: u64 = redis::cmd("WAIT")
         .arg(1)
@@ -153,7 +159,7 @@ async fn a_promoted_replica_takes_writes_after_the_primary_dies() {
     let _: () = primary.set("k", "kept").await.unwrap();
     let acked: u64 = redis::cmd("WAIT")
         .arg(2)
-        .arg(5000)
+        .arg(ACK_TIMEOUT_MS)
         .query_async(&mut primary)
         .await
         .unwrap();
@@ -177,7 +183,7 @@ async fn a_promoted_replica_takes_writes_after_the_primary_dies() {
         .await;
     let acked: u64 = redis::cmd("WAIT")
         .arg(1)
-        .arg(5000)
+        .arg(ACK_TIMEOUT_MS)
         .query_async(&mut replica)
         .await
         .unwrap();

@@ -258,8 +258,9 @@ fn on_path(bin: &str) -> bool {
 
 // ----- admin connections --------------------------------------------------
 
-/// Connect timeout of the harnesses' own (admin) connections.
-const ADMIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connect timeout of the harnesses' own (admin) connections (the TLS
+/// handshake and HELLO included, so a starved server needs the margin).
+const ADMIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Response timeout of admin connections (MIGRATE of a batch included).
 const ADMIN_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
