@@ -3,15 +3,30 @@
 #   * Docker answers  -> builds the local Redis image once and the integration
 #                        tests run every Redis in its own container (faults on);
 #   * no Docker       -> the tests spawn native `redis-server` processes.
+# The cluster, TLS and replication harnesses always run native processes
+# (redis-server + redis-cli installed; no Docker needed).
 # Override the image with `make test REDIS_TEST_IMAGE=redis:7`, or point the
 # tests at an existing server with `REDIS_URL=redis://... make test`.
+# `make test-valkey` runs the same suite on Valkey 8 (REDIS_TEST_SERVER=valkey,
+# the local Valkey image, valkey-server + valkey-cli for native processes).
+#
+# Tests that need what the chosen backend cannot do (names starting with
+# `needs_pause_` / `needs_restart_`, see tests/support/mod.rs) are left out
+# with a nextest filterset, so nextest reports them as SKIPPED.
 
 SHELL := /bin/bash
 CARGO ?= cargo
+# redis (default) or valkey: which server every test harness runs.
+REDIS_TEST_SERVER ?= redis
+ifeq ($(REDIS_TEST_SERVER),valkey)
+REDIS_TEST_IMAGE ?= sandbox-coordinator/valkey-test:8.0
+else
 REDIS_TEST_IMAGE ?= sandbox-coordinator/redis-test:7.0
+endif
+VALKEY_TEST_IMAGE ?= sandbox-coordinator/valkey-test:8.0
 # Extra arguments for nextest, e.g. `make test NEXTEST_ARGS='--test harness'`.
 NEXTEST_ARGS ?=
-export REDIS_TEST_IMAGE
+export REDIS_TEST_IMAGE REDIS_TEST_SERVER
 
 # Label the test harness puts on its containers (tests/support/mod.rs).
 TEST_CONTAINER_LABEL := sandbox-coordinator.test-redis
@@ -19,15 +34,42 @@ TEST_CONTAINER_LABEL := sandbox-coordinator.test-redis
 # Non-empty when a Docker engine answers.
 DOCKER_OK := $(shell docker info >/dev/null 2>&1 && echo yes)
 
-.PHONY: all redis-image test test-clean fmt fmt-check clippy demo bench
+# The backend the integration tests will get, decided like
+# tests/support/mod.rs does (REDIS_URL, then REDIS_TEST_BACKEND, then Docker),
+# and the tests it cannot serve.
+ifneq ($(strip $(REDIS_URL)),)
+TEST_BACKEND := external
+else ifneq ($(filter container docker,$(REDIS_TEST_BACKEND)),)
+TEST_BACKEND := container
+else ifeq ($(REDIS_TEST_BACKEND),native)
+TEST_BACKEND := native
+else ifeq ($(DOCKER_OK),yes)
+TEST_BACKEND := container
+else
+TEST_BACKEND := native
+endif
+NEEDS_PAUSE := test(/(^|::)needs_pause_/)
+NEEDS_RESTART := test(/(^|::)needs_restart_/)
+ifeq ($(TEST_BACKEND),native)
+SKIP_FILTER := -E 'not $(NEEDS_PAUSE)'
+SKIP_NOTE := the native backend cannot pause: needs_pause_* tests are skipped
+else ifeq ($(TEST_BACKEND),external)
+SKIP_FILTER := -E 'not ($(NEEDS_PAUSE) | $(NEEDS_RESTART))'
+SKIP_NOTE := an external server (REDIS_URL) can neither pause nor restart: needs_pause_* and needs_restart_* tests are skipped
+else
+SKIP_FILTER :=
+SKIP_NOTE := containers: every test runs
+endif
+
+.PHONY: all redis-image test test-valkey test-clean fmt fmt-check clippy demo bench
 
 all: fmt-check clippy test
 
 redis-image:
 ifeq ($(DOCKER_OK),yes)
-	bash docker/build-redis-image.sh "$(REDIS_TEST_IMAGE)"
+	REDIS_TEST_SERVER=$(REDIS_TEST_SERVER) bash docker/build-redis-image.sh "$(REDIS_TEST_IMAGE)"
 else
-	@echo "redis-image: no Docker engine answers (docker info failed); skipping, tests will use native redis-server"
+	@echo "redis-image: no Docker engine answers (docker info failed); skipping, tests will use native $(REDIS_TEST_SERVER)-server"
 endif
 
 # Removes containers left behind by killed test processes (a test that times
@@ -42,14 +84,21 @@ endif
 ifeq ($(DOCKER_OK),yes)
 test: redis-image
 endif
-# Doctests first so that nextest's summary is the last thing printed.
+# Doctests first so that nextest's summary is the last thing printed. The
+# doctest runs against a private server that .ci/with-redis starts for it.
 test:
-	$(CARGO) test --doc -p sandbox-coordinator
+	bash .ci/with-redis $(CARGO) test --doc -p sandbox-coordinator
+	@echo "backend $(TEST_BACKEND) ($(REDIS_TEST_SERVER)): $(SKIP_NOTE)"
 	@rc=0; \
-	echo "REDIS_TEST_IMAGE=$(REDIS_TEST_IMAGE) $(CARGO) nextest run --workspace --all-targets $(NEXTEST_ARGS)"; \
-	REDIS_TEST_IMAGE=$(REDIS_TEST_IMAGE) $(CARGO) nextest run --workspace --all-targets $(NEXTEST_ARGS) || rc=$$?; \
+	echo "REDIS_TEST_SERVER=$(REDIS_TEST_SERVER) REDIS_TEST_IMAGE=$(REDIS_TEST_IMAGE) $(CARGO) nextest run --workspace --all-targets $(SKIP_FILTER) $(NEXTEST_ARGS)"; \
+	$(CARGO) nextest run --workspace --all-targets $(SKIP_FILTER) $(NEXTEST_ARGS) || rc=$$?; \
 	$(CLEAN_TEST_CONTAINERS); \
 	exit $$rc
+
+# The same suite on Valkey 8: the test binaries are the ones `make test`
+# built (the server is chosen at run time).
+test-valkey:
+	$(MAKE) test REDIS_TEST_SERVER=valkey REDIS_TEST_IMAGE=$(VALKEY_TEST_IMAGE)
 
 test-clean:
 	@$(CLEAN_TEST_CONTAINERS)

@@ -21,23 +21,27 @@ use history::checker::check;
 use history::recorder::Recorder;
 use history::workload::{self, Profile};
 use sandbox_coordinator::{Action, BeginOptions, Begun, Error, Lifecycle, Transition};
-use support::TestRedis;
+use support::{Capability, TestRedis};
 use tokio::time::{Instant, timeout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_paused_longer_than_the_lease_keeps_calls_bounded_and_histories_linearizable() {
+async fn needs_pause_redis_paused_longer_than_the_lease_keeps_calls_bounded_and_histories_linearizable()
+ {
+    support::require(Capability::Pause);
     let out = workload::redis_paused(&Profile::ci()).await;
     out.assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restart_without_persistence_is_explained_by_lost_data_and_recovers() {
+async fn needs_restart_redis_restart_without_persistence_is_explained_by_lost_data_and_recovers() {
+    support::require(Capability::Restart);
     let out = workload::redis_restart(&Profile::ci(), false).await;
     out.assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restart_with_aof_loses_nothing_acknowledged() {
+async fn needs_restart_redis_restart_with_aof_loses_nothing_acknowledged() {
+    support::require(Capability::Restart);
     let out = workload::redis_restart(&Profile::ci(), true).await;
     out.assert_clean();
 }

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use support::{Backend, TestRedis};
+use support::{Backend, Capability, ServerKind, TestRedis};
 
 async fn ping(conn: &mut redis::aio::MultiplexedConnection) -> String {
     redis::cmd("PING").query_async(conn).await.expect("PING")
@@ -65,12 +65,10 @@ async fn two_servers_are_independent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pause_blocks_and_unpause_restores() {
+async fn needs_pause_pause_blocks_and_unpause_restores() {
+    support::require(Capability::Pause);
     let redis = TestRedis::start().await;
-    if !redis.supports_faults() {
-        eprintln!("skipped: backend {} has no pause", redis.backend());
-        return;
-    }
+    redis.require(Capability::Pause);
     let mut conn = redis.client().await;
     let key = redis.key("k");
     let _: () = conn.set(&key, "v").await.unwrap();
@@ -109,12 +107,10 @@ async fn pause_blocks_and_unpause_restores() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_loses_data_without_aof() {
+async fn needs_restart_restart_loses_data_without_aof() {
+    support::require(Capability::Restart);
     let redis = TestRedis::start().await;
-    if !redis.supports_restart() {
-        eprintln!("skipped: backend {} cannot restart", redis.backend());
-        return;
-    }
+    redis.require(Capability::Restart);
     let mut conn = redis.client().await;
     let key = redis.key("volatile");
     let _: () = conn.set(&key, "v").await.unwrap();
@@ -132,13 +128,11 @@ async fn restart_loses_data_without_aof() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_keeps_data_with_aof() {
+async fn needs_restart_restart_keeps_data_with_aof() {
+    support::require(Capability::Restart);
     let redis =
         TestRedis::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"]).await;
-    if !redis.supports_restart() {
-        eprintln!("skipped: backend {} cannot restart", redis.backend());
-        return;
-    }
+    redis.require(Capability::Restart);
     let mut conn = redis.client().await;
     let aof: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
@@ -223,11 +217,55 @@ async fn backend_matches_environment() {
         let want = std::env::var("REDIS_TEST_IMAGE")
             .ok()
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| support::DEFAULT_IMAGE.to_string());
+            .unwrap_or_else(|| support::default_image().to_string());
         assert_eq!(image, want);
         assert!(redis.url().starts_with("redis://"));
     }
     if redis.backend() == Backend::Native {
         assert!(redis.url().starts_with("redis+unix://"));
+    }
+}
+
+/// `REDIS_TEST_SERVER` decides the server on every backend: the one that
+/// answers says so in `INFO server` (Valkey: `server_name:valkey`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_kind_matches_redis_test_server() {
+    let redis = TestRedis::start().await;
+    let info = redis.server_info().await;
+    eprintln!("backend={} server={info}", redis.backend());
+    if redis.backend() == Backend::External {
+        // Someone else's server: whatever it is, it is reported.
+        assert!(!info.version.is_empty(), "{info:?}");
+        return;
+    }
+    let want = ServerKind::from_env();
+    assert_eq!(
+        info.kind,
+        want,
+        "REDIS_TEST_SERVER={:?} but the server is {info}",
+        std::env::var("REDIS_TEST_SERVER").unwrap_or_default()
+    );
+    match want {
+        ServerKind::Redis => assert!(info.major() >= 7, "Redis 7+ expected, got {info}"),
+        ServerKind::Valkey => assert!(info.major() >= 8, "Valkey 8+ expected, got {info}"),
+    }
+}
+
+/// The skip mechanism's contract: `require` passes exactly when the
+/// planned backend can serve the capability, and the prefixes are the
+/// ones `make test` filters on.
+#[test]
+fn capabilities_match_backends_and_test_prefixes() {
+    use support::Capability::{Pause, Restart};
+    let container = Backend::Container { image: "x".into() };
+    assert!(Pause.supported_by(&container) && Restart.supported_by(&container));
+    assert!(!Pause.supported_by(&Backend::Native) && Restart.supported_by(&Backend::Native));
+    assert!(!Pause.supported_by(&Backend::External) && !Restart.supported_by(&Backend::External));
+    assert_eq!(Pause.test_prefix(), "needs_pause_");
+    assert_eq!(Restart.test_prefix(), "needs_restart_");
+    let planned = support::planned_backend();
+    for cap in [Pause, Restart] {
+        let passed = std::panic::catch_unwind(|| support::require(cap)).is_ok();
+        assert_eq!(passed, cap.supported_by(&planned), "{cap:?} on {planned}");
     }
 }

@@ -307,7 +307,10 @@ async fn lost_resolves_when_an_operator_abandons_a_live_lease() {
     let redis = TestRedis::start().await;
     let coord = coordinator(&redis).await;
     coord.register(sandbox("s1", "e1")).await.unwrap();
-    let opts = BeginOptions::default().lease(Duration::from_millis(600));
+    // Long enough that no scheduling delay before the abandon can let it
+    // run out (the watchdog keeps it anyway); its first extend comes at a
+    // third of it, 1 s.
+    let opts = BeginOptions::default().lease(Duration::from_secs(3));
     let t = started(coord.begin(TEAM, "s1", Action::Pause, opts).await.unwrap());
     assert!(!t.is_lost());
     let abandoned = coord
@@ -334,7 +337,7 @@ async fn lost_resolves_when_an_operator_abandons_a_live_lease() {
         }
     );
     // The watchdog's next extend (at a third of the lease) is refused.
-    timeout(Duration::from_secs(5), t.lost())
+    timeout(Duration::from_secs(20), t.lost())
         .await
         .expect("lost() resolves");
     let err = t.succeed().await.unwrap_err();
@@ -346,7 +349,9 @@ async fn watchdog_keeps_a_transition_alive_past_its_lease() {
     let redis = TestRedis::start().await;
     let coord = coordinator(&redis).await;
     coord.register(sandbox("s1", "e1")).await.unwrap();
-    let lease = Duration::from_secs(1);
+    // The watchdog extends every second; only a stall of 2 s could lose
+    // the lease.
+    let lease = Duration::from_secs(3);
     let t = started(
         coord
             .begin(
@@ -358,13 +363,15 @@ async fn watchdog_keeps_a_transition_alive_past_its_lease() {
             .await
             .unwrap(),
     );
-    // Four lease lengths of work.
+    // Work until half a lease past the first deadline: without an extend
+    // the lease would be gone by then.
     tokio::select! {
         _ = t.lost() => panic!("lease lost while the watchdog ran"),
-        _ = tokio::time::sleep(lease * 4) => {}
+        _ = tokio::time::sleep(lease + lease / 2) => {}
     }
     let sb = coord.get(TEAM, "s1").await.unwrap().unwrap();
-    let live = sb.lease.expect("lease still live");
+    assert_eq!(sb.state, State::Snapshotting);
+    let live = sb.lease.expect("lease still live past its first deadline");
     assert_eq!(live.fence, t.fence());
     assert!(live.ttl > Duration::ZERO);
     t.succeed().await.unwrap();
@@ -379,14 +386,32 @@ async fn manual_extend_moves_the_deadline() {
     let redis = TestRedis::start().await;
     let coord = coordinator(&redis).await;
     coord.register(sandbox("s1", "e1")).await.unwrap();
-    let opts = BeginOptions::default()
-        .lease(Duration::from_secs(2))
-        .watchdog(false);
+    let lease = Duration::from_secs(10);
+    let opts = BeginOptions::default().lease(lease).watchdog(false);
     let t = started(coord.begin(TEAM, "s1", Action::Pause, opts).await.unwrap());
+    // Let the deadline visibly approach (Redis' own PTTL), then extend.
+    let before = timeout(Duration::from_secs(15), async {
+        loop {
+            let sb = coord.get(TEAM, "s1").await.unwrap().unwrap();
+            let ttl = sb.lease.expect("lease live").ttl;
+            if ttl <= lease - Duration::from_secs(1) {
+                return ttl;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the lease never ran down");
+    // The extend's TTL is Redis' PTTL right after it set the lease again,
+    // so it is the full lease whatever the client's latency.
     let ttl = t.extend().await.unwrap();
     assert!(
-        ttl > Duration::from_millis(1500) && ttl <= Duration::from_secs(2),
-        "{ttl:?}"
+        ttl > before,
+        "the deadline did not move: {before:?} -> {ttl:?}"
+    );
+    assert!(
+        ttl > lease - Duration::from_secs(1) && ttl <= lease,
+        "extend set {ttl:?}, not the lease {lease:?}"
     );
     t.succeed().await.unwrap();
 }

@@ -291,13 +291,11 @@ async fn a_notice_lost_while_disconnected_is_found_by_the_recheck() {
 // ----- server restart ---------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restart_loses_scripts_and_the_coordinator_recovers() {
+async fn needs_restart_redis_restart_loses_scripts_and_the_coordinator_recovers() {
+    support::require(support::Capability::Restart);
     // No persistence on any backend: the restart loses the data.
     let redis = TestRedis::start_with_args(&["--save", "", "--appendonly", "no"]).await;
-    if !redis.supports_restart() {
-        eprintln!("skipped: backend {} cannot restart", redis.backend());
-        return;
-    }
+    redis.require(support::Capability::Restart);
     let coord = coordinator_with(&redis, |b| b.poll_interval(Duration::from_secs(30))).await;
     coord.register(sandbox("s1", "e1")).await.unwrap();
     started(begin(&coord, "s1", Action::Pause).await)

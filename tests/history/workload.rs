@@ -166,6 +166,9 @@ pub struct Outcome {
     pub took: Duration,
     /// The longest single call recorded.
     pub longest_call: Duration,
+    /// Why the scenario did not run (its backend cannot inject the fault);
+    /// [`Outcome::assert_clean`] fails on it, so a skip is never a pass.
+    pub skipped: Option<String>,
 }
 
 impl Outcome {
@@ -176,8 +179,12 @@ impl Outcome {
         }
     }
 
-    /// Panics with the violations and problems, if any.
+    /// Panics with the violations and problems, if any, and if the
+    /// scenario did not run at all.
     pub fn assert_clean(&self) {
+        if let Some(why) = &self.skipped {
+            panic!("{}: did not run: {why}", self.scenario);
+        }
         eprintln!(
             "{}: {} rounds in {:.1?}\n{}",
             self.scenario,
@@ -693,6 +700,12 @@ pub async fn dying_and_stalling_holders(profile: &Profile) -> Outcome {
 /// again (`CLIENT KILL TYPE pubsub`): no waiter hangs, and a waiter
 /// answers within the poll interval (plus scheduling slack) of the end of
 /// the transition it waited on.
+///
+/// The first kill comes as soon as a quarter of a round's calls are
+/// recorded, then one every 50–300 ms. A kill counts only if it closed a
+/// connection and some call of the race returned after it; a round that
+/// got none (it ended first) is followed by another, up to 5 more, so the
+/// scenario never passes without the fault it is about.
 pub async fn pubsub_kills(profile: &Profile) -> Outcome {
     let mix = Mix {
         poll: Duration::from_millis(500),
@@ -708,14 +721,32 @@ pub async fn pubsub_kills(profile: &Profile) -> Outcome {
         .iter()
         .map(Coordinator::subscription_epoch)
         .collect();
+    const MAX_EXTRA_ROUNDS: usize = 5;
     let kills = Arc::new(Mutex::new(0u64));
-    while profile.more_rounds(round, began) {
+    // Kills that closed a connection while the race still ran.
+    let mut kills_in_race = 0usize;
+    let mut extra_rounds = 0;
+    loop {
+        if !profile.more_rounds(round, began) {
+            if kills_in_race > 0 || extra_rounds == MAX_EXTRA_ROUNDS {
+                break;
+            }
+            extra_rounds += 1;
+        }
         let mut conn = env.redis.client().await;
         let counter = Arc::clone(&kills);
+        let recorder = Recorder::new();
+        let (rec2, p2) = (recorder.clone(), profile.clone());
+        // When each kill that closed a connection had been answered.
+        let landed: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let landed2 = Arc::clone(&landed);
         let (stop, killer) = spawn_faults(move |mut rx| async move {
             let mut problems = Vec::new();
             let mut rng = StdRng::from_os_rng();
-            while !stopped(&mut rx, Duration::from_millis(rng.random_range(50..300))).await {
+            if !race_under_way(&mut rx, &rec2, &p2).await {
+                return problems; // the round ended first: counted below
+            }
+            loop {
                 let killed: redis::RedisResult<i64> = redis::cmd("CLIENT")
                     .arg("KILL")
                     .arg("TYPE")
@@ -723,15 +754,32 @@ pub async fn pubsub_kills(profile: &Profile) -> Outcome {
                     .query_async(&mut conn)
                     .await;
                 match killed {
-                    Ok(n) => *counter.lock().unwrap_or_else(PoisonError::into_inner) += n as u64,
+                    Ok(n) => {
+                        *counter.lock().unwrap_or_else(PoisonError::into_inner) += n as u64;
+                        if n > 0 {
+                            landed2
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(Instant::now());
+                        }
+                    }
                     Err(e) => problems.push(format!("CLIENT KILL failed: {e}")),
                 }
+                if stopped(&mut rx, Duration::from_millis(rng.random_range(50..300))).await {
+                    return problems;
+                }
             }
-            problems
         });
-        let mut r = race_round(&env.coords, profile, &mix, round, &Recorder::new()).await;
+        let mut r = race_round(&env.coords, profile, &mix, round, &recorder).await;
         let _ = stop.send(true);
         r.problems.extend(killer.await.unwrap_or_default());
+        let last_return = r.entries.iter().map(|e| e.returned).max();
+        kills_in_race += landed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|&&at| last_return.is_some_and(|last| last > at))
+            .count();
         r.problems.extend(fences_unique(&r.entries));
         r.problems.extend(
             r.entries
@@ -753,9 +801,11 @@ pub async fn pubsub_kills(profile: &Profile) -> Outcome {
         round += 1;
     }
     let kills = *kills.lock().unwrap_or_else(PoisonError::into_inner);
-    if kills == 0 {
-        out.problems
-            .push("no notification connection was killed".into());
+    if kills_in_race == 0 {
+        out.problems.push(format!(
+            "no notification connection was killed while a race ran ({round} rounds, {kills} \
+             connections killed in all)"
+        ));
     }
     for (i, (c, before)) in env.coords.iter().zip(epochs).enumerate() {
         if c.subscription_epoch() <= before {
@@ -842,10 +892,9 @@ pub async fn redis_paused(profile: &Profile) -> Outcome {
     let mut out = Outcome::new("redis-paused");
     let env = Env::start(profile, &mix, &[], false).await;
     if !env.redis.supports_faults() {
-        eprintln!(
-            "redis-paused: skipped, backend {} cannot pause",
-            env.redis.backend()
-        );
+        let why = format!("backend {} cannot pause", env.redis.backend());
+        eprintln!("redis-paused: skipped, {why}");
+        out.skipped = Some(why);
         return out;
     }
     let redis = Arc::new(env.redis);
@@ -927,10 +976,9 @@ pub async fn redis_restart(profile: &Profile, persistent: bool) -> Outcome {
     let mut out = Outcome::new(scenario);
     let env = Env::start(profile, &mix, args, true).await;
     if !env.redis.supports_restart() {
-        eprintln!(
-            "{scenario}: skipped, backend {} cannot restart",
-            env.redis.backend()
-        );
+        let why = format!("backend {} cannot restart", env.redis.backend());
+        eprintln!("{scenario}: skipped, {why}");
+        out.skipped = Some(why);
         return out;
     }
     let redis = Arc::new(env.redis);

@@ -12,8 +12,9 @@
 //! 2. `REDIS_TEST_BACKEND=native|container` forces a backend (debugging aid).
 //! 3. A Docker engine answers `GET /_ping` on `DOCKER_HOST` (or the default
 //!    socket locations testcontainers uses): [`Backend::Container`] running
-//!    `REDIS_TEST_IMAGE` (default `redis:7`; `make test` and CI use the local
-//!    image built by `docker/build-redis-image.sh`).
+//!    `REDIS_TEST_IMAGE` (default `redis:7`, or `valkey/valkey:8` with
+//!    `REDIS_TEST_SERVER=valkey`; `make test` and CI use the local images
+//!    built by `docker/build-redis-image.sh`).
 //! 4. Otherwise [`Backend::Native`]: a `redis-server` child process listening
 //!    on a unix socket in a private temp dir (no TCP port at all).
 //!
@@ -22,8 +23,66 @@
 //! `CI=true` and `REDIS_TEST_REQUIRE_CONTAINER=1`, in which case it panics.
 //!
 //! Dropping a [`TestRedis`] removes its container / kills its process and
-//! deletes its temp dir, also when the test panics.
-#![allow(dead_code)]
+//! deletes its temp dir, also when the test panics. Native processes are
+//! also killed by the kernel if the test process dies without running
+//! destructors (nextest's timeout): see [`server`].
+//!
+//! # Redis 7 or Valkey 8: `REDIS_TEST_SERVER`
+//!
+//! `REDIS_TEST_SERVER=valkey` makes every harness run Valkey 8 instead of
+//! Redis 7: `valkey-server` for native processes, `valkey-cli` to create
+//! clusters, the `valkey-server` entrypoint and a Valkey default image for
+//! containers (`make test-valkey` also sets `REDIS_TEST_IMAGE` to the local
+//! Valkey image). [`TestRedis::server_info`] says what really runs.
+//!
+//! # The other harnesses
+//!
+//! Native processes only (no Docker needed, `redis-server` / `valkey-server`
+//! installed), each in its own module:
+//!
+//! * [`cluster`] — [`TestCluster`]: a Redis Cluster with replicas; kill a
+//!   master and wait for its replica to take over, restart a node, move a
+//!   slot with its keys while clients write, `INFO commandstats` summed over
+//!   the nodes.
+//! * [`tls`] — [`TestTls`]: a TLS-only server with a private CA, client
+//!   certificates for mutual TLS, and an untrusted CA; certificates are made
+//!   at test time with `openssl`.
+//! * [`replicated`] — [`TestReplicated`]: a primary with `replicaof`
+//!   replicas, for `WAIT` and manual failover.
+//! * [`server`] — what they share: [`ServerKind`], [`ServerInfo`], free
+//!   ports, server processes tied to the test process.
+//!
+//! # Tests that need a capability: visible skips
+//!
+//! Some scenarios need what only some backends can do: freezing the server
+//! ([`Capability::Pause`], Container backend only) or restarting it
+//! ([`Capability::Restart`], Container and Native, not External). Such a test
+//!
+//! * is named with the prefix `needs_pause_` or `needs_restart_` (e.g.
+//!   `needs_pause_redis_paused_longer_than_the_lease_...`), and
+//! * calls [`require`]`(Capability::...)` first (or
+//!   [`TestRedis::require`] once it has a server).
+//!
+//! `make test` works out the backend the tests will get (the same rules as
+//! above) and passes nextest a filterset that leaves out the prefixes that
+//! backend cannot serve, e.g. `-E 'not test(/(^|::)needs_pause_/)'` on the
+//! native backend: nextest reports those tests as SKIPPED in its summary,
+//! instead of them passing without having run. [`require`] never returns
+//! without the capability: it panics, with the reason, when the test runs
+//! anyway — under CI (`CI=true` + `REDIS_TEST_REQUIRE_CONTAINER=1`) that
+//! means the CI machine lost what it must have; elsewhere, that the test was
+//! run without `make test`'s filter on a backend that cannot serve it.
+#![allow(dead_code, unused_imports)]
+
+pub mod cluster;
+pub mod replicated;
+pub mod server;
+pub mod tls;
+
+pub use cluster::{ClusterNode, ClusterOptions, Role, TestCluster, slot_of};
+pub use replicated::{Member, TestReplicated};
+pub use server::{ServerInfo, ServerKind};
+pub use tls::{ClientAuth, TestTls, TlsOptions};
 
 use std::{
     fmt,
@@ -46,8 +105,11 @@ use testcontainers::{
 };
 
 /// Image used when `REDIS_TEST_IMAGE` is not set (what a developer with
-/// internet access would pull).
-pub const DEFAULT_IMAGE: &str = "redis:7";
+/// internet access would pull): `redis:7`, or `valkey/valkey:8` with
+/// `REDIS_TEST_SERVER=valkey`.
+pub fn default_image() -> &'static str {
+    ServerKind::from_env().default_image()
+}
 /// Label put on every container the harness starts (`make test` and `.ci/run`
 /// remove leftovers with `docker ps -aq --filter label=...`).
 pub const CONTAINER_LABEL: &str = "sandbox-coordinator.test-redis";
@@ -234,6 +296,19 @@ impl TestRedis {
         !matches!(self.inner, Inner::External)
     }
 
+    /// Panics unless this server can do `cap` (see [`require`], which
+    /// decides before a server exists; this checks the backend the test
+    /// really got, e.g. after a container start fell back to native).
+    pub fn require(&self, cap: Capability) {
+        cap.assert_supported_by(&self.backend());
+    }
+
+    /// Which server runs and its version (`INFO server`): Redis 7 or Valkey
+    /// 8, whatever the backend.
+    pub async fn server_info(&self) -> ServerInfo {
+        ServerInfo::query(&mut self.client().await).await
+    }
+
     /// Docker container id (Container backend only).
     pub fn container_id(&self) -> Option<String> {
         match &self.inner {
@@ -358,7 +433,7 @@ impl TestRedis {
         let image = std::env::var("REDIS_TEST_IMAGE")
             .ok()
             .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_IMAGE.to_string());
+            .unwrap_or_else(|| default_image().to_string());
         let (name, tag) = split_image(&image);
         let container_name = format!("sc-redis-{namespace}");
         let mut cmd: Vec<String> = ["--protected-mode", "no", "--save", "", "--appendonly", "no"]
@@ -373,11 +448,11 @@ impl TestRedis {
         let sink = Arc::clone(&output);
 
         let started = Instant::now();
-        // The entrypoint is overridden so that the public `redis` image (whose
-        // entrypoint is a shell script) and our scratch image (entrypoint =
-        // redis-server) take the same command line.
+        // The entrypoint is overridden so that the public `redis` / `valkey`
+        // images (whose entrypoint is a shell script) and our scratch images
+        // (entrypoint = the server) take the same command line.
         let request = GenericImage::new(name, tag)
-            .with_entrypoint("redis-server")
+            .with_entrypoint(ServerKind::from_env().entrypoint())
             .with_exposed_port(REDIS_PORT.tcp())
             .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
             .with_cmd(cmd)
@@ -595,6 +670,84 @@ pub fn container_required() -> bool {
     truthy("CI") && truthy("REDIS_TEST_REQUIRE_CONTAINER")
 }
 
+/// The backend [`TestRedis::start`] will choose in this environment, found
+/// without starting anything (the rules of the module docs; a container
+/// that then fails to start may still fall back to native outside CI).
+pub fn planned_backend() -> Backend {
+    if std::env::var("REDIS_URL").is_ok_and(|u| !u.trim().is_empty()) {
+        return Backend::External;
+    }
+    let image = std::env::var("REDIS_TEST_IMAGE")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| default_image().to_string());
+    let forced = std::env::var("REDIS_TEST_BACKEND")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match forced.as_str() {
+        "container" | "docker" => Backend::Container { image },
+        "native" => Backend::Native,
+        _ if CONTAINER_BROKEN.load(Ordering::SeqCst) => Backend::Native,
+        _ if docker_probe().is_ok() => Backend::Container { image },
+        _ => Backend::Native,
+    }
+}
+
+/// What a scenario may need from its server beyond commands (see "Tests
+/// that need a capability" in the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// [`TestRedis::pause`] / [`TestRedis::unpause`]: Container backend.
+    /// Tests named `needs_pause_*`.
+    Pause,
+    /// [`TestRedis::restart`]: Container and Native backends. Tests named
+    /// `needs_restart_*`.
+    Restart,
+}
+
+impl Capability {
+    /// The test-name prefix that `make test`'s filterset matches.
+    pub fn test_prefix(self) -> &'static str {
+        match self {
+            Capability::Pause => "needs_pause_",
+            Capability::Restart => "needs_restart_",
+        }
+    }
+
+    pub fn supported_by(self, backend: &Backend) -> bool {
+        match self {
+            Capability::Pause => matches!(backend, Backend::Container { .. }),
+            Capability::Restart => !matches!(backend, Backend::External),
+        }
+    }
+
+    fn assert_supported_by(self, backend: &Backend) {
+        if self.supported_by(backend) {
+            return;
+        }
+        if container_required() {
+            panic!(
+                "[test-redis] CI requires {self:?}, but the backend is {backend}: CI=true and \
+                 REDIS_TEST_REQUIRE_CONTAINER=1 promise containers, which can do everything"
+            );
+        }
+        panic!(
+            "[test-redis] this test needs {self:?}, which the {backend} backend cannot do. `make \
+             test` leaves `{}*` tests out on this backend (nextest counts them SKIPPED); run it \
+             with a Docker engine (container backend), e.g. `make test`",
+            self.test_prefix()
+        );
+    }
+}
+
+/// Panics unless the backend this test will get ([`planned_backend`]) can
+/// do `cap`. Call it first in every `needs_pause_*` / `needs_restart_*`
+/// test: `make test` filters such tests out where they cannot run, so
+/// reaching this without the capability is an error, never a silent pass.
+pub fn require(cap: Capability) {
+    cap.assert_supported_by(&planned_backend());
+}
+
 fn announce(msg: &str) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| eprintln!("[test-redis] {msg}"));
@@ -694,11 +847,9 @@ async fn wait_tcp_ready(hosts: &[String], port: u16, timeout: Duration) -> Resul
     }
 }
 
+/// `redis-server`, `valkey-server` (`REDIS_TEST_SERVER=valkey`) or `REDIS_SERVER_BIN`.
 fn redis_server_bin() -> String {
-    std::env::var("REDIS_SERVER_BIN")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "redis-server".to_string())
+    ServerKind::from_env().server_bin()
 }
 
 /// A fresh private directory for one native server; the unix socket path must
@@ -727,8 +878,8 @@ fn spawn_native(dir: &Path, socket: &Path, args: &[String]) -> Child {
         .open(dir.join("redis.log"))
         .unwrap_or_else(|e| panic!("[test-redis] cannot create log in {}: {e}", dir.display()));
     let log_err = log.try_clone().expect("clone log fd");
-    Command::new(&bin)
-        .arg("--port")
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--port")
         .arg("0")
         .arg("--unixsocket")
         .arg(socket)
@@ -741,15 +892,15 @@ fn spawn_native(dir: &Path, socket: &Path, args: &[String]) -> Child {
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "[test-redis] cannot run `{bin}` ({e}). No Docker engine and no REDIS_URL, so the \
-                 native backend needs redis-server: `apt-get install redis-server`, or set \
-                 REDIS_SERVER_BIN, REDIS_URL, or start Docker"
-            )
-        })
+        .stderr(log_err);
+    // Killed by the kernel if the test process dies without running Drop.
+    server::spawn_tied_to_test(cmd).unwrap_or_else(|e| {
+        panic!(
+            "[test-redis] cannot run `{bin}` ({e}). No Docker engine and no REDIS_URL, so the \
+             native backend needs redis-server (valkey-server with REDIS_TEST_SERVER=valkey): \
+             `apt-get install redis-server`, or set REDIS_SERVER_BIN, REDIS_URL, or start Docker"
+        )
+    })
 }
 
 async fn wait_native_ready(n: &NativeServer) {
