@@ -1318,6 +1318,12 @@ impl Coordinator {
         self.rt.notifier.epoch()
     }
 
+    /// How many notification messages this coordinator's subscription has
+    /// received (it subscribes only to the teams its waiters wait on).
+    pub fn notifications_received(&self) -> u64 {
+        self.rt.notifier.received()
+    }
+
     /// How many team channels the notification connection is subscribed to.
     pub fn subscriptions(&self) -> usize {
         self.rt.notifier.subscribed()

@@ -83,6 +83,7 @@ impl TeamRoute {
 struct Shared {
     teams: Mutex<HashMap<String, TeamRoute>>,
     epoch: watch::Sender<u64>,
+    received: std::sync::atomic::AtomicU64,
     control: Option<mpsc::UnboundedSender<String>>,
 }
 
@@ -132,6 +133,7 @@ impl Notifier {
         let shared = Arc::new(Shared {
             teams: Mutex::new(HashMap::new()),
             epoch: watch::channel(0).0,
+            received: std::sync::atomic::AtomicU64::new(0),
             control: Some(control),
         });
         let task = tokio::spawn(run(link.clone(), settings, Arc::clone(&shared), rx));
@@ -148,6 +150,7 @@ impl Notifier {
             shared: Arc::new(Shared {
                 teams: Mutex::new(HashMap::new()),
                 epoch: watch::channel(0).0,
+                received: std::sync::atomic::AtomicU64::new(0),
                 control: None,
             }),
             task: None,
@@ -171,6 +174,11 @@ impl Notifier {
     /// may have been lost (connect, reconnect, resubscription).
     pub(crate) fn epoch(&self) -> u64 {
         *self.shared.epoch.borrow()
+    }
+
+    /// Notification messages received so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.shared.received.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The channels subscribed (confirmed) right now.
@@ -372,6 +380,7 @@ fn channel_team(channel: &str) -> Option<&str> {
 
 fn deliver(shared: &Shared, channel: &str, payload: &str) {
     metrics::counter!(crate::metrics::NOTIFICATIONS).increment(1);
+    shared.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Some(team) = channel_team(channel) else {
         return;
     };
