@@ -13,14 +13,22 @@
   long as the server clock does not go back.
 
   A record in an in-flight state whose lease ended without an outcome is
-  "stuck": its holder died. Its outcome `abandoned` is recorded and
-  published first, so its waiters learn it at once.
+  "stuck": its holder died. Nothing is decided on it until its outcome
+  `abandoned` is recorded: the reply "stuck" names the transition, and the
+  client records it with settle.lua (whose KEYS name that transition's
+  outcome key) before calling begin again.
+
+  Every key the script touches is in KEYS (Redis Cluster checks declared
+  keys only when a slot is being migrated).
 
   Fair waiting: a request that must wait is queued (queue.lua) and only the
   head of the queue may start; see queue.lua.
 
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
+    KEYS[2] expiry index <ns>:{<team>}:expiry
+    KEYS[3] tombstones   <ns>:{<team>}:tombs
+    KEYS[4] id index     <ns>:{<team>}:ids
     ARGV[1] team prefix  "<ns>:{<team>}:" (the other keys of the team and its
                          channel are named from it; all in the team's slot)
     ARGV[2] sandbox id
@@ -35,6 +43,7 @@
   Output:
     {"started", fence, lease_ms, exec}          this call holds the transition
     {"join", fence, lease_left_ms, holder}      the same action is in flight
+    {"stuck", fence, holder}                    record that transition's end first
     {"wait", fence_or_0, wake_ms}               queued: re-check after another
                                                 transition (fence) ends, or at wake_ms
     {"same", state} | {"absorbed", state}       nothing to do, nothing written
@@ -46,7 +55,8 @@
     {"corrupt", detail} | {"schema", version} | {"lifecycle", digest}
 
   Example (after `sandboxctl scripts --dump DIR`):
-    redis-cli --eval DIR/begin_pause.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 cli/1 30000 '' 0 4000
+    redis-cli --eval DIR/begin_pause.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' , \
+      'sbx:{t}:' s1 cli/1 30000 '' 0 4000
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
@@ -58,7 +68,6 @@ local EVICT, QUEUE_MS = ARGV[6] == '1', tonumber(ARGV[7])
 --!include record.lua
 --!include queue.lua
 --!include notify.lua
---!include outcome.lua
 --!include indexes.lua
 
 local now, now_us = clock()
@@ -97,11 +106,9 @@ if EVICT and (live or reserved or behind) then
   return {'eviction_in_progress', r.fence, r.action}
 end
 
--- The vanished holder's outcome, recorded before anything is decided on it.
-if stuck then
-  record_outcome(r.fence, r.action, 'abandoned', 'lease expired', {'holder', '', 'until_ms', ''})
-  r.holder, r.last_fence = '', r.fence
-end
+-- The vanished holder's outcome is recorded (settle.lua) before anything
+-- is decided on it.
+if stuck then return {'stuck', r.fence, r.holder} end
 
 if EVICT and r.end_n > now then
   return {'eviction_not_needed', r.end_ms, int(now)}

@@ -4,8 +4,9 @@
   away, a wait that timed out). Matched by the call's holder id, since the
   reply — and with it the fence — may never have arrived:
     * if the holder holds the record's transition (live, or expired with no
-      outcome yet), it is finished as failed with the given reason
-      (normally "cancelled"), exactly as `fail` would;
+      outcome yet), the reply names it ("holds"), and the client fails it
+      with finish.lua (whose KEYS name its outcome key) and the reason
+      "cancelled", exactly as `fail` would;
     * else if the holder is queued (waiting to re-decide), it leaves the
       queue, and the next waiter is told if it is now at the head;
     * else nothing is written.
@@ -15,40 +16,31 @@
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] holder id
-    ARGV[4] reason
 
   Output:
-    {"failed", fence, state}   the holder's transition was failed
+    {"holds", fence, action}   the holder holds this transition: fail it
     {"dequeued"}               the holder left the queue
     {"none"}                   nothing of the holder's was there
     {"corrupt", detail} | {"schema", version} | {"lifecycle", digest}
 
   Example:
-    redis-cli --eval DIR/cancel.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 cli/1 cancelled
+    redis-cli --eval DIR/cancel.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 cli/1
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
-local HOLDER, REASON = ARGV[3], ARGV[4]
+local HOLDER = ARGV[3]
 
 --!generated
 --!include clock.lua
 --!include record.lua
 --!include queue.lua
 --!include notify.lua
---!include outcome.lua
---!include indexes.lua
---!include finish_body.lua
 
 local now = clock()
 local r, err = load_record(REC)
 if err then return err end
 if not r then return {'none'} end
-if r.holder == HOLDER and r.last_fence ~= r.fence then
-  if r.lc ~= LIFECYCLE then return {'lifecycle', r.lc} end
-  local state, refused = finish_transition(r, 'failed', REASON, now)
-  if refused then return refused end
-  return {'failed', r.fence, state}
-end
+if r.holder == HOLDER and r.last_fence ~= r.fence then return {'holds', r.fence, r.action} end
 local q = queue_live(r, now)
 local at = queue_find(q, HOLDER)
 if not at then return {'none'} end

@@ -1,10 +1,12 @@
 --[[
   count.lua — a team's sandboxes by state class, read from the team's id
-  index (never SCAN): O(team size), atomic. Also the live reservations and
-  the team's own limit. Index entries whose record vanished are swept.
+  index (never SCAN): O(team size), atomic, read-only. Also the live
+  reservations and the team's own limit. Index entries whose record is
+  missing are not counted.
 
   Input:
     KEYS[1] id index     <ns>:{<team>}:ids
+    KEYS[2..3]           <ns>:{<team>}:resv, :team
     ARGV[1] team prefix  "<ns>:{<team>}:"
 
   Output:
@@ -12,7 +14,7 @@
     {"corrupt", detail}
 
   Example:
-    redis-cli --eval DIR/count.lua 'sbx:{t}:ids' , 'sbx:{t}:'
+    redis-cli --eval DIR/count.lua 'sbx:{t}:ids' 'sbx:{t}:resv' 'sbx:{t}:team' , 'sbx:{t}:'
 ]]
 
 local TP = ARGV[1]
@@ -32,10 +34,6 @@ for _, id in ipairs(ids) do
     local class = class_of(state)
     if class == nil then return {'corrupt', TP .. 'rec:' .. id .. ': unknown state "' .. state .. '"'} end
     n[class] = n[class] + 1
-  else
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', TP .. 'expiry', id)
-    redis.call('ZREM', TP .. 'tombs', id)
   end
 end
 local reserved = redis.call('ZCOUNT', TP .. 'resv', '(' .. int(now), '+inf')

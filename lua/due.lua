@@ -1,17 +1,19 @@
 --[[
   due.lua — the ids of one team whose end time has passed by the server
-  clock, oldest first (due_team.lua; sweeps stale index entries).
+  clock, oldest first, and the stale index entries met on the way
+  (due_team.lua). Read-only.
 
   Input:
     KEYS[1] expiry index <ns>:{<team>}:expiry
+    KEYS[2] tombstones   <ns>:{<team>}:tombs
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] maximum number of ids
 
   Output:
-    {"due", now_ms, id1, end_ms1, id2, end_ms2, ...}
+    {"due", now_ms, n, id1, end_ms1, ... (n pairs), orphan1, orphan2, ...}
 
   Example:
-    redis-cli --eval DIR/due.lua 'sbx:{t}:expiry' , 'sbx:{t}:' 100
+    redis-cli --eval DIR/due.lua 'sbx:{t}:expiry' 'sbx:{t}:tombs' , 'sbx:{t}:' 100
 ]]
 
 local TP, LIMIT = ARGV[1], tonumber(ARGV[2])
@@ -21,7 +23,10 @@ local TP, LIMIT = ARGV[1], tonumber(ARGV[2])
 --!include due_team.lua
 
 local now = clock()
-local out = {'due', int(now)}
-local _, refused = due_team(TP, LIMIT, now, out, nil)
+local due, orphans = {}, {}
+local n, refused = due_team(TP, LIMIT, now, due, nil, orphans)
 if refused then return refused end
+local out = {'due', int(now), int(n)}
+for _, v in ipairs(due) do out[#out + 1] = v end
+for _, v in ipairs(orphans) do out[#out + 1] = v end
 return out

@@ -3,8 +3,10 @@
   has passed by the server clock (due_team.lua), oldest first per team, at
   most `limit` per team. One call per slot: every key it touches is in that
   slot (the slot's team set and the teams' indexes), so it runs unchanged
-  on Redis Cluster. A team left without records, reservations or limit
-  leaves the slot's team set.
+  on Redis Cluster. Read-only: the teams' keys are read without being
+  declared, so under a migration of the slot this call may miss some (the
+  next one finds them) and must not write; stale entries are returned for
+  the client to sweep (sweep.lua).
 
   Input:
     KEYS[1] the slot's team set  <ns>:{<tag of the slot>}:teams
@@ -12,10 +14,10 @@
     ARGV[2] maximum number of ids per team
 
   Output:
-    {"due", now_ms, team1, id1, end_ms1, team2, id2, end_ms2, ...}
+    {"due", now_ms, n, team1, id1, end_ms1, ... (n triples), orphan_team1, orphan_id1, ...}
 
   Example:
-    redis-cli --eval DIR/due_slot.lua 'sbx:{#9}:teams' , sbx 100
+    redis-cli --eval DIR/due_slot.lua 'sbx:{#557}:teams' , sbx 100
 ]]
 
 local NS, LIMIT = ARGV[1], tonumber(ARGV[2])
@@ -25,16 +27,16 @@ local NS, LIMIT = ARGV[1], tonumber(ARGV[2])
 --!include due_team.lua
 
 local now = clock()
-local out = {'due', int(now)}
+local due, orphans, n = {}, {}, 0
 local teams = redis.pcall('SMEMBERS', KEYS[1])
 if teams.err then return {'corrupt', KEYS[1] .. ' is not a set'} end
 for _, team in ipairs(teams) do
   local tp = NS .. ':{' .. team .. '}:'
-  local _, refused = due_team(tp, LIMIT, now, out, team)
+  local got, refused = due_team(tp, LIMIT, now, due, team, orphans)
   if refused then return refused end
-  if redis.call('EXISTS', tp .. 'ids', tp .. 'resv') == 0 and redis.call('HEXISTS', tp .. 'team', 'limit') == 0 then
-    redis.call('SREM', KEYS[1], team)
-    redis.call('HDEL', tp .. 'team', 'listed')
-  end
+  n = n + got
 end
+local out = {'due', int(now), int(n)}
+for _, v in ipairs(due) do out[#out + 1] = v end
+for _, v in ipairs(orphans) do out[#out + 1] = v end
 return out

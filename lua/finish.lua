@@ -13,6 +13,9 @@
 
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
+    KEYS[2] outcome      <ns>:{<team>}:out:<id>:<fence>
+    KEYS[3] expiry index <ns>:{<team>}:expiry
+    KEYS[4] tombstones   <ns>:{<team>}:tombs
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] fence of the transition
@@ -28,7 +31,8 @@
     {"not_found"} | {"corrupt", detail} | {"schema", version} | {"lifecycle", digest}
 
   Example:
-    redis-cli --eval DIR/finish.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 1796235699297393 cli/1 pause succeeded ''
+    redis-cli --eval DIR/finish.lua 'sbx:{t}:rec:s1' 'sbx:{t}:out:s1:1796235699297393' 'sbx:{t}:expiry' \
+      'sbx:{t}:tombs' , 'sbx:{t}:' s1 1796235699297393 cli/1 pause succeeded ''
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]

@@ -1,7 +1,9 @@
 --[[
   list.lua — one page of a team's sandboxes, by id, from the team's id index
   (never SCAN). Each record is read and validated as inspect.lua does; an
-  index entry whose record vanished is swept.
+  index entry whose record is missing is skipped (the records are not
+  declared keys, so a script that read them while the team's slot is being
+  migrated could miss some: it must not write on what it did not find).
 
   Input:
     KEYS[1] id index     <ns>:{<team>}:ids
@@ -38,10 +40,6 @@ for _, id in ipairs(ids) do
     rows[#rows + 1] = id
     record_reply(rows, key, r)
     n = n + 1
-  else
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', TP .. 'expiry', id)
-    redis.call('ZREM', TP .. 'tombs', id)
   end
 end
 local next_id = ''

@@ -11,6 +11,11 @@
 
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
+    KEYS[2] schema-1 lease <ns>:{<team>}:lease:<id>
+    KEYS[3..6]           <ns>:{<team>}:expiry, :tombs, :ids, :team
+    KEYS[7] schema-1 fence counter <ns>:{<team>}:fence
+    KEYS[8] slot teams   <ns>:{<tag of the team's slot>}:teams
+    KEYS[9] slot listed  <ns>:{<tag of the team's slot>}:listed
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] team id
@@ -23,7 +28,9 @@
     {"not_found"} | {"corrupt", detail} | {"schema", version}
 
   Example:
-    redis-cli --eval DIR/migrate.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 t 0 'sbx:{#9}:'
+    redis-cli --eval DIR/migrate.lua 'sbx:{t}:rec:s1' 'sbx:{t}:lease:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' \
+      'sbx:{t}:ids' 'sbx:{t}:team' 'sbx:{t}:fence' 'sbx:{#557}:teams' 'sbx:{#557}:listed' , \
+      'sbx:{t}:' s1 t 0 'sbx:{#557}:'
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]

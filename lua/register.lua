@@ -7,8 +7,9 @@
   (killed) tombstone ("exists"): a kill is final while its tombstone lasts.
   The same execution again is idempotent. When the team's places are all
   taken (records that are not tombstones, plus live reservations) it
-  refuses with "team_limit"; a live reservation of this id is consumed
-  (its place becomes the record's). Fences never go back: a new record
+  refuses with "team_limit". A live reservation of this id is consumed (its
+  place becomes the record's) when the call carries its token (ARGV[10]);
+  without it, or with another, the id is "busy" (someone else holds it). Fences never go back: a new record
   keeps the team's floor (the highest fence of a removed record) and its
   first fence is above it.
 
@@ -17,8 +18,11 @@
   still has to be put in the namespace's slot registry (another slot, so
   the client does that after this script).
 
-  Input:
+  Input (every key the script touches, all in the team's slot):
     KEYS[1] record       <ns>:{<team>}:rec:<id>
+    KEYS[2..6]           <ns>:{<team>}:expiry, :tombs, :ids, :resv, :team
+    KEYS[7] slot teams   <ns>:{<tag of the team's slot>}:teams
+    KEYS[8] slot listed  <ns>:{<tag of the team's slot>}:listed
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] execution id
@@ -29,25 +33,28 @@
     ARGV[7] default team limit, or "" for none
     ARGV[8] team id
     ARGV[9] slot prefix "<ns>:{<tag of the team's slot>}:"
+    ARGV[10] the token of this id's reservation, or ""
 
   Output (rows marked [rec] end with the record as inspect.lua replies it:
   now_ms, record_pttl, the fields of record.lua, data):
     {"created",  slot_unlisted, "", [rec]}
     {"resumed",  slot_unlisted, previous_exec, [rec]}
     {"existing", "0", "", [rec]}                 same execution: nothing written
-    {"busy", fence, action}                      a lease is live
+    {"busy", fence, action}                      a lease is live, or another's reservation
     {"exists", exec, state}
     {"team_limit", taken, limit}
     {"corrupt", detail} | {"schema", version} | {"lifecycle", digest}
     slot_unlisted is "1" when the client must add the slot to <ns>:slots.
 
   Example:
-    redis-cli --eval DIR/register.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 e1 in 3600000 '{}' '' t 'sbx:{#9}:'
+    redis-cli --eval DIR/register.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' \
+      'sbx:{t}:resv' 'sbx:{t}:team' 'sbx:{#557}:teams' 'sbx:{#557}:listed' , \
+      'sbx:{t}:' s1 e1 in 3600000 '{}' '' t 'sbx:{#557}:' ''
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
 local EXEC, END_MODE, END_VALUE, DATA = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local DEFAULT_LIMIT, TEAM, SLOT = ARGV[7], ARGV[8], ARGV[9]
+local DEFAULT_LIMIT, TEAM, SLOT, TOKEN = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 
 --!generated
 --!include clock.lua
@@ -81,7 +88,9 @@ if r then
   if class ~= 'resumable' then return {'exists', r.exec, r.state} end
 end
 
-local team = redis.call('HMGET', TP .. 'team', 'limit', 'listed', 'floor')
+local team = redis.call('HMGET', TP .. 'team', 'limit', 'listed', 'floor', 'tok:' .. ID)
+local held = redis.call('ZSCORE', TP .. 'resv', ID)
+if held and tonumber(held) > now and team[4] ~= TOKEN then return {'busy', '0', 'reserve'} end
 local limit = team_limit(team[1], DEFAULT_LIMIT)
 if limit then
   sweep_reservations(now)

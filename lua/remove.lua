@@ -8,6 +8,7 @@
 
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
+    KEYS[2..5]           <ns>:{<team>}:expiry, :tombs, :ids, :team
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] expected execution id, or "" for any (pinned remove: a removal
@@ -21,7 +22,8 @@
     {"corrupt", detail} | {"schema", version}
 
   Example:
-    redis-cli --eval DIR/remove.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 ''
+    redis-cli --eval DIR/remove.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' \
+      'sbx:{t}:team' , 'sbx:{t}:' s1 ''
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]

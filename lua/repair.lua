@@ -28,7 +28,7 @@
     {"corrupt", detail}
 
   Example:
-    redis-cli --eval DIR/repair.lua 'sbx:{t}:ids' , 'sbx:{t}:' 1 t 'sbx:{#9}:' s1 s2
+    redis-cli --eval DIR/repair.lua 'sbx:{t}:ids' , 'sbx:{t}:' 1 t 'sbx:{#557}:' s1 s2
 ]]
 
 local TP, DRY, TEAM, SLOT = ARGV[1], ARGV[2] == '1', ARGV[3], ARGV[4]

@@ -14,6 +14,7 @@
 
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
+    KEYS[2..4]           <ns>:{<team>}:expiry, :resv, :team
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] token (unique per reservation; no spaces or '@')
@@ -28,7 +29,8 @@
     {"corrupt", detail} | {"schema", version} | {"lifecycle", digest}
 
   Example:
-    redis-cli --eval DIR/reserve.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 tok1 30000 '' create
+    redis-cli --eval DIR/reserve.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:resv' 'sbx:{t}:team' , \
+      'sbx:{t}:' s1 tok1 30000 '' create
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]

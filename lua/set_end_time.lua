@@ -4,6 +4,7 @@
 
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
+    KEYS[2] expiry index <ns>:{<team>}:expiry
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] end time mode: "at" (ARGV[4] is ms since the Unix epoch) |
@@ -19,7 +20,7 @@
     {"corrupt", detail} | {"schema", version}
 
   Example:
-    redis-cli --eval DIR/set_end_time.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 in 60000 ''
+    redis-cli --eval DIR/set_end_time.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' , 'sbx:{t}:' s1 in 60000 ''
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]

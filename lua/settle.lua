@@ -7,6 +7,7 @@
 
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
+    KEYS[2] outcome      <ns>:{<team>}:out:<id>:<fence>
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] fence
@@ -25,7 +26,8 @@
     {"corrupt", detail} | {"schema", version}
 
   Example:
-    redis-cli --eval DIR/settle.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 1796235699297393 '' check 'lease expired'
+    redis-cli --eval DIR/settle.lua 'sbx:{t}:rec:s1' 'sbx:{t}:out:s1:1796235699297393' , \
+      'sbx:{t}:' s1 1796235699297393 '' check 'lease expired'
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]

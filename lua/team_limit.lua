@@ -7,6 +7,8 @@
 
   Input:
     KEYS[1] team hash    <ns>:{<team>}:team
+    KEYS[2] slot teams   <ns>:{<tag of the team's slot>}:teams
+    KEYS[3] slot listed  <ns>:{<tag of the team's slot>}:listed
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] the limit, or "" to clear it
     ARGV[3] team id
@@ -16,7 +18,8 @@
     {"ok", previous_or_empty, slot_unlisted}
 
   Example:
-    redis-cli --eval DIR/team_limit.lua 'sbx:{t}:team' , 'sbx:{t}:' 10 t 'sbx:{#9}:'
+    redis-cli --eval DIR/team_limit.lua 'sbx:{t}:team' 'sbx:{#557}:teams' 'sbx:{#557}:listed' , \
+      'sbx:{t}:' 10 t 'sbx:{#557}:'
 ]]
 
 local TP, LIMIT, TEAM, SLOT = ARGV[1], ARGV[2], ARGV[3], ARGV[4]

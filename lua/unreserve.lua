@@ -7,6 +7,7 @@
 
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
+    KEYS[2..3]           <ns>:{<team>}:resv, :team
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] token
@@ -15,7 +16,7 @@
     {"released"} | {"none"}
 
   Example:
-    redis-cli --eval DIR/unreserve.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 tok1
+    redis-cli --eval DIR/unreserve.lua 'sbx:{t}:rec:s1' 'sbx:{t}:resv' 'sbx:{t}:team' , 'sbx:{t}:' s1 tok1
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]

@@ -106,7 +106,12 @@ pub(crate) struct LinkSettings {
 /// Whether `e` is transient: the same call may succeed later. Transport
 /// failures, and the answers of a server in failover or resharding.
 pub(crate) fn is_transient(e: &RedisError) -> bool {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+    if e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.kind() == ErrorKind::ClusterConnectionNotFound
+    {
         return true;
     }
     if matches!(

@@ -479,11 +479,16 @@ impl Coordinator {
 
     /// Registers a sandbox, or a new incarnation over a paused one (a
     /// resume), with its place under the team's limit. Refuses while a
-    /// lease is live or waiters are queued ([`Error::Busy`]), over a live
+    /// lease is live ([`Error::Busy`]), over a live
     /// record of another execution or a killed tombstone
-    /// ([`Error::AlreadyExists`]), and when the team is full
-    /// ([`Error::TeamLimit`]); the same execution again is idempotent
-    /// ([`Registration::Existing`]). Consumes a reservation of the id.
+    /// ([`Error::AlreadyExists`]), while another caller holds a reservation
+    /// of the id ([`Error::Busy`]; register through
+    /// [`Reservation::register`], which consumes it), and when the team is
+    /// full ([`Error::TeamLimit`]); the same execution again is idempotent
+    /// ([`Registration::Existing`]). Requests queued to re-decide on the
+    /// record do not hold a register back (fair waiting orders transition
+    /// starts): a kill queued behind a pause that a resume overtakes is
+    /// decided against the resumed sandbox, as if it had come after it.
     ///
     /// Not retried internally: after a transport error the registration
     /// may or may not have happened; register the same execution again
@@ -492,6 +497,15 @@ impl Coordinator {
     /// Cancel safety: if dropped, the registration happened or it did not
     /// (as after a transport error); nothing else is left behind.
     pub async fn register(&self, new: NewSandbox) -> Result<(Sandbox, Registration)> {
+        self.register_with(new, "").await
+    }
+
+    /// Registers with the token of a reservation of the id (consumed).
+    pub(crate) async fn register_with(
+        &self,
+        new: NewSandbox,
+        token: &str,
+    ) -> Result<(Sandbox, Registration)> {
         let keys = self.rt.env.ns.sandbox(&new.team, &new.id)?;
         validate_id("execution id", &new.execution)?;
         if new.data.len() > MAX_DATA_LEN {
@@ -505,7 +519,7 @@ impl Coordinator {
         let ctx = self.ctx(&new.team, &new.id, &keys);
         let span = tracing::info_span!("register", team = %new.team, sandbox = %new.id);
         let registered =
-            ops::register::register(&self.rt.env, &ctx, &new.execution, &end, &new.data)
+            ops::register::register(&self.rt.env, &ctx, &new.execution, &end, &new.data, token)
                 .instrument(span)
                 .await?;
         if registered.slot_unlisted {
@@ -680,6 +694,16 @@ impl Coordinator {
                         span,
                     )));
                 }
+                Decided::Stuck { fence, holder } => {
+                    // Its holder vanished: record that (atomically, with its
+                    // outcome key declared), then decide again at once.
+                    if let Settled::Abandoned { action, .. } =
+                        ops::settle::settle(&rt.env, &ctx, fence, &holder, false, "lease expired")
+                            .await?
+                    {
+                        crate::metrics::abandoned(action);
+                    }
+                }
                 Decided::Same(state) => {
                     guard.armed = false;
                     return Ok(Begun::AlreadyDone(Done {
@@ -852,8 +876,21 @@ impl Coordinator {
     pub async fn due_for_eviction(&self, team: &str, limit: usize) -> Result<Vec<String>> {
         let keys = self.rt.env.ns.team(team)?;
         let limit = bounds::count("limit", limit, 100_000)?;
-        let due = ops::due::team(&self.rt.env, team, &keys, limit).await?;
-        Ok(due.into_iter().map(|(_, id, _)| id).collect())
+        let found = ops::due::team(&self.rt.env, team, &keys, limit).await?;
+        self.sweep(found.orphans).await?;
+        Ok(found.due.into_iter().map(|(_, id, _)| id).collect())
+    }
+
+    /// Sweeps index entries whose record vanished (each by a script that
+    /// declares the record key, so a slot migration cannot fool it).
+    async fn sweep(&self, orphans: Vec<(String, String)>) -> Result<()> {
+        let calls = orphans
+            .iter()
+            .map(|(team, id)| ops::due::sweep(&self.rt.env, team, id));
+        for swept in futures_util::future::join_all(calls).await {
+            swept?;
+        }
+        Ok(())
     }
 
     /// `(team, id)` pairs whose end time has passed by Redis server time,
@@ -885,9 +922,13 @@ impl Coordinator {
         };
         let calls = slots.iter().map(|&slot| ops::due::slot(env, slot, limit));
         let mut all = Vec::new();
-        for due in futures_util::future::join_all(calls).await {
-            all.extend(due?);
+        let mut orphans = Vec::new();
+        for found in futures_util::future::join_all(calls).await {
+            let found = found?;
+            all.extend(found.due);
+            orphans.extend(found.orphans);
         }
+        self.sweep(orphans).await?;
         all.sort_by(|a, b| a.2.cmp(&b.2).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
         all.truncate(limit);
         Ok(all.into_iter().map(|(team, id, _)| (team, id)).collect())

@@ -353,10 +353,35 @@ fn background(
                     id: &id,
                     keys: &keys,
                 };
-                match crate::ops::finish::cancel(&env, &ctx, &holder, reason, route).await {
-                    Ok(crate::ops::finish::Cancelled::Failed { fence }) => {
-                        crate::metrics::cancelled("begin");
-                        tracing::info!(%team, sandbox = %id, fence, %holder, reason, "undid a started transition nobody received");
+                match crate::ops::finish::cancel(&env, &ctx, &holder, route).await {
+                    Ok(crate::ops::finish::Cancelled::Holds { fence, action }) => {
+                        let target = Target {
+                            team: team.clone(),
+                            id: id.clone(),
+                            keys: keys.clone(),
+                            action,
+                            fence,
+                            holder: holder.clone(),
+                        };
+                        match finish_retrying(
+                            &env,
+                            &target,
+                            Outcome::Failed,
+                            reason,
+                            None,
+                            false,
+                            route,
+                        )
+                        .await
+                        {
+                            Ok(()) => {
+                                crate::metrics::cancelled("begin");
+                                tracing::info!(%team, sandbox = %id, fence, %holder, reason, "undid a started transition nobody received");
+                            }
+                            Err(e) => {
+                                tracing::warn!(%team, sandbox = %id, fence, error = %e, "failing a transition nobody received")
+                            }
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => {

@@ -215,6 +215,18 @@ impl TeamKeys {
     pub fn channel(&self) -> String {
         self.key("notify")
     }
+
+    /// A key of the team's hash slot's own (`teams`, `listed`).
+    pub fn slot_key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.slot_prefix)
+    }
+}
+
+impl SandboxKeys {
+    /// The outcome key of transition `fence` of this sandbox.
+    pub fn outcome(&self, id: &str, fence: u64) -> String {
+        format!("{}out:{id}:{fence}", self.team.prefix)
+    }
 }
 
 /// The keys one sandbox's scripts are called with.

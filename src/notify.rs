@@ -178,7 +178,9 @@ impl Notifier {
 
     /// Notification messages received so far.
     pub(crate) fn received(&self) -> u64 {
-        self.shared.received.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared
+            .received
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The channels subscribed (confirmed) right now.
@@ -380,7 +382,9 @@ fn channel_team(channel: &str) -> Option<&str> {
 
 fn deliver(shared: &Shared, channel: &str, payload: &str) {
     metrics::counter!(crate::metrics::NOTIFICATIONS).increment(1);
-    shared.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Some(team) = channel_team(channel) else {
         return;
     };

@@ -89,7 +89,7 @@ impl Reservation {
                 why: format!("is not the reserved {}/{}", self.team, self.id),
             });
         }
-        let result = self.coordinator.register(new).await;
+        let result = self.coordinator.register_with(new, &self.token).await;
         if result.is_ok() {
             self.done = true;
         }

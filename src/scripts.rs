@@ -184,6 +184,7 @@ scripts!(
     team_limit,
     migrate,
     repair,
+    sweep,
 );
 
 impl Scripts {
@@ -335,7 +336,7 @@ mod tests {
             );
             assert!(s.source().contains("local SCHEMA = '2'"), "{}", s.name());
         }
-        assert_eq!(scripts.all().len(), 20);
+        assert_eq!(scripts.all().len(), 21);
     }
 
     #[test]

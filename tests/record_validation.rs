@@ -32,14 +32,29 @@ fn sound(digest: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// (name, field changes; "" deletes the field, whether sound).
-fn cases() -> Vec<(&'static str, Vec<(&'static str, &'static str)>, bool)> {
+/// One record to judge: its name, field changes ("" deletes the field),
+/// and whether it is sound.
+type Case = (&'static str, Vec<(&'static str, &'static str)>, bool);
+
+fn cases() -> Vec<Case> {
     vec![
         ("sound", vec![], true),
         ("largest fence", vec![("fence", "9007199254740991")], true),
-        ("in flight with a holder", vec![("state", "snapshotting"), ("holder", "h/1"), ("until_ms", "4102444800000")], true),
+        (
+            "in flight with a holder",
+            vec![
+                ("state", "snapshotting"),
+                ("holder", "h/1"),
+                ("until_ms", "4102444800000"),
+            ],
+            true,
+        ),
         ("two queued waiters", vec![("queue", "a/1@5 b/2@6")], true),
-        ("a reservation", vec![("state", "paused"), ("resv", "t/1@4102444800000")], true),
+        (
+            "a reservation",
+            vec![("state", "paused"), ("resv", "t/1@4102444800000")],
+            true,
+        ),
         ("a floor", vec![("floor", "12")], true),
         ("unknown state", vec![("state", "sleeping")], false),
         ("no exec", vec![("exec", "")], false),
@@ -51,17 +66,49 @@ fn cases() -> Vec<(&'static str, Vec<(&'static str, &'static str)>, bool)> {
         ("no fence", vec![("fence", "")], false),
         ("unknown action", vec![("action", "reboot")], false),
         ("until_ms without holder", vec![("until_ms", "5")], false),
-        ("holder without until_ms", vec![("state", "pausing"), ("holder", "h/1")], false),
-        ("holder with a space", vec![("state", "pausing"), ("holder", "h 1"), ("until_ms", "5")], false),
-        ("holder on a settled state", vec![("holder", "h/1"), ("until_ms", "5")], false),
+        (
+            "holder without until_ms",
+            vec![("state", "pausing"), ("holder", "h/1")],
+            false,
+        ),
+        (
+            "holder with a space",
+            vec![("state", "pausing"), ("holder", "h 1"), ("until_ms", "5")],
+            false,
+        ),
+        (
+            "holder on a settled state",
+            vec![("holder", "h/1"), ("until_ms", "5")],
+            false,
+        ),
         ("started_ms 1.5", vec![("started_ms", "1.5")], false),
         ("last_fence 1e3", vec![("last_fence", "1e3")], false),
-        ("unknown last_action", vec![("last_action", "unknown")], false),
-        ("unknown last_outcome", vec![("last_outcome", "exploded")], false),
-        ("last_outcome without last_fence", vec![("last_fence", "")], false),
+        (
+            "unknown last_action",
+            vec![("last_action", "unknown")],
+            false,
+        ),
+        (
+            "unknown last_outcome",
+            vec![("last_outcome", "exploded")],
+            false,
+        ),
+        (
+            "last_outcome without last_fence",
+            vec![("last_fence", "")],
+            false,
+        ),
         ("queue without deadline", vec![("queue", "a/1")], false),
-        ("queue with two spaces", vec![("queue", "a/1@5  b/2@6")], false),
-        ("queue with a trailing space", vec![("queue", "a/1@5 ")], false),
+        (
+            "queue with two spaces",
+            vec![("queue", "a/1@5  b/2@6")],
+            false,
+        ),
+        (
+            "queue with a trailing space",
+            vec![("queue", "a/1@5 ")],
+            false,
+        ),
         ("resv without deadline", vec![("resv", "t")], false),
         ("floor -1", vec![("floor", "-1")], false),
         ("no lifecycle digest", vec![("lc", "")], false),
@@ -91,7 +138,11 @@ async fn the_scripts_and_the_rust_parser_refuse_exactly_the_same_records() {
             hset.push(f.to_string());
             hset.push(v.clone());
         }
-        raw(&mut conn, &hset.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        raw(
+            &mut conn,
+            &hset.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
 
         let pairs: Vec<(&str, &str)> = fields.iter().map(|(f, v)| (*f, v.as_str())).collect();
         let rust = record_refusal(&lc, &pairs);
@@ -112,12 +163,19 @@ async fn the_scripts_and_the_rust_parser_refuse_exactly_the_same_records() {
         // Every writing script refuses it too, writing nothing.
         let before = dump_all(&redis).await;
         let begin = coord
-            .begin(TEAM, "s1", Action::Kill, BeginOptions::default().wait_timeout(Duration::from_secs(1)))
+            .begin(
+                TEAM,
+                "s1",
+                Action::Kill,
+                BeginOptions::default().wait_timeout(Duration::from_secs(1)),
+            )
             .await;
         let finish = coord
             .finish(TEAM, "s1", Action::Snapshot, 3, "h/1", Finish::Succeeded)
             .await;
-        let end = coord.set_end_time(TEAM, "s1", Duration::from_secs(60), None).await;
+        let end = coord
+            .set_end_time(TEAM, "s1", Duration::from_secs(60), None)
+            .await;
         let remove = coord.remove(TEAM, "s1").await;
         for (what, got) in [
             ("begin", begin.map(|_| ())),
@@ -133,5 +191,9 @@ async fn the_scripts_and_the_rust_parser_refuse_exactly_the_same_records() {
             wrong.push(format!("{name}: a refusing script wrote something"));
         }
     }
-    assert!(wrong.is_empty(), "validation differs:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "validation differs:\n{}",
+        wrong.join("\n")
+    );
 }

@@ -1,17 +1,20 @@
 -- due_team.lua — the ids of one team whose end time has passed by the
 -- server clock, oldest first, at most `limit`, appended to `out` as
--- (id, end_ms) pairs. An entry whose record vanished is swept from every
--- index on the way (it would otherwise be returned forever and, with a
--- limit, starve real evictions), and so are tombstones whose retention
--- ended. `tp` is the team prefix; the keys are in the team's slot.
--- Returns the count, or nil and a refusal (an index of another type).
+-- (id, end_ms) pairs. An entry whose record is missing is skipped (so it
+-- cannot starve real evictions under a limit) and appended to `orphans`,
+-- as are tombstone entries whose record expired: the client sweeps them
+-- with sweep.lua, which declares the record key (this script reads the
+-- records without declaring them, so it never writes on what it did not
+-- find: under a slot migration a record may just not be here yet).
+-- `tp` is the team prefix; the keys are in the team's slot. Returns the
+-- count, or nil and a refusal (an index of another type).
 
-local function due_team(tp, limit, now, out, team)
+local function due_team(tp, limit, now, out, team, orphans)
   local expiry = tp .. 'expiry'
-  local got = 0
+  local got, skipped = 0, 0
   while got < limit do
     local want = limit - got
-    local batch = redis.pcall('ZRANGEBYSCORE', expiry, '-inf', now, 'WITHSCORES', 'LIMIT', got, want)
+    local batch = redis.pcall('ZRANGEBYSCORE', expiry, '-inf', now, 'WITHSCORES', 'LIMIT', got + skipped, want)
     if batch.err then return nil, {'corrupt', expiry .. ' is not a sorted set'} end
     local kept = 0
     for i = 1, #batch, 2 do
@@ -22,14 +25,14 @@ local function due_team(tp, limit, now, out, team)
         out[#out + 1] = batch[i + 1]
         kept = kept + 1
       else
-        redis.call('ZREM', expiry, id)
-        redis.pcall('ZREM', tp .. 'tombs', id)
-        redis.pcall('ZREM', tp .. 'ids', id)
+        skipped = skipped + 1
+        if team then orphans[#orphans + 1] = team end
+        orphans[#orphans + 1] = id
       end
     end
     got = got + kept
-    -- Fewer than asked: nothing more is due. Otherwise the swept entries
-    -- left room; look again after the kept ones.
+    -- Fewer than asked: nothing more is due. Otherwise the skipped entries
+    -- left room; look again after them.
     if #batch < 2 * want then break end
   end
   -- Tombstones past their retention have expired (PEXPIRE); drop their entries.
@@ -37,8 +40,8 @@ local function due_team(tp, limit, now, out, team)
   if gone.err then return nil, {'corrupt', tp .. 'tombs is not a sorted set'} end
   for _, id in ipairs(gone) do
     if redis.call('EXISTS', tp .. 'rec:' .. id) == 0 then
-      redis.call('ZREM', tp .. 'tombs', id)
-      redis.pcall('ZREM', tp .. 'ids', id)
+      if team then orphans[#orphans + 1] = team end
+      orphans[#orphans + 1] = id
     end
   end
   return got, nil

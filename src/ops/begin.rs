@@ -35,6 +35,9 @@ pub(crate) enum Decided {
     },
     /// Queued: re-check when transition `fence` (if any) ends, or at `wake`.
     Wait { fence: Option<u64>, wake: Duration },
+    /// Transition `fence` is stuck (its holder vanished): record its end
+    /// (settle) before deciding.
+    Stuck { fence: u64, holder: String },
     /// Already in the action's target state.
     Same(State),
     /// The current state covers the request.
@@ -60,7 +63,12 @@ pub(crate) async fn begin(
     let (reply, replication) = call(
         env,
         env.scripts.begin(action),
-        &[&ctx.keys.record],
+        &[
+            &ctx.keys.record,
+            &ctx.keys.team.key("expiry"),
+            &ctx.keys.team.key("tombs"),
+            &ctx.keys.team.key("ids"),
+        ],
         &[
             &ctx.keys.team.prefix,
             ctx.id,
@@ -89,6 +97,10 @@ pub(crate) async fn begin(
         "wait" => Decided::Wait {
             fence: Some(reply.u64(1)?).filter(|f| *f > 0),
             wake: ms(2)?,
+        },
+        "stuck" => Decided::Stuck {
+            fence: reply.u64(1)?,
+            holder: reply.str(2).to_string(),
         },
         "same" => Decided::Same(state(ctx, reply.str(1))?),
         "absorbed" => Decided::Absorbed(state(ctx, reply.str(1))?),

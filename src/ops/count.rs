@@ -11,7 +11,7 @@ pub(crate) async fn count(env: &Env, keys: &TeamKeys) -> Result<TeamCount, Error
     let (reply, _) = call(
         env,
         &env.scripts.count,
-        &[&ids],
+        &[&ids, &keys.key("resv"), &keys.key("team")],
         &[&keys.prefix],
         Send::Retried { write: true },
         Route::default(),

@@ -9,18 +9,25 @@ use crate::ops::{Env, Send, call};
 /// A due sandbox: team, id, end time (ms).
 pub(crate) type Due = (String, String, u64);
 
+/// What a due script found: the due sandboxes, and (team, id) of stale
+/// index entries to sweep.
+pub(crate) struct Found {
+    pub due: Vec<Due>,
+    pub orphans: Vec<(String, String)>,
+}
+
 pub(crate) async fn team(
     env: &Env,
     team: &str,
     keys: &TeamKeys,
     limit: usize,
-) -> Result<Vec<Due>, Error> {
+) -> Result<Found, Error> {
     let expiry = keys.key("expiry");
     let limit_s = limit.to_string();
     let (reply, _) = call(
         env,
         &env.scripts.due,
-        &[&expiry],
+        &[&expiry, &keys.key("tombs")],
         &[&keys.prefix, &limit_s],
         Send::Retried { write: true },
         Route::default(),
@@ -29,20 +36,28 @@ pub(crate) async fn team(
     if reply.status() != "due" {
         return Err(reply.refusal(&expiry, &env.digest));
     }
-    let mut out = Vec::with_capacity((reply.len() - 2) / 2);
-    let mut i = 2;
-    while i + 1 < reply.len() {
-        out.push((
+    let n = reply.usize(2)?;
+    let mut found = Found {
+        due: Vec::with_capacity(n),
+        orphans: Vec::new(),
+    };
+    for k in 0..n {
+        let i = 3 + 2 * k;
+        found.due.push((
             team.to_string(),
             reply.str(i).to_string(),
             reply.u64(i + 1)?,
         ));
-        i += 2;
     }
-    Ok(out)
+    for i in 3 + 2 * n..reply.len() {
+        found
+            .orphans
+            .push((team.to_string(), reply.str(i).to_string()));
+    }
+    Ok(found)
 }
 
-pub(crate) async fn slot(env: &Env, slot: u16, limit: usize) -> Result<Vec<Due>, Error> {
+pub(crate) async fn slot(env: &Env, slot: u16, limit: usize) -> Result<Found, Error> {
     let teams = env.ns.slot_teams(slot);
     let limit_s = limit.to_string();
     let (reply, _) = call(
@@ -57,15 +72,46 @@ pub(crate) async fn slot(env: &Env, slot: u16, limit: usize) -> Result<Vec<Due>,
     if reply.status() != "due" {
         return Err(reply.refusal(&teams, &env.digest));
     }
-    let mut out = Vec::with_capacity((reply.len() - 2) / 3);
-    let mut i = 2;
-    while i + 2 < reply.len() {
-        out.push((
+    let n = reply.usize(2)?;
+    let mut found = Found {
+        due: Vec::with_capacity(n),
+        orphans: Vec::new(),
+    };
+    for k in 0..n {
+        let i = 3 + 3 * k;
+        found.due.push((
             reply.str(i).to_string(),
             reply.str(i + 1).to_string(),
             reply.u64(i + 2)?,
         ));
-        i += 3;
     }
-    Ok(out)
+    let mut i = 3 + 3 * n;
+    while i + 1 < reply.len() {
+        found
+            .orphans
+            .push((reply.str(i).to_string(), reply.str(i + 1).to_string()));
+        i += 2;
+    }
+    Ok(found)
+}
+
+/// `sweep.lua`: drops an id from the team's indexes if its record is gone.
+/// `true` if it was swept.
+pub(crate) async fn sweep(env: &Env, team: &str, id: &str) -> Result<bool, Error> {
+    let keys = env.ns.sandbox(team, id)?;
+    let (reply, _) = call(
+        env,
+        &env.scripts.sweep,
+        &[
+            &keys.record,
+            &keys.team.key("expiry"),
+            &keys.team.key("tombs"),
+            &keys.team.key("ids"),
+        ],
+        &[id],
+        Send::Retried { write: true },
+        Route::default(),
+    )
+    .await?;
+    Ok(reply.status() == "swept")
 }

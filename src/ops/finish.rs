@@ -35,7 +35,12 @@ pub(crate) async fn finish(
     let (reply, replication) = call(
         env,
         &env.scripts.finish,
-        &[&ctx.keys.record],
+        &[
+            &ctx.keys.record,
+            &ctx.keys.outcome(ctx.id, fence),
+            &ctx.keys.team.key("expiry"),
+            &ctx.keys.team.key("tombs"),
+        ],
         &[
             &ctx.keys.team.prefix,
             ctx.id,
@@ -70,8 +75,8 @@ pub(crate) async fn finish(
 /// What `cancel.lua` found of a holder's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Cancelled {
-    /// Its transition was failed.
-    Failed { fence: u64 },
+    /// It holds this transition: the caller fails it (finish).
+    Holds { fence: u64, action: Action },
     /// It left the queue.
     Dequeued,
     /// Nothing of it was there.
@@ -82,21 +87,23 @@ pub(crate) async fn cancel(
     env: &Env,
     ctx: &Ctx<'_>,
     holder: &str,
-    reason: &str,
     route: Route,
 ) -> Result<Cancelled, Error> {
     let (reply, _) = call(
         env,
         &env.scripts.cancel,
         &[&ctx.keys.record],
-        &[&ctx.keys.team.prefix, ctx.id, holder, reason],
+        &[&ctx.keys.team.prefix, ctx.id, holder],
         Send::Once { write: true },
         route,
     )
     .await?;
     match reply.status() {
-        "failed" => Ok(Cancelled::Failed {
+        "holds" => Ok(Cancelled::Holds {
             fence: reply.u64(1)?,
+            action: reply.str(2).parse().map_err(|e: String| Error::Corrupt {
+                detail: format!("{}: {e}", ctx.keys.record),
+            })?,
         }),
         "dequeued" => Ok(Cancelled::Dequeued),
         "none" => Ok(Cancelled::None),

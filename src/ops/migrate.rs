@@ -25,7 +25,17 @@ pub(crate) async fn migrate(
     let (reply, _) = call(
         env,
         &env.scripts.migrate,
-        &[&ctx.keys.record],
+        &[
+            &ctx.keys.record,
+            &ctx.keys.team.key(&format!("lease:{}", ctx.id)),
+            &ctx.keys.team.key("expiry"),
+            &ctx.keys.team.key("tombs"),
+            &ctx.keys.team.key("ids"),
+            &ctx.keys.team.key("team"),
+            &ctx.keys.team.key("fence"),
+            &ctx.keys.team.slot_key("teams"),
+            &ctx.keys.team.slot_key("listed"),
+        ],
         &[
             &ctx.keys.team.prefix,
             ctx.id,

@@ -28,12 +28,22 @@ pub(crate) async fn register(
     execution: &str,
     end: &EndArg,
     data: &str,
+    token: &str,
 ) -> Result<Registered, Error> {
     let limit = env.default_limit.map(|n| n.to_string()).unwrap_or_default();
     let (reply, replication) = call(
         env,
         &env.scripts.register,
-        &[&ctx.keys.record],
+        &[
+            &ctx.keys.record,
+            &ctx.keys.team.key("expiry"),
+            &ctx.keys.team.key("tombs"),
+            &ctx.keys.team.key("ids"),
+            &ctx.keys.team.key("resv"),
+            &ctx.keys.team.key("team"),
+            &ctx.keys.team.slot_key("teams"),
+            &ctx.keys.team.slot_key("listed"),
+        ],
         &[
             &ctx.keys.team.prefix,
             ctx.id,
@@ -44,6 +54,7 @@ pub(crate) async fn register(
             &limit,
             ctx.team,
             &ctx.keys.team.slot_prefix,
+            token,
         ],
         Send::Once { write: true },
         Route::default(),

@@ -14,7 +14,13 @@ pub(crate) async fn remove(
     let (reply, replication) = call(
         env,
         &env.scripts.remove,
-        &[&ctx.keys.record],
+        &[
+            &ctx.keys.record,
+            &ctx.keys.team.key("expiry"),
+            &ctx.keys.team.key("tombs"),
+            &ctx.keys.team.key("ids"),
+            &ctx.keys.team.key("team"),
+        ],
         &[&ctx.keys.team.prefix, ctx.id, expect],
         Send::Once { write: true },
         Route::default(),

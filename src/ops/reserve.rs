@@ -26,7 +26,12 @@ pub(crate) async fn reserve(
     let (reply, replication) = call(
         env,
         &env.scripts.reserve,
-        &[&ctx.keys.record],
+        &[
+            &ctx.keys.record,
+            &ctx.keys.team.key("expiry"),
+            &ctx.keys.team.key("resv"),
+            &ctx.keys.team.key("team"),
+        ],
         &[
             &ctx.keys.team.prefix,
             ctx.id,
@@ -54,7 +59,11 @@ pub(crate) async fn unreserve(env: &Env, ctx: &Ctx<'_>, token: &str) -> Result<b
     let (reply, _) = call(
         env,
         &env.scripts.unreserve,
-        &[&ctx.keys.record],
+        &[
+            &ctx.keys.record,
+            &ctx.keys.team.key("resv"),
+            &ctx.keys.team.key("team"),
+        ],
         &[&ctx.keys.team.prefix, ctx.id, token],
         Send::Retried { write: true },
         Route::default(),

@@ -42,7 +42,7 @@ pub(crate) async fn settle(
     let (reply, _) = call(
         env,
         &env.scripts.settle,
-        &[&ctx.keys.record],
+        &[&ctx.keys.record, &ctx.keys.outcome(ctx.id, fence)],
         &[
             &ctx.keys.team.prefix,
             ctx.id,

@@ -588,11 +588,18 @@ async fn stopped(rx: &mut watch::Receiver<bool>, d: Duration) -> bool {
 pub async fn race(profile: &Profile) -> Outcome {
     let mix = Mix::default();
     let env = Env::start(profile, &mix, &[], false).await;
-    let mut out = Outcome::new("race");
+    race_on(&env.coords, profile, "race").await
+}
+
+/// The race on coordinators made elsewhere (a Redis Cluster, a TLS or ACL
+/// connection): same rounds, same checks.
+pub async fn race_on(coords: &[Coordinator], profile: &Profile, scenario: &'static str) -> Outcome {
+    let mix = Mix::default();
+    let mut out = Outcome::new(scenario);
     let began = Instant::now();
     let mut round = 0;
     while profile.more_rounds(round, began) {
-        let r = race_round(&env.coords, profile, &mix, round, &Recorder::new()).await;
+        let r = race_round(coords, profile, &mix, round, &Recorder::new()).await;
         let mut problems = fences_unique(&r.entries);
         problems.extend(
             r.entries

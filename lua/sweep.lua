@@ -1,0 +1,25 @@
+--[[
+  sweep.lua — drop an id from the team's indexes if its record is gone
+  (deleted behind the library's back: an operator's DEL, maxmemory
+  eviction, a tombstone's expiry). Does nothing if the record exists. The
+  record is a declared key, so under a slot migration Redis runs this where
+  the record really is (ASK): an index entry is never swept for a record
+  that merely has not been migrated yet.
+
+  Input:
+    KEYS[1] record       <ns>:{<team>}:rec:<id>
+    KEYS[2..4]           <ns>:{<team>}:expiry, :tombs, :ids
+    ARGV[1] sandbox id
+
+  Output:
+    {"swept"} | {"present"}
+
+  Example:
+    redis-cli --eval DIR/sweep.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' , s1
+]]
+
+--!generated
+
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'present'} end
+for i = 2, 4 do redis.pcall('ZREM', KEYS[i], ARGV[1]) end
+return {'swept'}
