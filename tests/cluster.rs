@@ -578,7 +578,7 @@ async fn moving_a_teams_slot_during_transitions_loses_or_doubles_nothing() {
             .expect("a call stuck after the move")
             .unwrap();
     }
-    let fences = fences.lock().unwrap();
+    let fences = fences.lock().unwrap().clone();
     let total: usize = fences.values().map(Vec::len).sum();
     for (i, f) in fences.iter() {
         let mut sorted = f.clone();
