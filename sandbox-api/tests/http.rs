@@ -704,93 +704,12 @@ async fn metrics_are_prometheus_text_with_the_api_and_library_names() {
     println!("library metrics present: {library:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_team_is_refused_with_429_and_the_limit() {
-    let fleet = Fleet::start("team-limit", 1, &[], &["--team-limit", "2"]).await;
-    let api = fleet.api(0);
-    let client = Client::new();
-    let create = |id: &str| {
-        let (client, url, id) = (client.clone(), format!("{api}/sandboxes"), id.to_owned());
-        async move {
-            client
-                .call(
-                    Method::POST,
-                    &url,
-                    Some(TEAM),
-                    Some(json!({"sandboxID": id})),
-                )
-                .await
-        }
-    };
-    assert_eq!(create("s1").await.status, 201);
-    assert_eq!(create("s2").await.status, 201);
-
-    let full = create("s3").await;
-    assert_eq!((full.status, full.code()), (429, "team_full"), "{full:?}");
-    assert_eq!(full.body["limit"], 2, "{full:?}");
-    assert_eq!(full.retry_after.as_deref(), Some("1"));
-    // Another team is not affected.
-    let other = client
-        .call(
-            Method::POST,
-            &format!("{api}/sandboxes"),
-            Some("team-b"),
-            Some(json!({"sandboxID": "s3"})),
-        )
-        .await;
-    assert_eq!(other.status, 201, "{other:?}");
-
-    // A killed sandbox frees its place; a paused one too, until resumed.
-    let deleted = client
-        .call(
-            Method::DELETE,
-            &format!("{api}/sandboxes/s1"),
-            Some(TEAM),
-            None,
-        )
-        .await;
-    assert_eq!(deleted.status, 204);
-    assert_eq!(create("s3").await.status, 201);
-    let paused = client
-        .call(
-            Method::POST,
-            &format!("{api}/sandboxes/s2/pause"),
-            Some(TEAM),
-            None,
-        )
-        .await;
-    assert_eq!(paused.status, 204);
-    assert_eq!(create("s4").await.status, 201);
-    let resume = client
-        .call(
-            Method::POST,
-            &format!("{api}/sandboxes/s2/resume"),
-            Some(TEAM),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (resume.status, resume.code()),
-        (429, "team_full"),
-        "{resume:?}"
-    );
-    // The refused create and resume never reached the node.
-    let ops = fleet.node_ops().await;
-    assert!(
-        !ops.iter().any(|o| o.team == TEAM && o.action == "resume"),
-        "{ops:#?}"
-    );
-    assert!(
-        !ops.iter()
-            .any(|o| o.team == TEAM && o.sandbox_id == "s4" && o.action != "create")
-    );
-    let listed = client
-        .call(Method::GET, &format!("{api}/sandboxes"), Some(TEAM), None)
-        .await;
-    let states: Vec<(String, String)> = listed
+/// `(sandboxID, state)` of a `GET /sandboxes` answer, in its order.
+fn listed(reply: &Reply) -> Vec<(String, String)> {
+    reply
         .body
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("not a list: {reply:?}"))
         .iter()
         .map(|s| {
             (
@@ -798,14 +717,189 @@ async fn a_full_team_is_refused_with_429_and_the_limit() {
                 s["state"].as_str().unwrap().into(),
             )
         })
+        .collect()
+}
+
+fn pairs(want: &[(&str, &str)]) -> Vec<(String, String)> {
+    want.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_team_is_refused_with_429_and_the_limit_until_a_pause_or_delete_frees_a_place() {
+    let fleet = Fleet::start("team-limit", 1, &[], &["--team-limit", "2"]).await;
+    let api = fleet.api(0).to_owned();
+    let client = Client::new();
+    assert_eq!(create(&client, &api, TEAM, "s1").await.status, 201);
+    assert_eq!(create(&client, &api, TEAM, "s2").await.status, 201);
+
+    // Full: a create is refused with the limit, and never reaches the node.
+    let full = create(&client, &api, TEAM, "s3").await;
+    assert_eq!((full.status, full.code()), (429, "team_full"), "{full:?}");
+    assert_eq!(full.body["limit"], 2, "{full:?}");
+    assert_eq!(full.retry_after.as_deref(), Some("1"));
+    // Another team is not affected.
+    assert_eq!(create(&client, &api, "team-b", "s3").await.status, 201);
+
+    // A pause frees a place: the next create succeeds.
+    let paused = on(&client, Method::POST, &api, TEAM, "s2", "/pause").await;
+    assert_eq!(paused.status, 204);
+    assert_eq!(create(&client, &api, TEAM, "s3").await.status, 201);
+
+    // Full again: resuming the paused one would take a place.
+    let resume = on(&client, Method::POST, &api, TEAM, "s2", "/resume").await;
+    assert_eq!(
+        (resume.status, resume.code()),
+        (429, "team_full"),
+        "{resume:?}"
+    );
+    assert_eq!(resume.body["limit"], 2, "{resume:?}");
+
+    // A delete frees one: now the resume succeeds.
+    let deleted = on(&client, Method::DELETE, &api, TEAM, "s1", "").await;
+    assert_eq!(deleted.status, 204);
+    let resume = on(&client, Method::POST, &api, TEAM, "s2", "/resume").await;
+    assert_eq!(resume.status, 201, "{resume:?}");
+
+    // The refused create and resume never reached the node: one create per
+    // sandbox, one resume.
+    let ops: Vec<(String, String)> = fleet
+        .node_ops()
+        .await
+        .into_iter()
+        .filter(|o| o.team == TEAM && matches!(o.action.as_str(), "create" | "resume"))
+        .map(|o| (o.sandbox_id, o.action))
         .collect();
-    let want = [
-        ("s1", "killed"),
-        ("s2", "paused"),
-        ("s3", "running"),
-        ("s4", "running"),
-    ];
-    assert_eq!(states, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
+    assert_eq!(
+        ops,
+        pairs(&[
+            ("s1", "create"),
+            ("s2", "create"),
+            ("s3", "create"),
+            ("s2", "resume")
+        ])
+    );
+    let count = fleet.coordinator().await.count(TEAM).await.unwrap();
+    assert_eq!(
+        (count.taken(), count.killed, count.reserved),
+        (2, 1, 0),
+        "{count:?}"
+    );
+    let list = client
+        .call(Method::GET, &format!("{api}/sandboxes"), Some(TEAM), None)
+        .await;
+    assert_eq!(
+        listed(&list),
+        pairs(&[("s1", "killed"), ("s2", "running"), ("s3", "running")])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_on_two_servers_never_take_more_places_than_the_teams_limit() {
+    const CREATES: usize = 12;
+    // The servers' default is far above the team's own limit, which every
+    // server reads from Redis.
+    let fleet = Fleet::start(
+        "team-limit-race",
+        2,
+        &["--latency-ms", "300"],
+        &["--team-limit", "100"],
+    )
+    .await;
+    let coord = fleet.coordinator().await;
+    assert_eq!(coord.set_team_limit(TEAM, Some(3)).await.unwrap(), None);
+
+    // All at once: each holds its place from its reservation on, through
+    // the node's 300 ms, so no count taken before the node call can let a
+    // fourth one through.
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..CREATES {
+        let (client, api) = (fleet.client.clone(), fleet.api(i % 2).to_owned());
+        creates.spawn(async move { create(&client, &api, TEAM, &format!("s{i}")).await });
+    }
+    let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    while let Some(r) = creates.join_next().await {
+        let r = r.unwrap();
+        if r.status == 429 {
+            assert_eq!(
+                (r.code(), &r.body["limit"]),
+                ("team_full", &json!(3)),
+                "{r:?}"
+            );
+        }
+        *statuses.entry(r.status).or_default() += 1;
+    }
+    assert_eq!(statuses, BTreeMap::from([(201, 3), (429, CREATES - 3)]));
+    let creates_run = fleet
+        .node_ops()
+        .await
+        .iter()
+        .filter(|o| o.action == "create")
+        .count();
+    assert_eq!(creates_run, 3, "only the admitted creates reach the node");
+    let count = coord.count(TEAM).await.unwrap();
+    assert_eq!(
+        (count.live, count.reserved, count.limit),
+        (3, 0, Some(3)),
+        "{count:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_sandboxes_lists_the_teams_sandboxes_by_id_and_no_other_teams() {
+    let fleet = Fleet::start("list", 2, &[], &[]).await;
+    let (a, b) = (fleet.api(0).to_owned(), fleet.api(1).to_owned());
+    let client = Client::new();
+    let mut executions = BTreeMap::new();
+    for id in ["s-b", "s-a", "s-c"] {
+        let r = create(&client, &a, TEAM, id).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        executions.insert(id, r.body["executionID"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(create(&client, &a, "team-b", "s-x").await.status, 201);
+    assert_eq!(
+        on(&client, Method::POST, &a, TEAM, "s-b", "/pause")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        on(&client, Method::DELETE, &a, TEAM, "s-c", "")
+            .await
+            .status,
+        204
+    );
+
+    // Any server lists the team's sandboxes (from the library's team
+    // index, tombstones included), by id.
+    let list = client
+        .call(Method::GET, &format!("{b}/sandboxes"), Some(TEAM), None)
+        .await;
+    assert_eq!(list.status, 200, "{list:?}");
+    assert_eq!(
+        listed(&list),
+        pairs(&[("s-a", "running"), ("s-b", "paused"), ("s-c", "killed")])
+    );
+    for s in list.body.as_array().unwrap() {
+        let id = s["sandboxID"].as_str().unwrap();
+        assert_eq!(s["executionID"], executions[id], "{s}");
+        // A fence once a transition ran on it (paused, killed), 0 before.
+        assert_eq!(s["fence"] == 0, id == "s-a", "{s}");
+    }
+    let other = client
+        .call(Method::GET, &format!("{b}/sandboxes"), Some("team-b"), None)
+        .await;
+    assert_eq!(listed(&other), pairs(&[("s-x", "running")]));
+    let none = client
+        .call(
+            Method::GET,
+            &format!("{a}/sandboxes"),
+            Some("team-none"),
+            None,
+        )
+        .await;
+    assert_eq!((none.status, none.body.clone()), (200, json!([])));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
