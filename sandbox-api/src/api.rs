@@ -4,19 +4,22 @@
 //!
 //! | endpoint | library calls |
 //! |---|---|
-//! | `POST /sandboxes` | reserve → node create → `register` ([`flows::create`]) |
+//! | `POST /sandboxes` | `reserve` → node create → `Reservation::register` ([`flows::create`]) |
 //! | `GET /sandboxes` | `list` ([`flows::list`]) |
 //! | `GET /sandboxes/{id}` | `get` |
 //! | `POST /sandboxes/{id}/pause` | `begin(Pause)` → node pause(fence) → `succeed`/`fail` |
-//! | `POST /sandboxes/{id}/resume` | `get` → reserve → node resume → `register` ([`flows::resume`]) |
+//! | `POST /sandboxes/{id}/resume` | `reserve_resume` → node resume → `Reservation::register` ([`flows::resume`]) |
 //! | `DELETE /sandboxes/{id}` | `begin(Kill)` → node kill(fence) → `succeed`/`fail` |
 //! | `POST /sandboxes/{id}/snapshots` | `begin(Snapshot)` → node snapshot(fence) → `succeed`/`fail` |
 //!
-//! The lifecycle is the default one with one rule changed: a kill of a
-//! paused sandbox *starts* a deletion (killing → killed) instead of being
-//! absorbed by the pause. A DELETE therefore always ends in `killed`, a
-//! final state `register` refuses to overwrite — so no resume, however it
-//! races the DELETE, brings the sandbox back.
+//! The lifecycle is the default one with one rule changed
+//! ([`Lifecycle::kill_deletes_paused`]): a kill of a paused sandbox
+//! *starts* a deletion (killing → killed) instead of being absorbed by the
+//! pause. A DELETE therefore always ends in `killed`, a final state that
+//! `reserve_resume` and `register` refuse while its tombstone lasts; and a
+//! DELETE that arrives while a resume holds its reservation waits for the
+//! resume's registration, then kills the new execution. So no resume,
+//! however it races the DELETE, brings the sandbox back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +33,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sandbox_coordinator::{
-    Action, BeginOptions, Begun, Coordinator, Decision, Done, DoneReason, LeaseView, Lifecycle,
-    Sandbox, State as SandboxState, Transition,
+    Action, BeginOptions, Begun, Coordinator, Done, DoneReason, Lifecycle, Sandbox,
+    State as SandboxState, Transition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +61,10 @@ pub struct ServeArgs {
     /// Key namespace in Redis.
     #[arg(long, default_value = "sbx")]
     namespace: String,
-    /// Most live sandboxes a team may have (default: no limit).
+    /// Most places a team may take — sandboxes that are not paused or
+    /// killed, plus creates and resumes in progress — unless the team has
+    /// its own limit in Redis (`Coordinator::set_team_limit`). Default: no
+    /// limit.
     #[arg(long)]
     team_limit: Option<usize>,
     /// Sandbox lifetime when a request gives no `timeoutSeconds` (also
@@ -97,10 +103,9 @@ pub struct Settings {
     pub lease: Duration,
     pub wait_timeout: Duration,
     pub default_timeout: Duration,
-    /// How long a reservation holds an id: a node call plus a register.
-    #[allow(dead_code)] // TODO(lead-api): read by `coord.reserve` in flows.
+    /// How long a reservation holds an id and a place: a node call plus a
+    /// register.
     pub reservation_ttl: Duration,
-    pub team_limit: Option<usize>,
 }
 
 /// What every handler shares.
@@ -110,53 +115,43 @@ pub struct App {
     pub settings: Settings,
     pub shutdown: Shutdown,
     pub metrics: PrometheusHandle,
-    /// For [`crate::interim::list`] only. TODO(lead-api): delete with it.
-    pub redis: redis::Client,
 }
 
 /// The lifecycle of this API: the default one, except that a kill of a
 /// paused sandbox starts a deletion (killing → killed) instead of being
 /// absorbed, so a DELETE always ends in the final `killed`.
 pub fn lifecycle() -> Lifecycle {
-    Lifecycle::sandbox().with_rule(
-        Action::Kill,
-        SandboxState::Paused,
-        LeaseView::None,
-        Decision::Start,
-    )
+    Lifecycle::sandbox().kill_deletes_paused()
 }
 
 /// Runs `sandbox-api serve` until SIGTERM or Ctrl-C, then drains.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (metrics, upkeep) = telemetry::install_metrics()?;
-    let coord = Coordinator::builder(&args.redis_url)
+    let mut builder = Coordinator::builder(&args.redis_url)
         .namespace(&args.namespace)
         .lifecycle(lifecycle())
         .response_timeout(Duration::from_millis(args.redis_timeout_ms))
         .connect_timeout(Duration::from_millis(args.redis_timeout_ms))
-        .poll_interval(Duration::from_millis(args.poll_interval_ms))
-        // TODO(lead-api): `.team_limit(n)` from `args.team_limit` once the
-        // Builder has it (then `interim::reserve` no longer counts).
-        .build()
-        .await
-        .context("cannot connect to Redis")?;
+        .poll_interval(Duration::from_millis(args.poll_interval_ms));
+    if let Some(limit) = args.team_limit {
+        builder = builder.team_limit(limit);
+    }
+    let coord = builder.build().await.context("cannot connect to Redis")?;
     let node_timeout = Duration::from_millis(args.node_timeout_ms);
     let settings = Settings {
         lease: Duration::from_millis(args.lease_ms),
         wait_timeout: Duration::from_millis(args.wait_timeout_ms),
         default_timeout: Duration::from_secs(args.default_timeout_secs),
         reservation_ttl: node_timeout + Duration::from_millis(args.redis_timeout_ms) * 2,
-        team_limit: args.team_limit,
     };
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     let shutdown = Shutdown::on_signals(grace);
     let app = Arc::new(App {
-        coord,
+        coord: coord.clone(),
         node: NodeClient::new(&args.node_url, node_timeout)?,
         settings,
         shutdown: shutdown.clone(),
         metrics,
-        redis: redis::Client::open(args.redis_url.as_str())?,
     });
     let listener = crate::listen(&args.listen).await?;
     let draining = shutdown.clone();
@@ -166,32 +161,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     drop(app);
     shutdown.stop_watching();
     upkeep.abort();
-    settle_background_work().await;
+    // After the last request: the library's background undo work (a
+    // transition whose request was cancelled failed, a dropped begin
+    // undone, a reservation given back) is done before the process exits,
+    // so it leaves no lease and no reservation behind.
+    if !coord.close(CLOSE_TIMEOUT).await {
+        tracing::warn!(
+            timeout_ms = CLOSE_TIMEOUT.as_millis() as u64,
+            "exiting before the library's background work was done; its leases and \
+             reservations end with their ttl"
+        );
+    }
     tracing::info!("server stopped");
     Ok(())
 }
 
-/// After the last request, waits (at most 5 s) until no task is left on
-/// the runtime — among them the library's background finishes of
-/// transitions whose request was cancelled, and its connections' drivers —
-/// so the process does not exit with a lease still held. The library has
-/// no `Coordinator::close().await` that would say when its background work
-/// is done, so this counts the runtime's tasks instead.
-async fn settle_background_work() {
-    let runtime = tokio::runtime::Handle::current();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let alive = runtime.metrics().num_alive_tasks();
-        if alive == 0 {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(tasks = alive, "exiting with background tasks still running");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+/// Bound on waiting for the library's background work at exit.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn router(app: Arc<App>) -> Router {
     Router::new()

@@ -6,11 +6,11 @@
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sandbox_coordinator::{Error as CoordError, State};
+use sandbox_coordinator::Error as CoordError;
 
 use crate::node_client::NodeError;
 
-/// Seconds a client is told to wait before retrying a `503`.
+/// Seconds a client is told to wait before retrying a `503` or `429`.
 const RETRY_AFTER_SECS: u64 = 1;
 
 /// Why a request did not succeed.
@@ -33,14 +33,7 @@ pub enum ApiError {
     NotPaused {
         team: String,
         id: String,
-        state: State,
-    },
-    /// The team has as many live sandboxes as its limit allows.
-    #[error("team {team} has {live} live sandboxes; its limit is {limit}")]
-    TeamFull {
-        team: String,
-        live: usize,
-        limit: usize,
+        state: String,
     },
     /// The transition's lease was lost while the node worked (Redis was
     /// unreachable past the lease): its outcome was not recorded.
@@ -68,10 +61,24 @@ impl From<JsonRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         use StatusCode as S;
-        // The one mapping from error to status. Retryable library errors
-        // come first, so that a variant the library later makes retryable
-        // (e.g. NotReplicated) is a 503 without touching this code.
+        // The one mapping from error to status. A full team is retryable
+        // for the library but answered 429 with the limit: asking again is
+        // no use until the team frees a place. Interruptions and other
+        // retryable library errors come next, so that a variant the library
+        // later makes retryable is a 503 without touching this code.
         let (status, code) = match &self {
+            ApiError::Coordinator(CoordError::TeamLimit { .. }) => {
+                (S::TOO_MANY_REQUESTS, "team_full")
+            }
+            // A joined transition whose holder went away (dropped,
+            // cancelled, not replicated, or vanished) did not fail on the
+            // node: asking again re-decides from the record.
+            ApiError::Coordinator(CoordError::Abandoned { .. }) => {
+                (S::SERVICE_UNAVAILABLE, "abandoned")
+            }
+            ApiError::Coordinator(e) if e.is_interruption() => {
+                (S::SERVICE_UNAVAILABLE, "interrupted")
+            }
             ApiError::Coordinator(e) if e.is_retryable() => (S::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Coordinator(e) => match e {
                 CoordError::NotFound { .. } => (S::NOT_FOUND, "not_found"),
@@ -80,28 +87,16 @@ impl IntoResponse for ApiError {
                 CoordError::ExecutionMismatch { .. } => (S::CONFLICT, "execution_mismatch"),
                 CoordError::NotLive { .. } => (S::CONFLICT, "not_live"),
                 CoordError::InvalidInput { .. } => (S::BAD_REQUEST, "invalid_input"),
-                // A joined transition that its holder dropped or that was
-                // cancelled did not fail on the node: asking again
-                // re-decides (and starts it again). The library reports
-                // both as TransitionFailed with these reasons.
-                CoordError::TransitionFailed { reason, .. }
-                    if reason == "dropped" || reason == "cancelled" =>
-                {
-                    (S::SERVICE_UNAVAILABLE, "interrupted")
-                }
                 // The joined transition failed on the node.
                 CoordError::TransitionFailed { .. } => (S::BAD_GATEWAY, "node_failed"),
-                // The transition's holder vanished, or its finish could not
-                // be confirmed, or it lost its lease: nothing definite was
-                // recorded, and asking again re-decides from the record.
-                CoordError::Abandoned { .. } => (S::SERVICE_UNAVAILABLE, "abandoned"),
+                // The finish could not be confirmed, or the lease was lost:
+                // nothing definite was recorded, and asking again
+                // re-decides from the record.
                 CoordError::FinishUnknown { .. } => (S::SERVICE_UNAVAILABLE, "outcome_unknown"),
                 CoordError::Fenced { .. } => (S::SERVICE_UNAVAILABLE, "lease_lost"),
-                // TODO(lead-api): `CoordError::TeamLimit { .. } => (S::TOO_MANY_REQUESTS, "team_full")`
-                // once reserve/register return it (the body's "limit" comes from `limit()` below).
-                // Corrupt data, a schema mismatch (a rolling deploy gone
-                // wrong), eviction answers (this server never evicts), and
-                // whatever the library adds later.
+                // Corrupt data, a schema or lifecycle mismatch (a rolling
+                // deploy gone wrong), eviction answers (this server never
+                // evicts), and whatever the library adds later.
                 _ => (S::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::Node(NodeError::Failed { .. }) => (S::BAD_GATEWAY, "node_failed"),
@@ -112,7 +107,6 @@ impl IntoResponse for ApiError {
             ApiError::MissingTeam => (S::BAD_REQUEST, "missing_team"),
             ApiError::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
             ApiError::NotPaused { .. } => (S::CONFLICT, "not_paused"),
-            ApiError::TeamFull { .. } => (S::TOO_MANY_REQUESTS, "team_full"),
             ApiError::LeaseLost { .. } => (S::SERVICE_UNAVAILABLE, "lease_lost"),
             ApiError::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
@@ -139,7 +133,7 @@ impl ApiError {
     /// The team limit, for the body of a `429`.
     fn limit(&self) -> Option<usize> {
         match self {
-            ApiError::TeamFull { limit, .. } => Some(*limit),
+            ApiError::Coordinator(CoordError::TeamLimit { limit, .. }) => Some(*limit),
             _ => None,
         }
     }

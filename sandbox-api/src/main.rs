@@ -10,9 +10,8 @@
 //! - `sandbox-api serve`: the API ([`api`]). Thin axum handlers call the
 //!   library; every physical operation goes to the node with its
 //!   transition's fence. The slow create and resume flows live in
-//!   [`flows`]; what stands in for library calls that have not landed yet
-//!   lives in [`interim`]. Every library error becomes an HTTP status in
-//!   one `match` ([`error`]).
+//!   [`flows`] (reserve → node → register). Every library error becomes
+//!   an HTTP status in one `match` ([`error`]).
 //!
 //! Both print `listening on http://HOST:PORT` as the first line on stdout
 //! (so `--listen 127.0.0.1:0` works for scripts), log with `tracing` on
@@ -23,7 +22,6 @@
 mod api;
 mod error;
 mod flows;
-mod interim;
 mod node;
 mod node_client;
 mod shutdown;

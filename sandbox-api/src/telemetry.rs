@@ -28,8 +28,9 @@ pub const NODE_OPERATIONS: &str = "sandbox_api_node_operations_total";
 /// Time of one node operation, by action.
 pub const NODE_SECONDS: &str = "sandbox_api_node_operation_duration_seconds";
 /// Node operations (create, resume) that ran but whose registration was
-/// then refused: the node holds a VM the API does not know. Zero once the
-/// flows hold a reservation (see `flows`).
+/// then refused: the node holds a VM the API does not know. The flows'
+/// reservation makes this impossible unless it expired during the node
+/// call (see `flows`), so anything but zero is worth an alert.
 pub const ORPHANED: &str = "sandbox_api_orphaned_node_operations_total";
 
 /// Latency buckets, in seconds, for every `*_seconds` histogram.

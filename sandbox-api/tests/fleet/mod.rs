@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use sandbox_coordinator::Coordinator;
+use sandbox_coordinator::{Coordinator, Lifecycle};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
@@ -374,11 +374,12 @@ impl Fleet {
         }
     }
 
-    /// A coordinator on the fleet's Redis, to look at records (and leases)
-    /// directly.
+    /// A coordinator on the fleet's Redis, with the servers' lifecycle, to
+    /// look at records (and leases) directly and to set team limits.
     pub async fn coordinator(&self) -> Coordinator {
         Coordinator::builder(&self.redis_url)
             .namespace(&self.namespace)
+            .lifecycle(Lifecycle::sandbox().kill_deletes_paused())
             .build()
             .await
             .expect("a coordinator")
