@@ -64,6 +64,7 @@ local HOLDER, LEASE_MS, EXPECT = ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local EVICT, QUEUE_MS = ARGV[6] == '1', tonumber(ARGV[7])
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 --!include queue.lua
@@ -131,7 +132,7 @@ if decision == 'start' and not behind then
   if PULL_END and r.end_n > now then
     -- The index first: the one write that can fail (a key of another type).
     local ok = redis.pcall('ZADD', TP .. 'expiry', now, ID)
-    if type(ok) == 'table' then return {'corrupt', TP .. 'expiry is not a sorted set'} end
+    if type(ok) == 'table' then return wrongtype(ok, TP .. 'expiry', 'sorted set') end
     fields[#fields + 1] = 'end_ms'
     fields[#fields + 1] = int(now)
   end

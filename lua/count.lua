@@ -20,16 +20,17 @@
 local TP = ARGV[1]
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 
 local now = clock()
 local ids = redis.pcall('ZRANGE', KEYS[1], 0, -1)
-if ids.err then return {'corrupt', KEYS[1] .. ' is not a sorted set'} end
+if ids.err then return wrongtype(ids, KEYS[1], 'sorted set') end
 local n = {live = 0, inflight = 0, resumable = 0, final = 0}
 for _, id in ipairs(ids) do
   local state = redis.pcall('HGET', TP .. 'rec:' .. id, 'state')
-  if type(state) == 'table' then return {'corrupt', TP .. 'rec:' .. id .. ' is not a hash'} end
+  if type(state) == 'table' then return wrongtype(state, TP .. 'rec:' .. id, 'hash') end
   if state then
     local class = class_of(state)
     if class == nil then return {'corrupt', TP .. 'rec:' .. id .. ': unknown state "' .. state .. '"'} end

@@ -19,6 +19,7 @@
 local TP, LIMIT = ARGV[1], tonumber(ARGV[2])
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include due_team.lua
 

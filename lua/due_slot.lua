@@ -23,13 +23,14 @@
 local NS, LIMIT = ARGV[1], tonumber(ARGV[2])
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include due_team.lua
 
 local now = clock()
 local due, orphans, n = {}, {}, 0
 local teams = redis.pcall('SMEMBERS', KEYS[1])
-if teams.err then return {'corrupt', KEYS[1] .. ' is not a set'} end
+if teams.err then return wrongtype(teams, KEYS[1], 'set') end
 for _, team in ipairs(teams) do
   local tp = NS .. ':{' .. team .. '}:'
   local got, refused = due_team(tp, LIMIT, now, due, team, orphans)

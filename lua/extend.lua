@@ -25,6 +25,7 @@ local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
 local FENCE, HOLDER, LEASE_MS = ARGV[3], ARGV[4], tonumber(ARGV[5])
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 

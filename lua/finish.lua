@@ -39,6 +39,7 @@ local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
 local FENCE, HOLDER, ACT, OUTCOME, REASON = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 --!include notify.lua

@@ -23,6 +23,7 @@
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 --!include record_reply.lua

@@ -22,6 +22,7 @@
 local TP, AFTER, COUNT = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 --!include record_reply.lua
@@ -30,7 +31,7 @@ local now = clock()
 local from = '-'
 if AFTER ~= '' then from = '(' .. AFTER end
 local ids = redis.pcall('ZRANGEBYLEX', KEYS[1], from, '+', 'LIMIT', 0, COUNT)
-if ids.err then return {'corrupt', KEYS[1] .. ' is not a sorted set'} end
+if ids.err then return wrongtype(ids, KEYS[1], 'sorted set') end
 local rows, n = {}, 0
 for _, id in ipairs(ids) do
   local key = TP .. 'rec:' .. id

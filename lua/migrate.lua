@@ -37,12 +37,13 @@ local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
 local TEAM, RESTAMP, SLOT = ARGV[3], ARGV[4] == '1', ARGV[5]
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 
 local now = clock()
 local v = redis.pcall('HGET', REC, 'v')
-if type(v) == 'table' then return {'corrupt', REC .. ' is not a hash'} end
+if type(v) == 'table' then return wrongtype(v, REC, 'hash') end
 if not v then return {'not_found'} end
 if v == SCHEMA then
   local r, err = load_record(REC)

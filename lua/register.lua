@@ -57,6 +57,7 @@ local EXEC, END_MODE, END_VALUE, DATA = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local DEFAULT_LIMIT, TEAM, SLOT, TOKEN = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 --!include notify.lua

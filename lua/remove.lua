@@ -30,6 +30,7 @@ local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
 local EXPECT = ARGV[3]
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 --!include notify.lua

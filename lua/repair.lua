@@ -34,6 +34,7 @@
 local TP, DRY, TEAM, SLOT = ARGV[1], ARGV[2] == '1', ARGV[3], ARGV[4]
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 

@@ -37,6 +37,7 @@ local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
 local TOKEN, TTL_MS, DEFAULT_LIMIT, MODE = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 --!include indexes.lua

@@ -27,6 +27,7 @@ local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
 local MODE, VALUE, EXPECT = ARGV[3], ARGV[4], ARGV[5]
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 --!include indexes.lua

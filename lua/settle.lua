@@ -34,6 +34,7 @@ local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
 local FENCE, HOLDER, MODE, REASON = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 
 --!generated
+--!include errors.lua
 --!include clock.lua
 --!include record.lua
 --!include notify.lua

@@ -19,6 +19,7 @@
 ]]
 
 --!generated
+--!include errors.lua
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'present'} end
 for i = 2, 4 do redis.pcall('ZREM', KEYS[i], ARGV[1]) end

@@ -26,10 +26,11 @@ local TP, LIMIT, TEAM, SLOT = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 
 --!generated
+--!include errors.lua
 --!include notify.lua
 
 local before = redis.pcall('HGET', KEYS[1], 'limit')
-if type(before) == 'table' then return {'corrupt', KEYS[1] .. ' is not a hash'} end
+if type(before) == 'table' then return wrongtype(before, KEYS[1], 'hash') end
 if LIMIT == '' then
   redis.call('HDEL', KEYS[1], 'limit')
 else

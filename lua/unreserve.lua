@@ -23,6 +23,7 @@ local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
 local TOKEN = ARGV[3]
 
 --!generated
+--!include errors.lua
 --!include notify.lua
 
 local held = redis.pcall('HGET', TP .. 'team', 'tok:' .. ID)

@@ -102,7 +102,8 @@ pub(crate) struct ScriptSettings {
 }
 
 /// The shared pieces, by the name `--!include` uses.
-const INCLUDES: [(&str, &str); 9] = [
+const INCLUDES: [(&str, &str); 10] = [
+    ("errors.lua", include_str!("../lua/include/errors.lua")),
     ("clock.lua", include_str!("../lua/include/clock.lua")),
     ("record.lua", include_str!("../lua/include/record.lua")),
     ("queue.lua", include_str!("../lua/include/queue.lua")),

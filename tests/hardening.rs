@@ -778,5 +778,11 @@ async fn a_half_open_notification_connection_is_found_and_replaced() {
         matches!(got, Begun::AlreadyDone(ref d) if d.why == sandbox_coordinator::DoneReason::Joined { fence }),
         "{got:?}"
     );
-    assert!(waiters.subscription_epoch() > epoch);
+    // Whichever way the waiter learned it (its re-check after the
+    // reconnect, or a retried check that met a fresh command connection),
+    // the half-open subscription itself is found and replaced.
+    wait_until("the subscription replaced", Duration::from_secs(5), || {
+        waiters.subscription_epoch() > epoch
+    })
+    .await;
 }

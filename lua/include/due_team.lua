@@ -15,7 +15,7 @@ local function due_team(tp, limit, now, out, team, orphans)
   while got < limit do
     local want = limit - got
     local batch = redis.pcall('ZRANGEBYSCORE', expiry, '-inf', now, 'WITHSCORES', 'LIMIT', got + skipped, want)
-    if batch.err then return nil, {'corrupt', expiry .. ' is not a sorted set'} end
+    if batch.err then return nil, wrongtype(batch, expiry, 'sorted set') end
     local kept = 0
     for i = 1, #batch, 2 do
       local id = batch[i]
@@ -37,7 +37,7 @@ local function due_team(tp, limit, now, out, team, orphans)
   end
   -- Tombstones past their retention have expired (PEXPIRE); drop their entries.
   local gone = redis.pcall('ZRANGEBYSCORE', tp .. 'tombs', '-inf', now, 'LIMIT', 0, 100)
-  if gone.err then return nil, {'corrupt', tp .. 'tombs is not a sorted set'} end
+  if gone.err then return nil, wrongtype(gone, tp .. 'tombs', 'sorted set') end
   for _, id in ipairs(gone) do
     if redis.call('EXISTS', tp .. 'rec:' .. id) == 0 then
       if team then orphans[#orphans + 1] = team end

@@ -14,13 +14,13 @@ local function finish_transition(r, outcome, reason, now)
   if next_state == '' then next_state = r.state end
   if is_tombstone(next_state) then
     local removed = redis.pcall('ZREM', TP .. 'expiry', ID)
-    if type(removed) == 'table' then return nil, {'corrupt', TP .. 'expiry is not a sorted set'} end
+    if type(removed) == 'table' then return nil, wrongtype(removed, TP .. 'expiry', 'sorted set') end
     local expires = MAX_INT
     if TOMBSTONE_MS > 0 then expires = now + TOMBSTONE_MS end
     local added = redis.pcall('ZADD', TP .. 'tombs', expires, ID)
     if type(added) == 'table' then
       if removed == 1 then redis.call('ZADD', TP .. 'expiry', r.end_ms, ID) end
-      return nil, {'corrupt', TP .. 'tombs is not a sorted set'}
+      return nil, wrongtype(added, TP .. 'tombs', 'sorted set')
     end
   end
   record_outcome(r.fence, r.action, outcome, reason, {'state', next_state, 'holder', '', 'until_ms', ''})

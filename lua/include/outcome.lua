@@ -29,6 +29,7 @@ end
 local function recorded_outcome(r, fence)
   if r and r.last_fence == fence then return r.last_action, r.last_outcome, r.last_reason end
   local raw = redis.pcall('GET', TP .. 'out:' .. ID .. ':' .. fence)
+  if type(raw) == 'table' and raw.err then wrongtype(raw, 'out', 'string') end
   if type(raw) ~= 'string' then return nil end
   local a, o, why = string.match(raw, '^(%S+) (%S+) ?(.*)$')
   if not a or not is_action(a) or not is_outcome(o) then return nil end

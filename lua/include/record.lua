@@ -110,7 +110,7 @@ end
 -- (nil, refusal reply) when no script may use it, else the record.
 local function load_record(key)
   local x = redis.pcall('HMGET', key, unpack(FIELDS))
-  if x.err then return nil, {'corrupt', key .. ' is not a hash'} end
+  if x.err then return nil, wrongtype(x, key, 'hash') end
   if x[1] == false then
     if redis.call('EXISTS', key) == 0 then return nil, nil end
     return nil, {'corrupt', key .. ' has no schema version'}
