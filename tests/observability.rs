@@ -18,9 +18,12 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
-/// Every span the library opened: name → its recorded fields.
+/// A span's recorded fields by name.
+type SpanFields = BTreeMap<String, String>;
+
+/// Every span the library opened: name and fields.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>);
+struct Spans(Arc<Mutex<Vec<(String, SpanFields)>>>);
 
 struct Fields<'a>(&'a mut BTreeMap<String, String>);
 
@@ -125,7 +128,7 @@ async fn metrics_and_spans_name_what_happened_with_few_label_values() {
 
     // ----- metrics
     let snapshot = snapshots.snapshot().into_vec();
-    let mut seen: BTreeMap<String, Vec<(BTreeMap<String, String>, DebugValue)>> = BTreeMap::new();
+    let mut seen: BTreeMap<String, Vec<(SpanFields, DebugValue)>> = BTreeMap::new();
     for (key, _, _, value) in snapshot {
         let labels = key
             .key()
