@@ -278,9 +278,10 @@ async fn a_remove_whose_reply_is_lost_does_not_delete_a_newer_record() {
 /// Regression (found by the 10-minute soak's chaos-proxy histories): a
 /// holder's `succeed` whose reply was lost was answered `Fenced` ("nothing
 /// written") although its first attempt had recorded the outcome. The
-/// retry came after the record had moved on: more transitions than the
-/// newest 8 outcomes kept, so the retry could neither find its outcome nor
-/// its lease. The answer must be Ok, or `FinishUnknown` — never `Fenced`.
+/// retry came after the record had moved on (in schema 1: more transitions
+/// than the newest 8 outcomes kept; in schema 2 an outcome is kept for the
+/// retention, so here: the record removed), so the retry could neither find
+/// its outcome nor its lease. The answer must be Ok, or `FinishUnknown` — never `Fenced`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finish_whose_reply_is_lost_is_never_reported_fenced() {
     use fixture::chaos::Faults;

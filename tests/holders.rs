@@ -175,7 +175,7 @@ async fn next_begin_records_abandoned_for_an_expired_lease() {
         .expect("lease lost at its deadline");
     std::mem::forget(t); // a dead holder: no Drop
 
-    // Wait (bounded) until Redis has expired the lease key.
+    // Wait (bounded) until the lease's deadline has passed by the server clock.
     timeout(Duration::from_secs(5), async {
         while coord
             .get(TEAM, "s1")

@@ -915,7 +915,7 @@ async fn multi_coordinator_race_keeps_every_invariant() {
     //
     // Registrations are ordered against transitions through incarnations
     // rather than through client timings: every transition reports the
-    // execution id its record had when it started (`Transition::sandbox`),
+    // execution id its record had when it started (`Transition::execution`),
     // every registration here writes a fresh execution id, and a record only
     // changes execution by a registration (a resume over `paused`, or a
     // create after a recycle removed a `killed` record). So each
