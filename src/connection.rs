@@ -147,6 +147,19 @@ fn retires(e: &RedisError) -> bool {
         || matches!(e.code(), Some("READONLY" | "LOADING"))
 }
 
+/// Whether a reply says the node is not (or not yet) a usable primary.
+fn demoted(v: &Value) -> bool {
+    match v {
+        Value::ServerError(e) => {
+            matches!(
+                e.kind(),
+                Some(ServerErrorKind::ReadOnly | ServerErrorKind::BusyLoading)
+            ) || matches!(e.code(), "READONLY" | "LOADING")
+        }
+        _ => false,
+    }
+}
+
 /// A short name for the kind of a Redis error, for metrics.
 pub(crate) fn error_kind(e: &RedisError) -> &'static str {
     if e.is_timeout() {
@@ -467,6 +480,10 @@ impl Link {
                 let mut conn = self.slot_conn(m, slot).await?;
                 let result = conn.req_packed_commands(cmds, 0, count).await;
                 match &result {
+                    // A pipeline's server errors come back as values.
+                    Ok(values) if values.iter().any(demoted) => {
+                        m.slots.iter().for_each(retire_slot)
+                    }
                     Ok(_) => {}
                     // A reply that did not come in time may still come: the
                     // connection's replies can no longer be matched to its
@@ -487,6 +504,12 @@ impl Link {
                     other => Error::Pool(other.to_string()),
                 })?;
                 let result = link.conn.req_packed_commands(cmds, 0, count).await;
+                if let Ok(values) = &result
+                    && values.iter().any(demoted)
+                {
+                    generation.fetch_max(link.generation + 1, Ordering::AcqRel);
+                    link.broken = true;
+                }
                 if let Err(e) = &result {
                     if e.is_io_error() || e.is_connection_dropped() {
                         generation.fetch_max(link.generation + 1, Ordering::AcqRel);

@@ -208,6 +208,48 @@ async fn races_on_a_cluster_are_linearizable() {
     assert!(out.tally.started > 0 && out.tally.joined + out.tally.absorbed > 0);
 }
 
+/// The team-limit race on a cluster: 64 concurrent registers from 4
+/// coordinators under a limit of 10 give exactly 10 sandboxes, for a team
+/// on each master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_race_on_a_cluster_gives_exactly_the_limit() {
+    let cluster = TestCluster::start(3, 0).await;
+    let ns = format!("cl{}", std::process::id());
+    let mut coords = Vec::new();
+    for _ in 0..4 {
+        coords.push(on_cluster(&cluster, &ns, Duration::from_secs(1)).await);
+    }
+    for team in cluster.teams_on_every_master(1) {
+        coords[0].set_team_limit(&team, Some(10)).await.unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(64));
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let (coord, barrier, team) =
+                    (coords[i % 4].clone(), Arc::clone(&barrier), team.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    coord.register(in_team(&team, &format!("s{i}"))).await
+                })
+            })
+            .collect();
+        let (mut created, mut refused) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => created += 1,
+                Err(Error::TeamLimit {
+                    live: 10,
+                    limit: 10,
+                    ..
+                }) => refused += 1,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        eprintln!("cluster limit race on {team}: {created} created, {refused} refused");
+        assert_eq!((created, refused), (10, 54));
+        assert_eq!(coords[2].count(&team).await.unwrap().live, 10);
+    }
+}
+
 // ----- notification traffic ---------------------------------------------------------
 
 /// Transitions run on 8 teams; each of 8 servers waits on one team only.

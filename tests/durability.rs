@@ -226,6 +226,44 @@ async fn a_promoted_replica_behind_one_address_keeps_every_acknowledged_transiti
     }
 }
 
+/// A failover behind one address (a VIP, a DNS name) that leaves the old
+/// TCP connections open to the demoted node: the first write on one gets
+/// `READONLY`, which retires every connection to it, and the next attempt
+/// reconnects — to the new primary — with the same coordinator. The write
+/// lands there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readonly_answer_retires_the_connection_and_the_next_call_reaches_the_new_primary() {
+    let group = TestReplicated::start(1).await;
+    let vip = Chaos::start(&group.primary_url()).await;
+    let ns = format!("dv{}", std::process::id());
+    let coord = Coordinator::builder(vip.url())
+        .namespace(&ns)
+        .build()
+        .await
+        .unwrap();
+    coord.register(sandbox("s1", "e1")).await.unwrap();
+    let mut old_primary = group.connection(Member::Primary).await;
+    assert_eq!(raw(&mut old_primary, &["WAIT", "1", "10000"]).await, ["1"]);
+    // The replica takes over, the old primary follows it, the address
+    // moves — and the open connection still reaches the old primary.
+    group.promote(Member::Replica(0)).await;
+    group.replicate(Member::Primary, Member::Replica(0)).await;
+    vip.retarget(&group.url_of(Member::Replica(0)));
+    let t = started(
+        wait_until_ok("begin after the switch", || {
+            coord.begin(TEAM, "s1", Action::Pause, BeginOptions::default())
+        })
+        .await,
+    );
+    t.succeed().await.unwrap();
+    let mut new_primary = group.connection(Member::Replica(0)).await;
+    let key = coord.namespace().sandbox(TEAM, "s1").unwrap().record;
+    assert_eq!(
+        raw(&mut new_primary, &["HGET", &key, "state"]).await,
+        ["paused"]
+    );
+}
+
 // ----- answers of a demoted or busy server ------------------------------------------------
 
 /// A demoted primary answers writes with `READONLY`, a server busy in a
@@ -326,7 +364,8 @@ async fn needs_restart_fences_stay_above_after_a_restart_without_persistence() {
     );
     let old_fence = old.fence();
     redis.restart().await;
-    let coord = if coord.redis() == [redis.url()] {
+    let same_url = coord.redis() == [redis.url()];
+    let coord = if same_url {
         coord
     } else {
         fixture::coordinator(&redis).await
@@ -343,7 +382,7 @@ async fn needs_restart_fences_stay_above_after_a_restart_without_persistence() {
     );
     assert!(new.fence() > old_fence, "{} after {old_fence}", new.fence());
     let before = dump_all(&redis).await;
-    if coord.redis() == [redis.url()] {
+    if same_url {
         let err = old.extend().await.unwrap_err();
         assert!(matches!(err, Error::Fenced { .. }), "{err:?}");
         let err = old.succeed().await.unwrap_err();

@@ -589,3 +589,61 @@ async fn a_live_lease_reports_holder_ttl_and_age() {
     assert!(lease.age < Duration::from_secs(10));
     t.succeed().await.unwrap();
 }
+
+/// A finish repeated after a lost reply returns the recorded outcome for
+/// the whole outcome retention, however many transitions ran meanwhile
+/// (schema 1 kept the newest 8 only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_finish_is_answered_after_many_later_transitions() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    coord.register(sandbox("s1", "e1")).await.unwrap();
+    let first = started(
+        coord
+            .begin(TEAM, "s1", Action::Snapshot, BeginOptions::default())
+            .await
+            .unwrap(),
+    );
+    let (fence, holder) = (first.fence(), first.holder().to_string());
+    first.succeed().await.unwrap();
+    for _ in 0..20 {
+        started(
+            coord
+                .begin(TEAM, "s1", Action::Snapshot, BeginOptions::default())
+                .await
+                .unwrap(),
+        )
+        .fail("later")
+        .await
+        .unwrap();
+    }
+    let before = fixture::dump_all(&redis).await;
+    coord
+        .finish(
+            TEAM,
+            "s1",
+            Action::Snapshot,
+            fence,
+            &holder,
+            sandbox_coordinator::Finish::Succeeded,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fixture::dump_all(&redis).await,
+        before,
+        "the repeat wrote something"
+    );
+    let err = coord
+        .finish(
+            TEAM,
+            "s1",
+            Action::Snapshot,
+            fence,
+            &holder,
+            sandbox_coordinator::Finish::Failed("x".into()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+}
