@@ -5,7 +5,10 @@
 //! `redis-cli ACL SETUSER coord $(sandboxctl acl) '>secret'`.
 
 /// Commands the library sends itself (connections, scripts, the slot
-/// registry, notifications, topology on Redis Cluster).
+/// registry, notifications, topology and `ASKING` redirects on Redis
+/// Cluster). Not `CLIENT SETINFO`: redis-rs sends it on connect and ignores
+/// a refusal, and Redis 7.0 does not know it (so `ACL SETUSER` would refuse
+/// the whole rule list).
 const CLIENT: &[&str] = &[
     "evalsha",
     "eval",
@@ -13,13 +16,13 @@ const CLIENT: &[&str] = &[
     "ping",
     "wait",
     "hello",
-    "client|setinfo",
     "subscribe",
     "unsubscribe",
     "ssubscribe",
     "sunsubscribe",
     "cluster|slots",
     "cluster|shards",
+    "asking",
     "sadd",
     "set",
     "smembers",
@@ -53,6 +56,44 @@ const SCRIPTS: &[&str] = &[
     "sismember",
     "publish",
     "spublish",
+];
+
+/// Each command above as `permissions.lua` checks it ("NAME|args", `$K` a
+/// key of the namespace, `$C` a channel of it): the library's own calls
+/// that touch keys or channels, and every command of the scripts.
+pub(crate) const CHECKED: &[&str] = &[
+    "EVALSHA|x|1|$K",
+    "SUBSCRIBE|$C",
+    "SSUBSCRIBE|$C",
+    "SADD|$K|m",
+    "SET|$K|v",
+    "SMEMBERS|$K",
+    "TIME",
+    "HMGET|$K|f",
+    "HGET|$K|f",
+    "HSET|$K|f|v",
+    "HDEL|$K|f",
+    "HGETALL|$K",
+    "HEXISTS|$K|f",
+    "EXISTS|$K",
+    "DEL|$K",
+    "GET|$K",
+    "PEXPIRE|$K|1",
+    "PERSIST|$K",
+    "PTTL|$K",
+    "TYPE|$K",
+    "ZADD|$K|1|m",
+    "ZREM|$K|m",
+    "ZCARD|$K",
+    "ZCOUNT|$K|0|1",
+    "ZSCORE|$K|m",
+    "ZRANGE|$K|0|1",
+    "ZRANGEBYSCORE|$K|0|1",
+    "ZRANGEBYLEX|$K|-|+",
+    "SREM|$K|m",
+    "SISMEMBER|$K|m",
+    "PUBLISH|$C|m",
+    "SPUBLISH|$C|m",
 ];
 
 /// What operator tools add: `repair` and `migrate` find records with

@@ -70,24 +70,20 @@ impl std::fmt::Debug for Target {
     }
 }
 
-/// A URL with its password (the userinfo after `:`) replaced by `<redacted>`.
+/// A URL with its password (the userinfo after `:`) replaced by
+/// `<redacted>`: everything between `://` and the last `@` is userinfo, so
+/// a password with `/`, `?` or `#` in it is hidden too.
 pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
+    match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let shown = if userinfo.contains(':') {
-                format!("{user}:<redacted>")
-            } else {
-                "<redacted>".to_string()
+            let shown = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:<redacted>"),
+                None => "<redacted>".to_string(),
             };
-            format!("{scheme}://{shown}@{host}{path}")
+            format!("{scheme}://{shown}@{host}")
         }
         None => url.to_string(),
     }
@@ -187,7 +183,15 @@ pub(crate) fn error_kind(e: &RedisError) -> &'static str {
 /// Maps a Redis error to the crate's error: `NOPERM` gets its own variant
 /// naming what was refused.
 pub(crate) fn to_error(e: RedisError) -> Error {
-    if matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoPerm)) || e.code() == Some("NOPERM")
+    let text = e.to_string();
+    // Inside a script, Redis 7.0 says "The user executing the script can't
+    // run this command or subcommand" and Valkey "ACL failure in script",
+    // both under ERR.
+    if matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoPerm))
+        || e.code() == Some("NOPERM")
+        || text.contains("The user executing the script can't run")
+        || text.contains("ACL failure in script")
+        || text.contains("No permissions to access")
     {
         return Error::NoPermission {
             detail: e.detail().map_or_else(|| e.to_string(), str::to_string),
@@ -577,7 +581,10 @@ impl Link {
         let mut pipe = redis::pipe();
         pipe.add_command(cmd.clone());
         let mut replies = self.send(&pipe, route).await?;
-        Ok(replies.pop().unwrap_or(Value::Nil))
+        match replies.pop().unwrap_or(Value::Nil) {
+            Value::ServerError(e) => Err(to_error(e.into())),
+            v => Ok(v),
+        }
     }
 
     /// Runs `script`: one `EVALSHA` (with `WAIT` in the same round trip for

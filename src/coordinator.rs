@@ -315,6 +315,7 @@ impl Builder {
             },
         );
         link.load(&scripts.all()).await?;
+        check_permissions(&link, &scripts, &ns).await?;
         crate::metrics::describe();
         let notifier = if self.notifications {
             Notifier::start(
@@ -357,6 +358,34 @@ impl Builder {
             )),
         })
     }
+}
+
+/// Refuses a user whose ACL rules lack a command the library needs, naming
+/// them (one script call at start; `sandboxctl acl` prints the rules).
+async fn check_permissions(link: &Link, scripts: &Scripts, ns: &Namespace) -> Result<()> {
+    let probe = ns.team_unchecked("~probe");
+    let key = probe.key("probe");
+    let channel = probe.channel();
+    let mut args: Vec<&str> = vec![&channel];
+    args.extend(crate::acl::CHECKED.iter().copied().filter(|c| {
+        // One of the two publish commands is used, per deployment.
+        let cluster = link.is_cluster();
+        !(cluster && (c.starts_with("PUBLISH") || c.starts_with("SUBSCRIBE"))
+            || !cluster && (c.starts_with("SPUBLISH") || c.starts_with("SSUBSCRIBE")))
+    }));
+    let (value, _) = link
+        .run(&scripts.permissions, &[&key], &args, false, crate::connection::Route::default())
+        .await?;
+    let refused: Vec<String> = strings(value).into_iter().skip(1).collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NoPermission {
+        detail: format!(
+            "the user may not run {} on the namespace's keys or channels",
+            refused.join(", ")
+        ),
+    })
 }
 
 fn team_limit_arg(limit: usize) -> Result<String> {

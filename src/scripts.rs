@@ -186,6 +186,7 @@ scripts!(
     migrate,
     repair,
     sweep,
+    permissions,
 );
 
 impl Scripts {
@@ -337,7 +338,7 @@ mod tests {
             );
             assert!(s.source().contains("local SCHEMA = '2'"), "{}", s.name());
         }
-        assert_eq!(scripts.all().len(), 21);
+        assert_eq!(scripts.all().len(), 22);
     }
 
     #[test]
