@@ -20,7 +20,8 @@ use sandbox_coordinator::keys::{Namespace, SCHEMA_VERSION};
 use sandbox_coordinator::{Coordinator, State};
 
 use crate::Result;
-use crate::load::{Pool, Run};
+use crate::conns::{Conns, Strategy};
+use crate::load::Run;
 use crate::ours::{self, DATA, Fleet, execution_id, sandbox_id, team_id};
 use crate::server::Admin;
 
@@ -53,12 +54,52 @@ pub struct KeySizes {
     pub expiry_per_member: f64,
 }
 
+/// The writes of `lua/register.lua` for new sandboxes `numbers` (sandbox
+/// `n` in team `n % teams`), as one pipeline: the record (`v lc state exec
+/// end_ms fence data`) and its entries in the team's `expiry` and `ids`
+/// indexes.
+pub fn seed_pipe(ns: &Namespace, numbers: &[usize], teams: usize) -> Result<redis::Pipeline> {
+    let end_ms = ours::end_time()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis()
+        .to_string();
+    let digest = sandbox_coordinator::Lifecycle::sandbox().digest();
+    let mut pipe = redis::pipe();
+    for &i in numbers {
+        let (team, id) = (team_id(i % teams), sandbox_id(i));
+        let keys = ns.sandbox(&team, &id)?;
+        pipe.cmd("HSET")
+            .arg(&keys.record)
+            .arg(&[
+                ("v", SCHEMA_VERSION),
+                ("lc", &digest),
+                ("state", "running"),
+                ("exec", &execution_id(i)),
+                ("end_ms", &end_ms),
+                ("fence", "0"),
+                ("data", DATA),
+            ])
+            .ignore()
+            .cmd("ZADD")
+            .arg(keys.team.key("expiry"))
+            .arg(&end_ms)
+            .arg(&id)
+            .ignore()
+            .cmd("ZADD")
+            .arg(keys.team.key("ids"))
+            .arg(0)
+            .arg(&id)
+            .ignore();
+    }
+    Ok(pipe)
+}
+
 pub struct Scale {
     ns: Namespace,
     teams: usize,
     seeded: usize,
     baseline_memory: u64,
-    seeder: Pool,
+    seeder: Conns,
 }
 
 impl Scale {
@@ -68,50 +109,20 @@ impl Scale {
             teams,
             seeded: 0,
             baseline_memory: admin.info_u64("memory", "used_memory").await?,
-            seeder: Pool::new(url, 4)?,
+            seeder: Conns::new(url, Strategy::Pooled, 4).await?,
         })
     }
 
     /// Seeds sandboxes `seeded..target`, 4 pipelines of 2,000 at a time.
     pub async fn grow(&mut self, target: usize) -> Result<f64> {
         let started = Instant::now();
-        let end_ms = ours::end_time()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis()
-            .to_string();
-        let digest = sandbox_coordinator::Lifecycle::sandbox().digest();
         const BATCH: usize = 2_000;
         let mut inflight = Vec::new();
         let mut n = self.seeded;
         while n < target {
             let upto = (n + BATCH).min(target);
-            let mut pipe = redis::pipe();
-            for i in n..upto {
-                let (team, id) = (team_id(i % self.teams), sandbox_id(i));
-                let keys = self.ns.sandbox(&team, &id)?;
-                pipe.cmd("HSET")
-                    .arg(&keys.record)
-                    .arg(&[
-                        ("v", SCHEMA_VERSION),
-                        ("lc", &digest),
-                        ("state", "running"),
-                        ("exec", &execution_id(i)),
-                        ("end_ms", &end_ms),
-                        ("fence", "0"),
-                        ("data", DATA),
-                    ])
-                    .ignore()
-                    .cmd("ZADD")
-                    .arg(keys.team.key("expiry"))
-                    .arg(&end_ms)
-                    .arg(&id)
-                    .ignore()
-                    .cmd("ZADD")
-                    .arg(keys.team.key("ids"))
-                    .arg(0)
-                    .arg(&id)
-                    .ignore();
-            }
+            let numbers: Vec<usize> = (n..upto).collect();
+            let pipe = seed_pipe(&self.ns, &numbers, self.teams)?;
             let seeder = self.seeder.clone();
             inflight.push(tokio::spawn(async move { seeder.query_pipe(&pipe).await }));
             if inflight.len() >= 4 {
