@@ -30,10 +30,11 @@ exists). Records are seeded as lua/register.lua writes them: v=2,
 lc=<lifecycle digest, read from the dumped scripts>, state, exec, end_ms,
 fence, data, and the team's `expiry` and `ids` zsets. `--profile` also
 prints, per phase, the functions with the most instructions (exclusive and
-inclusive, from callgrind_annotate). `--machine` prints
+inclusive). `--machine` prints
 `instr <side> <begin|finish> <instructions per call>` lines (read by the
-bench's `instructions` section). Needs redis-server, valgrind and, for
---profile, callgrind_annotate.
+bench's `instructions` section). Needs redis-server and valgrind;
+`--redis-server BIN` counts another build (Debian's is stripped, so
+--profile names Lua's internal functions only with a build that has symbols).
 """
 import argparse
 import glob
@@ -313,20 +314,35 @@ def parts_total(path):
     return int(m.group(1)) if m else 0
 
 
-def profile(path, top=14):
-    """Top functions of one dump part (exclusive, then inclusive)."""
-    lines = []
-    for inclusive in ("no", "yes"):
-        r = subprocess.run(["callgrind_annotate", f"--inclusive={inclusive}", "--threshold=100",
-                            path], capture_output=True, text=True)
-        rows = []
-        for line in r.stdout.splitlines():
-            m = re.match(r"^\s*([\d,]+)\s+(?:\([^)]*\)\s+)?(\S.*)$", line)
-            if m and ("*" in line or ":" in m.group(2)) and not line.lstrip().startswith("Ir"):
-                rows.append((int(m.group(1).replace(",", "")), m.group(2)))
-        rows = [r for r in rows if "PROGRAM TOTALS" not in r[1]]
-        lines.append((inclusive, rows[:top]))
-    return lines
+def profile(path, top=16):
+    """Top functions of one dump part: [("exclusive", rows), ("inclusive", rows)],
+    rows = (instructions, function). Read from the callgrind file directly
+    (written with --compress-strings=no): a cost line under fn= is that
+    function's own; the line after calls= is the inclusive cost of a call."""
+    own, incl = {}, {}
+    fn, after_calls = None, False
+    with open(path) as f:
+        for line in f:
+            if line.startswith("fn="):
+                fn = line[3:].strip()
+                continue
+            if line.startswith("calls="):
+                after_calls = True
+                continue
+            if not line[:1].isdigit() and line[:1] not in "+-*":
+                continue
+            parts = line.split()
+            if len(parts) < 2 or fn is None:
+                continue
+            cost = int(parts[1])
+            if after_calls:
+                incl[fn] = incl.get(fn, 0) + cost
+                after_calls = False
+            else:
+                own[fn] = own.get(fn, 0) + cost
+                incl[fn] = incl.get(fn, 0) + cost
+    rank = lambda d: sorted(((v, k) for k, v in d.items()), reverse=True)[:top]
+    return [("exclusive", rank(own)), ("inclusive", rank(incl))]
 
 
 def main():
@@ -336,8 +352,11 @@ def main():
     ap.add_argument("-n", type=int, default=1000, help="transitions per side (default 1000)")
     ap.add_argument("--profile", action="store_true", help="top functions per phase")
     ap.add_argument("--machine", action="store_true", help="only `instr` lines")
+    ap.add_argument("--redis-server", default="redis-server", metavar="BIN",
+                    help="the server to count (default: redis-server on PATH; a build with "
+                         "symbols names Lua's functions in --profile)")
     args = ap.parse_args()
-    for tool in ("redis-server", "valgrind"):
+    for tool in (args.redis_server, "valgrind"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found")
     scripts = load_scripts(args.scripts)
@@ -347,8 +366,9 @@ def main():
     sock = os.path.join(d, "r.sock")
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--toggle-collect=processCommand",
-         "--dump-before=echoCommand", f"--callgrind-out-file={d}/callgrind.out",
-         "redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no"],
+         "--dump-before=echoCommand", "--compress-strings=no", "--compress-pos=no",
+         f"--callgrind-out-file={d}/callgrind.out",
+         args.redis_server, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):
@@ -397,12 +417,14 @@ def main():
     if args.profile:
         for (name, step), path in zip(phases, parts[1:]):
             print(f"\n== {name} {step}: {per[(name, step)]:.0f} instructions per call")
-            for inclusive, rows in profile(path):
-                kind = "inclusive" if inclusive == "yes" else "exclusive (self)"
+            for kind, rows in profile(path):
                 print(f"  -- {kind}, per call:")
                 for ir, fn in rows:
                     print(f"  {ir / n:10.0f}  {fn[:110]}")
-    shutil.rmtree(d, ignore_errors=True)
+    if os.environ.get("LUA_COST_KEEP"):
+        print(f"callgrind parts kept in {d}", file=sys.stderr)
+    else:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
