@@ -314,6 +314,41 @@ def parts_total(path):
     return int(m.group(1)) if m else 0
 
 
+# Groups of functions for --profile's summary (exclusive instructions).
+GROUPS = [
+    ("numbers (strtod, printf)", ("____strtod", "__printf_fp", "hack_digit", "str_to_mpn", "__mpn",
+                                  "round_and_return", "__vfprintf", "vfprintf", "_IO_", "__strchrnul",
+                                  "snprintf", "fpconv", "ll2string", "string2l")),
+    ("Lua VM (luaV_, luaD_, luaF_, lua_ API)", ("luaV_", "luaD_", "luaF_", "lua_", "luaL_", "luaO_",
+                                                "luaG_", "luaK_", "luaT_", "index2adr", "f_call")),
+    ("Lua tables (luaH_)", ("luaH_", "mainposition", "newkey", "rehash", "resize", "computesizes",
+                            "numusehash", "numusearray", "setnodevector", "luaH")),
+    ("Lua strings (luaS_, string library)", ("luaS_", "str_", "match", "singlematch", "lmemfind",
+                                             "classend", "luaI_", "push_onecapture", "push_captures",
+                                             "start_capture", "do_match", "gmatch", "tostring")),
+    ("Lua GC (luaC_, mark and sweep)", ("luaC_", "sweeplist", "propagatemark", "singlestep",
+                                        "reallymarkobject", "markroot", "traverse", "atomic",
+                                        "remarkupvals", "cleartable", "freeobj", "GCTM", "marktmu")),
+    ("allocator (malloc, free, realloc, l_alloc)", ("malloc", "_int_", "free", "realloc", "luaM_",
+                                                    "l_alloc", "je_", "unlink_chunk", "calloc",
+                                                    "cfree", "zmalloc", "zfree", "zrealloc",
+                                                    "tcache", "__libc_malloc", "__libc_free")),
+]
+
+
+def grouped(own):
+    totals = {name: 0 for name, _ in GROUPS}
+    rest = 0
+    for fn, v in own.items():
+        for name, prefixes in GROUPS:
+            if fn.startswith(prefixes) and not fn.startswith(("freeLua", "freeClient")):
+                totals[name] += v
+                break
+        else:
+            rest += v
+    return list(totals.items()) + [("Redis (commands, redis.call glue, replies) and the rest", rest)]
+
+
 def profile(path, top=16):
     """Top functions of one dump part: [("exclusive", rows), ("inclusive", rows)],
     rows = (instructions, function). Read from the callgrind file directly
@@ -342,7 +377,8 @@ def profile(path, top=16):
                 own[fn] = own.get(fn, 0) + cost
                 incl[fn] = incl.get(fn, 0) + cost
     rank = lambda d: sorted(((v, k) for k, v in d.items()), reverse=True)[:top]
-    return [("exclusive", rank(own)), ("inclusive", rank(incl))]
+    groups = [(v, k) for k, v in grouped(own)]
+    return [("by group (exclusive)", groups), ("exclusive", rank(own)), ("inclusive", rank(incl))]
 
 
 def main():

@@ -839,12 +839,12 @@ async fn scale(
     results: &mut Results,
 ) -> Result<()> {
     let scale_ns = ns.get("scale");
-    let mut scale = scale::Scale::new(&server.url, admin, &scale_ns, plan.teams).await?;
+    let mut scale = scale::Scale::new(&server.url, &scale_ns, plan.teams).await?;
     let coord = coordinator(server, &scale_ns).await?;
     let limit = Arc::new(Limit::new(&server.url, Strategy::DEFAULT, 64).await?);
     for &n in &plan.scale {
         progress.step(format!("scale: seeding to {n} sandboxes"));
-        let seed_secs = scale.grow(n).await?;
+        let seed_secs = scale.grow(admin, n).await?;
         scale.check_layout(&coord).await?;
         let (used_memory, bytes_per_sandbox) = scale.memory(admin).await?;
         progress.done();

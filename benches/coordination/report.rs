@@ -469,7 +469,7 @@ impl Results {
             v.push(Verdict {
                 target: "Redis memory per idle sandbox record reported".into(),
                 measured: format!(
-                    "{} per idle sandbox at {} (used_memory delta: record + index entries; `MEMORY USAGE` of a record {})",
+                    "{} per idle sandbox, seeding up to {} (used_memory growth while seeding: record, index entries, keyspace; `MEMORY USAGE` of a record {})",
                     bytes(last.bytes_per_sandbox),
                     thousands(last.sandboxes as f64),
                     self.key_sizes
@@ -783,7 +783,7 @@ impl Results {
         let _ = writeln!(
             o,
             "\n### Scale (concurrency 64, `Multiplexed(1)`, on {} random sandboxes of the fleet; {} teams)\n\n\
-             | sandboxes | seeded in | used_memory | per sandbox | ceiling | ours | ours / ceiling | Redis CPU µs / transition | ours p50 / p99 |\n\
+             | sandboxes | seeded in | used_memory | per sandbox seeded | ceiling | ours | ours / ceiling | Redis CPU µs / transition | ours p50 / p99 |\n\
              |---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             thousands(self.scale_sample as f64),
             self.scale_teams
@@ -810,8 +810,8 @@ impl Results {
             let _ = writeln!(
                 o,
                 "\n`MEMORY USAGE`: record {} when registered (encoding `{}`; the {}-byte `data` is over \
-                 Redis' default `hash-max-listpack-value` 64), {} after its first transition, lease {} \
-                 (while a transition runs), recent-outcomes hash {} (kept 10 min after a transition), \
+                 Redis' default `hash-max-listpack-value` 64), {} after its first transition, lease fields {} \
+                 (what the record grows by while a transition runs: holder, deadline, …), outcome key {} (`out:<id>:<fence>`, kept for the outcome retention, 10 min), \
                  expiry index ≈ {:.0} B per member.",
                 bytes(k.record as f64),
                 k.encoding,

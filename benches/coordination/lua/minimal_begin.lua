@@ -33,7 +33,10 @@ local decision = RULE[r[1]] or 'invalid'
 if decision == 'join' and not live then decision = 'start' end
 if decision == 'join' then return {'join', r[5], tostring(tonumber(r[4]) - now), r[3]} end
 if decision ~= 'start' then return {decision, r[1] or ''} end
-local fence = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'state', 'snapshotting', 'fence', fence, 'until_ms', now + tonumber(ARGV[2]),
-           'holder', ARGV[1], 'started_ms', now)
+-- Numbers go to Redis as '%d' strings (a Lua number argument would be
+-- formatted with '%.17g', which costs more).
+local fence = string.format('%d', redis.call('INCR', KEYS[2]))
+redis.call('HSET', KEYS[1], 'state', 'snapshotting', 'fence', fence,
+           'until_ms', string.format('%d', now + tonumber(ARGV[2])), 'holder', ARGV[1],
+           'started_ms', string.format('%d', now))
 return {'started', fence, ARGV[2], r[2]}
