@@ -449,8 +449,10 @@ impl Results {
         {
             let ratio = |s: &Step| median_rate(&s.ours) / median_rate(&s.limit).max(1e-9);
             let cpu = |s: &Step| mean(&s.ours, Run::server_us_per_op);
+            let time = |s: &Step| mean(&s.ours, |r| r.redis_us_per_op(&Shares::new()));
             let dr = ratio(last) / ratio(first) - 1.0;
             let dc = cpu(last) / cpu(first) - 1.0;
+            let dt = time(last) / time(first) - 1.0;
             v.push(Verdict {
                 target: format!(
                     "Flat cost from {} to {} sandboxes (within 15 %)",
@@ -458,11 +460,15 @@ impl Results {
                     thousands(last.sandboxes as f64)
                 ),
                 measured: format!(
-                    "throughput/ceiling {:+.1} %, Redis CPU per transition {:+.1} % ({:.1} → {:.1} µs)",
+                    "throughput/ceiling {:+.1} %, Redis CPU per transition {:+.1} % ({:.1} → {:.1} µs), \
+                     Redis time (`commandstats`) {:+.1} % ({:.1} → {:.1} µs)",
                     dr * 100.0,
                     dc * 100.0,
                     cpu(first),
-                    cpu(last)
+                    cpu(last),
+                    dt * 100.0,
+                    time(first),
+                    time(last)
                 ),
                 verdict: met(dr.abs() <= 0.15 && dc.abs() <= 0.15),
             });
@@ -783,8 +789,8 @@ impl Results {
         let _ = writeln!(
             o,
             "\n### Scale (concurrency 64, `Multiplexed(1)`, on {} random sandboxes of the fleet; {} teams)\n\n\
-             | sandboxes | seeded in | used_memory | per sandbox seeded | ceiling | ours | ours / ceiling | Redis CPU µs / transition | ours p50 / p99 |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+             | sandboxes | seeded in | used_memory | per sandbox seeded | ceiling | ours | ours / ceiling | Redis CPU µs / transition | Redis time µs / transition | ours p50 / p99 |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             thousands(self.scale_sample as f64),
             self.scale_teams
         );
@@ -793,7 +799,7 @@ impl Results {
             let l = latency(&s.ours);
             let _ = writeln!(
                 o,
-                "| {} | {:.1} s | {} | {} | {} | {} | {} | {:.1} | {:.0} / {:.0} µs |",
+                "| {} | {:.1} s | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} / {:.0} µs |",
                 thousands(s.sandboxes as f64),
                 s.seed_secs,
                 bytes(s.used_memory as f64),
@@ -802,6 +808,7 @@ impl Results {
                 thousands(median_rate(&s.ours)),
                 pct(median_rate(&s.ours) / limit.max(1e-9)),
                 mean(&s.ours, Run::server_us_per_op),
+                mean(&s.ours, |r| r.redis_us_per_op(&Shares::new())),
                 us(l.p50),
                 us(l.p99),
             );
