@@ -3,9 +3,10 @@
 //! machines drift.
 //!
 //! ```text
-//! make bench                                          # = cargo bench: full run, ~5-10 min
+//! make bench                                          # = cargo bench: full run, ~6.5 min
 //! cargo bench --bench coordination -- --quick         # smoke run, < 30 s (CI)
 //! cargo bench --bench coordination -- --docs          # full run, also rewrites docs/BENCHMARKS.md
+//! cargo bench --bench coordination -- --dump-scripts DIR   # the scripts lua_cost.py counts
 //! cargo bench --bench coordination -- --help          # every option
 //! ```
 //!
