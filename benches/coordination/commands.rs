@@ -51,6 +51,15 @@ impl Count {
         self.commands.values().map(PerCommand::client).sum()
     }
 
+    /// Of each command's calls, the share the client sent (for reading a
+    /// throughput window's `commandstats`).
+    pub fn shares(&self) -> crate::load::Shares {
+        self.commands
+            .iter()
+            .filter_map(|(name, c)| c.client().map(|x| (name.clone(), x / c.total.max(1e-9))))
+            .collect()
+    }
+
     /// Every command Redis executed per transition, script bodies included.
     pub fn executed_total(&self) -> f64 {
         self.commands.values().map(|c| c.total).sum()
@@ -108,7 +117,7 @@ pub fn trim(x: f64) -> String {
 }
 
 /// Commands the bench's own admin connection sends, left out of the count.
-fn is_admin(name: &str) -> bool {
+pub fn is_admin(name: &str) -> bool {
     name == "info"
         || name.starts_with("slowlog")
         || name.starts_with("config")

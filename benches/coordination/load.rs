@@ -2,23 +2,16 @@
 //! one operation after the other for a fixed time, and a sequential loop for
 //! latency. Both read the server's and this process's CPU clocks around the
 //! measured window, so a table can say where the time went.
-//!
-//! Also the connection pool the limit and the baseline use: the same kind as
-//! the library's (deadpool of multiplexed connections, one checkout per
-//! command, recycled without a round trip), so that all three sides pay the
-//! same client-side costs for the same concurrency.
+//! The `INFO commandstats` delta of the window is kept whole, so the Redis
+//! time of a side can be read from the same window as its throughput.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use deadpool::managed::{self, Manager, Metrics, RecycleResult};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisError, Value};
-
 use crate::Result;
-use crate::server::Admin;
+use crate::server::{Admin, CommandStats};
 use crate::stats::own_cpu_seconds;
 
 /// One closed-loop measurement.
@@ -33,9 +26,23 @@ pub struct Run {
     pub server_cpu: f64,
     /// This process's CPU seconds used during the window.
     pub client_cpu: f64,
-    /// `EVALSHA` calls and their execution µs inside Redis during the window
-    /// (`commandstats`; a script's time includes the commands it ran).
-    pub evalsha: (u64, u64),
+    /// `INFO commandstats` during the window: command -> (calls, µs).
+    /// Commands run inside scripts are counted under their own names too,
+    /// and a script's µs include theirs.
+    pub stats: CommandStats,
+}
+
+/// Of each command's calls, the share the client sent (the rest ran
+/// inside scripts): from the command count (`commands.rs`). Commands not
+/// named count as sent when they are `evalsha`, else as run inside scripts
+/// (true for every side that sends nothing but `EVALSHA`).
+pub type Shares = std::collections::BTreeMap<String, f64>;
+
+fn share(shares: &Shares, name: &str) -> f64 {
+    shares
+        .get(name)
+        .copied()
+        .unwrap_or(if name == "evalsha" { 1.0 } else { 0.0 })
 }
 
 impl Run {
@@ -46,9 +53,23 @@ impl Run {
     pub fn server_us_per_op(&self) -> f64 {
         self.server_cpu * 1e6 / (self.ops.max(1) as f64)
     }
-    /// Mean execution time of one `EVALSHA` inside Redis, µs.
-    pub fn evalsha_us(&self) -> Option<f64> {
-        (self.evalsha.0 > 0).then(|| self.evalsha.1 as f64 / self.evalsha.0 as f64)
+    /// Redis execution µs per operation of what the client sent (a
+    /// script's time includes the commands it ran): `commandstats` usec.
+    pub fn redis_us_per_op(&self, shares: &Shares) -> f64 {
+        self.weighted_us(|name| share(shares, name)) / self.ops.max(1) as f64
+    }
+
+    /// Of those, µs per operation in the commands scripts ran.
+    pub fn in_script_us_per_op(&self, shares: &Shares) -> f64 {
+        self.weighted_us(|name| 1.0 - share(shares, name)) / self.ops.max(1) as f64
+    }
+
+    fn weighted_us(&self, weight: impl Fn(&str) -> f64) -> f64 {
+        self.stats
+            .iter()
+            .filter(|(name, _)| !crate::commands::is_admin(name))
+            .map(|(name, (_, usec))| *usec as f64 * weight(name))
+            .sum()
     }
 
     /// Client CPU µs per operation.
@@ -119,8 +140,6 @@ where
     let cpu1 = admin.cpu_seconds().await?;
     let stats1 = admin.commandstats().await?;
     stop.store(true, Ordering::Relaxed);
-    let evalsha = |s: &crate::server::CommandStats| s.get("evalsha").copied().unwrap_or_default();
-    let (e0, e1) = (evalsha(&stats0), evalsha(&stats1));
     let latencies = join(tasks).await?;
     Ok(Run {
         ops: n1 - n0,
@@ -128,7 +147,7 @@ where
         latencies,
         server_cpu: cpu1 - cpu0,
         client_cpu: own1 - own0,
-        evalsha: (e1.0 - e0.0, e1.1 - e0.1),
+        stats: crate::server::stats_delta(&stats0, &stats1),
     })
 }
 
@@ -175,61 +194,4 @@ where
         lat.push(t.elapsed());
     }
     Ok(lat)
-}
-
-/// Creates multiplexed connections; recycles them without a round trip (the
-/// library's pool does the same; deadpool-redis's stock manager would add
-/// `UNWATCH` + `PING` per checkout).
-pub struct LinkManager {
-    create: deadpool_redis::Manager,
-}
-
-impl Manager for LinkManager {
-    type Type = MultiplexedConnection;
-    type Error = RedisError;
-
-    async fn create(&self) -> std::result::Result<MultiplexedConnection, RedisError> {
-        self.create.create().await
-    }
-
-    async fn recycle(
-        &self,
-        _: &mut MultiplexedConnection,
-        _: &Metrics,
-    ) -> RecycleResult<RedisError> {
-        Ok(())
-    }
-}
-
-/// A pool of `size` connections, one checkout per command.
-#[derive(Clone)]
-pub struct Pool {
-    pool: managed::Pool<LinkManager>,
-}
-
-impl Pool {
-    pub fn new(url: &str, size: usize) -> Result<Pool> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
-        let create = deadpool_redis::Manager::new_with_config(url, config)?;
-        let pool = managed::Pool::builder(LinkManager { create })
-            .max_size(size)
-            .wait_timeout(Some(Duration::from_secs(7)))
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()?;
-        Ok(Pool { pool })
-    }
-
-    pub async fn query(&self, cmd: &redis::Cmd) -> Result<Value> {
-        let mut conn = self.pool.get().await.map_err(|e| format!("pool: {e}"))?;
-        Ok(cmd.query_async::<Value>(&mut *conn).await?)
-    }
-
-    /// Sends a pipeline whose replies are all ignored.
-    pub async fn query_pipe(&self, pipe: &redis::Pipeline) -> Result<()> {
-        let mut conn = self.pool.get().await.map_err(|e| format!("pool: {e}"))?;
-        pipe.query_async::<()>(&mut *conn).await?;
-        Ok(())
-    }
 }

@@ -3,20 +3,27 @@
 //! machines drift.
 //!
 //! ```text
-//! make bench                                          # = cargo bench: full run, ~5-10 min
+//! make bench                                          # = cargo bench: full run, ~6.5 min
 //! cargo bench --bench coordination -- --quick         # smoke run, < 30 s (CI)
 //! cargo bench --bench coordination -- --docs          # full run, also rewrites docs/BENCHMARKS.md
+//! cargo bench --bench coordination -- --dump-scripts DIR   # the scripts lua_cost.py counts
 //! cargo bench --bench coordination -- --help          # every option
 //! ```
 //!
 //! Sections, one module each:
 //!
-//! - [`limit`]: raw `EVALSHA` of a trivial script through the same kind of
-//!   pool, and the single-connection round trip: the ceiling.
+//! - [`limit`]: raw `EVALSHA` of a trivial script (`return 1`) on the same
+//!   kind of connection, and the single-connection round trip: the ceiling.
+//! - [`minimal`]: a minimal begin/finish script pair doing only the
+//!   essential Redis work of a transition: the floor (bench only).
 //! - [`ours`]: uncontended `begin` + `succeed` through the library.
 //! - [`reference`]: the reference system's lock-based protocol, re-written
 //!   here for comparison only (clearly not the library).
+//! - [`conns`]: the connection strategies every side is measured on
+//!   (`Multiplexed(1)`, the library's default; `Multiplexed(n)`; `Pooled`).
 //! - [`commands`]: commands per transition from `INFO commandstats`.
+//! - [`instructions`]: instructions Redis executes per transition, per
+//!   side, with callgrind (`lua_cost.py`).
 //! - [`wakeup`]: waiters joined on in-flight transitions: time from
 //!   `succeed` to each waiter's return, over pub/sub and poll-only.
 //! - [`scale`]: throughput and memory with 1e3, 1e5, 1e6 sandboxes.
@@ -26,13 +33,16 @@
 //! no persistence) unless `--url`/`REDIS_URL` names one; [`load`] is the
 //! closed-loop driver and the command pool; [`stats`] the percentiles.
 //!
-//! Throughput rounds are interleaved (limit, ours, baseline, limit, …) and
-//! the median per side is reported, so drift from other load on the machine
-//! hits all three alike.
+//! Throughput rounds are interleaved (ceiling, minimal, ours, reference,
+//! ceiling, …) on one connection strategy at a time, and the median per side
+//! is reported, so drift from other load on the machine hits all four alike.
 
 mod commands;
+mod conns;
+mod instructions;
 mod limit;
 mod load;
+mod minimal;
 mod ours;
 mod plots;
 mod reference;
@@ -51,10 +61,12 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use sandbox_coordinator::Coordinator;
 
+use crate::conns::Strategy;
 use crate::limit::Limit;
+use crate::minimal::Minimal;
 use crate::ours::Fleet;
 use crate::reference::Reference;
-use crate::report::{Meta, Point, Results, Sequential};
+use crate::report::{Meta, Point, Results, Sequential, Side};
 use crate::server::{Admin, Server};
 use crate::stats::Summary;
 use crate::wakeup::Path;
@@ -77,6 +89,18 @@ struct Args {
     /// Concurrencies of the throughput section (default 1,8,64,256).
     #[arg(long, value_delimiter = ',')]
     concurrency: Option<Vec<usize>>,
+    /// Round-robin multiplexed connection counts measured besides the
+    /// default single connection and the pool (default 2,4).
+    #[arg(long, value_delimiter = ',')]
+    multiplexed: Option<Vec<usize>>,
+    /// Transitions per side of the callgrind count (default 1000).
+    #[arg(long)]
+    callgrind_n: Option<usize>,
+    /// Write the library's assembled scripts (`scripts::assemble` with the
+    /// defaults) and the bench's own scripts into DIR, then exit (what
+    /// `lua_cost.py` measures).
+    #[arg(long, value_name = "DIR")]
+    dump_scripts: Option<PathBuf>,
     /// Seconds measured per throughput round and side (default 2).
     #[arg(long)]
     window: Option<f64>,
@@ -111,6 +135,7 @@ struct Args {
 enum Section {
     Throughput,
     Commands,
+    Instructions,
     Wakeup,
     Scale,
 }
@@ -118,6 +143,10 @@ enum Section {
 /// Sizes of one run.
 struct Plan {
     concurrency: Vec<usize>,
+    /// Strategies measured at concurrencies above 1 (at 1 only the default:
+    /// one request in flight uses one connection whatever the strategy).
+    strategies: Vec<Strategy>,
+    callgrind_n: usize,
     warmup: Duration,
     window: Duration,
     rounds: usize,
@@ -142,7 +171,9 @@ impl Plan {
     fn new(args: &Args) -> Plan {
         let mut p = if args.quick {
             Plan {
-                concurrency: vec![1, 8, 64],
+                concurrency: vec![1, 64],
+                strategies: vec![],
+                callgrind_n: 200,
                 warmup: Duration::from_millis(100),
                 window: Duration::from_millis(300),
                 rounds: 1,
@@ -162,8 +193,10 @@ impl Plan {
         } else {
             Plan {
                 concurrency: vec![1, 8, 64, 256],
-                warmup: Duration::from_millis(500),
-                window: Duration::from_secs(2),
+                strategies: vec![],
+                callgrind_n: 1000,
+                warmup: Duration::from_millis(400),
+                window: Duration::from_millis(1500),
                 rounds: 3,
                 seq_blocks: 6,
                 seq_block: 500,
@@ -179,6 +212,19 @@ impl Plan {
                 teams: 10,
             }
         };
+        let multiplexed = args.multiplexed.clone().unwrap_or_else(|| vec![2, 4]);
+        p.strategies = std::iter::once(Strategy::DEFAULT)
+            .chain(std::iter::once(Strategy::Pooled))
+            .chain(
+                multiplexed
+                    .into_iter()
+                    .filter(|&n| n > 1)
+                    .map(Strategy::Multiplexed),
+            )
+            .collect();
+        if let Some(n) = args.callgrind_n {
+            p.callgrind_n = n.max(10);
+        }
         if let Some(c) = &args.concurrency {
             p.concurrency = c.iter().copied().filter(|&c| c > 0).collect();
         }
@@ -198,10 +244,18 @@ impl Plan {
     fn steps(&self, on: impl Fn(Section) -> bool) -> u64 {
         let mut n = 0;
         if on(Section::Throughput) {
-            n += 2 + (self.concurrency.len() * self.rounds * 3) as u64;
+            let per_c: usize = self
+                .concurrency
+                .iter()
+                .map(|&c| self.strategies_at(c).len())
+                .sum();
+            n += 2 + (per_c * self.rounds * Side::ALL.len()) as u64;
         }
         if on(Section::Commands) {
-            n += 2;
+            n += 3;
+        }
+        if on(Section::Instructions) {
+            n += 1;
         }
         if on(Section::Wakeup) {
             n += self.on_one.len() as u64 + 3;
@@ -210,6 +264,16 @@ impl Plan {
             n += (self.scale.len() * (1 + self.scale_rounds)) as u64 + 1;
         }
         n
+    }
+}
+
+impl Plan {
+    fn strategies_at(&self, c: usize) -> Vec<Strategy> {
+        if c <= 1 {
+            vec![Strategy::DEFAULT]
+        } else {
+            self.strategies.clone()
+        }
     }
 }
 
@@ -269,6 +333,16 @@ fn main() {
         return;
     }
     let args = Args::parse();
+    if let Some(dir) = &args.dump_scripts {
+        match instructions::dump_scripts(dir) {
+            Ok(n) => eprintln!("wrote {n} scripts to {}", dir.display()),
+            Err(e) => {
+                eprintln!("--dump-scripts: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if !args.bench && !args.run && !args.quick {
         eprintln!(
             "coordination bench: run it with `make bench` or \
@@ -291,7 +365,12 @@ fn main() {
 async fn run(args: Args, threads: usize) -> Result<()> {
     let started = Instant::now();
     let plan = Plan::new(&args);
-    let on = |s: Section| args.only.as_ref().is_none_or(|o| o.contains(&s));
+    // The callgrind count is slow (Redis under valgrind): in --quick runs
+    // only when asked for by name.
+    let on = |s: Section| match &args.only {
+        Some(o) => o.contains(&s),
+        None => !(args.quick && s == Section::Instructions),
+    };
     let server = Server::start(args.url.clone())?;
     let admin = Admin::connect(&server.url).await?;
     let ns = Namespaces::new(server.private);
@@ -309,11 +388,24 @@ async fn run(args: Args, threads: usize) -> Result<()> {
     let progress = Progress::new(plan.steps(on));
 
     let outcome = async {
+        // Commands first: the throughput section reads the Redis time of
+        // each window with the count's split of sent / in-script commands.
+        if on(Section::Commands) {
+            results.counts = Some(count(&plan, &server, &admin, &ns, &progress).await?);
+        }
         if on(Section::Throughput) {
             throughput(&plan, &server, &admin, &ns, &progress, &mut results).await?;
         }
-        if on(Section::Commands) {
-            results.counts = Some(count(&plan, &server, &admin, &ns, &progress).await?);
+        if on(Section::Instructions) {
+            progress.step(format!(
+                "instructions: callgrind, {} transitions per side",
+                plan.callgrind_n
+            ));
+            match instructions::measure(plan.callgrind_n) {
+                Ok(i) => results.instructions = Some(i),
+                Err(e) => progress.note(format!("  instructions skipped: {e}")),
+            }
+            progress.done();
         }
         if on(Section::Wakeup) {
             wake(&plan, &server, &ns, &progress, &mut results).await?;
@@ -377,12 +469,9 @@ impl Namespaces {
     }
 }
 
-async fn coordinator(server: &Server, ns: &str, pool: usize) -> Result<Coordinator> {
-    Ok(Coordinator::builder(server.url.clone())
-        .namespace(ns)
-        .pool_size(pool)
-        .build()
-        .await?)
+/// A coordinator with the library's defaults (one multiplexed connection).
+async fn coordinator(server: &Server, ns: &str) -> Result<Coordinator> {
+    ours::coordinator(&server.url, ns, Strategy::DEFAULT, 1).await
 }
 
 async fn meta(args: &Args, admin: &Admin, server: &Server, threads: usize) -> Result<Meta> {
@@ -428,8 +517,56 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// Sections 1–3: limit, ours and baseline, sequential and at each
-/// concurrency, interleaved.
+/// The four sides on one connection strategy, for `concurrency` tasks.
+struct Sides {
+    limit: Arc<Limit>,
+    minimal: Arc<Minimal>,
+    ours: Coordinator,
+    reference: Arc<Reference>,
+}
+
+/// Namespaces of the throughput section's sides.
+struct SideNs {
+    minimal: String,
+    ours: String,
+    reference: String,
+}
+
+impl Sides {
+    async fn new(server: &Server, ns: &SideNs, strategy: Strategy, c: usize) -> Result<Sides> {
+        Ok(Sides {
+            limit: Arc::new(Limit::new(&server.url, strategy, c).await?),
+            minimal: Arc::new(Minimal::new(&server.url, strategy, c, &ns.minimal).await?),
+            ours: ours::coordinator(&server.url, &ns.ours, strategy, c).await?,
+            reference: Arc::new(Reference::new(&server.url, strategy, c, &ns.reference).await?),
+        })
+    }
+
+    async fn run(
+        &self,
+        side: Side,
+        plan: &Plan,
+        fleet: &Fleet,
+        admin: &Admin,
+        c: usize,
+    ) -> Result<load::Run> {
+        let (w, win) = (plan.warmup, plan.window);
+        match side {
+            Side::Ceiling => self.limit.throughput(admin, c, w, win).await,
+            Side::Minimal => self.minimal.throughput(fleet, admin, c, w, win).await,
+            Side::Ours => ours::throughput(&self.ours, fleet, admin, c, w, win).await,
+            Side::Reference => {
+                let run = self.reference.throughput(fleet, admin, c, w, win).await;
+                self.reference.settle().await;
+                run
+            }
+        }
+    }
+}
+
+/// Sections 1–4: ceiling, minimal pair, ours and the reference protocol,
+/// sequential and at each concurrency on each connection strategy,
+/// interleaved.
 async fn throughput(
     plan: &Plan,
     server: &Server,
@@ -440,97 +577,96 @@ async fn throughput(
 ) -> Result<()> {
     let max_c = plan.concurrency.iter().copied().max().unwrap_or(1);
     let fleet = Fleet::new(0, (16 * max_c).max(4_096), 16);
+    let side_ns = SideNs {
+        minimal: ns.get("min"),
+        ours: ns.get("tp"),
+        reference: ns.get("ref"),
+    };
     progress.step(format!("registering {} sandboxes", fleet.ids.len()));
-    let ours_ns = ns.get("tp");
-    let setup = coordinator(server, &ours_ns, 64).await?;
+    let setup = coordinator(server, &side_ns.ours).await?;
     fleet.register(&setup, 64).await?;
     drop(setup);
-    let reference_ns = ns.get("ref");
-    Reference::new(&server.url, 64, &reference_ns)
-        .await?
-        .seed(&fleet)
-        .await?;
+    let seeding = Sides::new(server, &side_ns, Strategy::DEFAULT, 1).await?;
+    seeding.minimal.seed(&fleet).await?;
+    seeding.reference.seed(&fleet).await?;
+    drop(seeding);
     progress.done();
 
-    progress.step("sequential latency (concurrency 1)");
-    let limit = Limit::new(&server.url, 1).await?;
-    let coord = coordinator(server, &ours_ns, 1).await?;
-    let reference = Reference::new(&server.url, 1, &reference_ns).await?;
+    progress.step("sequential latency (concurrency 1, one connection)");
+    let sides = Sides::new(server, &side_ns, Strategy::DEFAULT, 1).await?;
     let n = fleet.ids.len() as u64;
     let pick = |i: u64| &fleet.ids[(i % n) as usize];
-    let (mut rtt, mut ping, mut o, mut b) = (vec![], vec![], vec![], vec![]);
+    let (mut rtt, mut ping, mut m, mut o, mut b) = (vec![], vec![], vec![], vec![], vec![]);
     let warm = plan.seq_block / 5;
     for block in 0..plan.seq_blocks {
         let w = if block == 0 { warm } else { 0 };
         let off = (block * plan.seq_block) as u64;
-        rtt.extend(load::sequential(w, plan.seq_block, |_| limit.call()).await?);
-        ping.extend(load::sequential(w, plan.seq_block, |_| limit.ping()).await?);
+        rtt.extend(load::sequential(w, plan.seq_block, |_| sides.limit.call()).await?);
+        ping.extend(load::sequential(w, plan.seq_block, |_| sides.limit.ping()).await?);
+        m.extend(
+            load::sequential(w, plan.seq_block, |i| {
+                let (team, id) = pick(off + i);
+                sides.minimal.transition(team, id)
+            })
+            .await?,
+        );
         o.extend(
             load::sequential(w, plan.seq_block, |i| {
                 let (team, id) = pick(off + i);
-                ours::transition(&coord, team, id)
+                ours::transition(&sides.ours, team, id)
             })
             .await?,
         );
         b.extend(
             load::sequential(w, plan.seq_block, |i| {
                 let (team, id) = pick(off + i);
-                reference.transition(team, id)
+                sides.reference.transition(team, id)
             })
             .await?,
         );
     }
-    reference.settle().await;
+    sides.reference.settle().await;
     results.sequential = Some(Sequential {
         rtt: Summary::of(&rtt),
         ping: Summary::of(&ping),
+        minimal: Summary::of(&m),
         ours: Summary::of(&o),
-        baseline: Summary::of(&b),
+        reference: Summary::of(&b),
     });
-    drop((coord, reference));
+    drop(sides);
     progress.done();
 
     for &c in &plan.concurrency {
-        let limit = Arc::new(Limit::new(&server.url, c).await?);
-        let coord = coordinator(server, &ours_ns, c).await?;
-        let reference = Arc::new(Reference::new(&server.url, c, &reference_ns).await?);
-        let mut point = Point {
-            concurrency: c,
-            ..Default::default()
-        };
-        for r in 1..=plan.rounds {
-            let tag = format!("concurrency {c}, round {r}/{}", plan.rounds);
-            progress.step(format!("limit, {tag}"));
-            point
-                .limit
-                .push(limit.throughput(admin, c, plan.warmup, plan.window).await?);
-            progress.done();
-            progress.step(format!("ours, {tag}"));
-            point
-                .ours
-                .push(ours::throughput(&coord, &fleet, admin, c, plan.warmup, plan.window).await?);
-            progress.done();
-            progress.step(format!("baseline, {tag}"));
-            point.baseline.push(
-                reference
-                    .throughput(&fleet, admin, c, plan.warmup, plan.window)
-                    .await?,
-            );
-            reference.settle().await;
-            progress.done();
+        for strategy in plan.strategies_at(c) {
+            let sides = Sides::new(server, &side_ns, strategy, c).await?;
+            let mut point = Point::new(c, strategy);
+            for r in 1..=plan.rounds {
+                for side in Side::ALL {
+                    progress.step(format!(
+                        "{side}, concurrency {c}, {}, round {r}/{}",
+                        strategy.label(c),
+                        plan.rounds
+                    ));
+                    let run = sides.run(side, plan, &fleet, admin, c).await?;
+                    point.push(side, run);
+                    progress.done();
+                }
+            }
+            progress.note(format!(
+                "  c={c:<4} {:<15} ceiling {:>7.0}/s  minimal {:>7.0}/s  ours {:>7.0}/s  reference {:>7.0}/s",
+                strategy.label(c),
+                point.rate(Side::Ceiling),
+                point.rate(Side::Minimal),
+                point.rate(Side::Ours),
+                point.rate(Side::Reference),
+            ));
+            results.points.push(point);
         }
-        progress.note(format!(
-            "  c={c:<4} limit {:>8.0}/s  ours {:>8.0}/s  baseline {:>8.0}/s",
-            point.ceiling(),
-            point.ours(),
-            point.baseline()
-        ));
-        results.points.push(point);
     }
     Ok(())
 }
 
-/// Section 4: commands per transition, both protocols.
+/// Section 0: commands per transition, every side, one connection.
 async fn count(
     plan: &Plan,
     server: &Server,
@@ -539,19 +675,23 @@ async fn count(
     progress: &Progress,
 ) -> Result<report::Counts> {
     let fleet = Fleet::new(0, 64, 4);
-    let (ours_ns, reference_ns) = (ns.get("count"), ns.get("countref"));
-    let coord = coordinator(server, &ours_ns, 1).await?;
-    fleet.register(&coord, 1).await?;
-    let reference = Reference::new(&server.url, 1, &reference_ns).await?;
-    reference.seed(&fleet).await?;
+    let side_ns = SideNs {
+        minimal: ns.get("countmin"),
+        ours: ns.get("count"),
+        reference: ns.get("countref"),
+    };
+    let sides = Sides::new(server, &side_ns, Strategy::DEFAULT, 1).await?;
+    fleet.register(&sides.ours, 1).await?;
+    sides.minimal.seed(&fleet).await?;
+    sides.reference.seed(&fleet).await?;
     let pick = |i: u64| &fleet.ids[i as usize % fleet.ids.len()];
     // One unmeasured transition each, so every connection exists already.
-    ours::transition(&coord, &pick(0).0, &pick(0).1).await?;
-    reference.transition(&pick(0).0, &pick(0).1).await?;
-    reference.settle().await;
-
-    let limit = Limit::new(&server.url, 1).await?;
-    limit.call().await?;
+    let (t0, i0) = pick(0);
+    ours::transition(&sides.ours, t0, i0).await?;
+    sides.minimal.transition(t0, i0).await?;
+    sides.reference.transition(t0, i0).await?;
+    sides.reference.settle().await;
+    sides.limit.call().await?;
 
     progress.step("commands per transition: ours");
     let o = commands::count(
@@ -559,30 +699,42 @@ async fn count(
         plan.count_n,
         |i| {
             let (team, id) = pick(i);
-            ours::transition(&coord, team, id)
+            ours::transition(&sides.ours, team, id)
         },
         || async {},
     )
     .await?;
     progress.done();
-    progress.step("commands per transition: baseline");
+    progress.step("commands per transition: minimal pair");
+    let m = commands::count(
+        admin,
+        plan.count_n,
+        |i| {
+            let (team, id) = pick(i);
+            sides.minimal.transition(team, id)
+        },
+        || async {},
+    )
+    .await?;
+    progress.done();
+    progress.step("commands per transition: reference, ceiling");
     let b = commands::count(
         admin,
         plan.count_n,
         |i| {
             let (team, id) = pick(i);
-            reference.transition(team, id)
+            sides.reference.transition(team, id)
         },
-        || reference.settle(),
+        || sides.reference.settle(),
     )
     .await?;
-    // The limit's "transition": two trivial calls.
+    // The ceiling's "transition": two trivial calls.
     let l = commands::count(
         admin,
         plan.count_n,
         |_| async {
-            limit.call().await?;
-            limit.call().await
+            sides.limit.call().await?;
+            sides.limit.call().await
         },
         || async {},
     )
@@ -590,7 +742,8 @@ async fn count(
     progress.done();
     Ok(report::Counts {
         ours: o,
-        baseline: b,
+        minimal: m,
+        reference: b,
         limit: l,
     })
 }
@@ -604,8 +757,8 @@ async fn wake(
     results: &mut Results,
 ) -> Result<()> {
     let wake_ns = ns.get("wake");
-    let holder = coordinator(server, &wake_ns, 16).await?;
-    let waiters = coordinator(server, &wake_ns, 64).await?;
+    let holder = coordinator(server, &wake_ns).await?;
+    let waiters = coordinator(server, &wake_ns).await?;
     let fleet = Fleet::new(0, plan.many_sandboxes, 10);
     let single = Fleet::new(plan.many_sandboxes, 1, 10);
     fleet.register(&holder, 32).await?;
@@ -641,7 +794,6 @@ async fn wake(
     progress.step("wake-up: poll only (notifications off)");
     let polled = Coordinator::builder(server.url.as_str())
         .namespace(&wake_ns)
-        .pool_size(64)
         .poll_interval(plan.poll_interval)
         .notifications(false)
         .connect_timeout(Duration::from_secs(1))
@@ -688,12 +840,17 @@ async fn scale(
     results: &mut Results,
 ) -> Result<()> {
     let scale_ns = ns.get("scale");
-    let mut scale = scale::Scale::new(&server.url, admin, &scale_ns, plan.teams).await?;
-    let coord = coordinator(server, &scale_ns, 64).await?;
-    let limit = Arc::new(Limit::new(&server.url, 64).await?);
+    if server.private {
+        // The sections before leave millions of outcome keys (kept for the
+        // outcome retention); their expiry would run in the scale windows.
+        admin.cmd::<()>(&redis::cmd("FLUSHALL")).await?;
+    }
+    let mut scale = scale::Scale::new(&server.url, &scale_ns, plan.teams).await?;
+    let coord = coordinator(server, &scale_ns).await?;
+    let limit = Arc::new(Limit::new(&server.url, Strategy::DEFAULT, 64).await?);
     for &n in &plan.scale {
         progress.step(format!("scale: seeding to {n} sandboxes"));
-        let seed_secs = scale.grow(n).await?;
+        let seed_secs = scale.grow(admin, n).await?;
         scale.check_layout(&coord).await?;
         let (used_memory, bytes_per_sandbox) = scale.memory(admin).await?;
         progress.done();

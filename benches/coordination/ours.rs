@@ -1,5 +1,6 @@
 //! This library's workload: uncontended `begin(Snapshot)` + `succeed()` on
-//! many sandboxes. Snapshot is used because it returns the sandbox to
+//! many sandboxes, through the public API with default `BeginOptions` and
+//! default builder settings but for the connection strategy under test. Snapshot is used because it returns the sandbox to
 //! `running`, so the same sandboxes can be transitioned again and again
 //! with exactly the production code path (no re-registration in between).
 //!
@@ -13,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use sandbox_coordinator::{Action, BeginOptions, Begun, Coordinator, NewSandbox};
 
 use crate::Result;
+use crate::conns::Strategy;
 use crate::load::{self, Run};
 use crate::server::Admin;
 
@@ -46,6 +48,7 @@ pub fn end_time() -> SystemTime {
 pub struct Fleet {
     pub ids: Arc<Vec<(String, String)>>,
     numbers: Arc<Vec<usize>>,
+    teams: usize,
 }
 
 impl Fleet {
@@ -65,7 +68,18 @@ impl Fleet {
                     .collect(),
             ),
             numbers: Arc::new(numbers),
+            teams,
         }
+    }
+
+    /// The sandboxes' numbers (for seeding by number).
+    pub fn numbers(&self) -> &[usize] {
+        &self.numbers
+    }
+
+    /// How many teams the fleet is spread over.
+    pub fn teams(&self) -> usize {
+        self.teams
     }
 
     /// Registers every sandbox through the library, `concurrency` at a time.
@@ -106,6 +120,21 @@ impl Fleet {
         let share = (self.ids.len() / workers).max(1);
         &self.ids[(w + workers * (i as usize % share)) % self.ids.len()]
     }
+}
+
+/// A coordinator with the library's defaults but for the namespace and
+/// the connection strategy (for `concurrency` tasks).
+pub async fn coordinator(
+    url: &str,
+    ns: &str,
+    strategy: Strategy,
+    concurrency: usize,
+) -> Result<Coordinator> {
+    Ok(Coordinator::builder(url)
+        .namespace(ns)
+        .connections(strategy.connections(concurrency))
+        .build()
+        .await?)
 }
 
 /// One uncontended transition: `begin(Snapshot)` then `succeed()`.

@@ -1,5 +1,6 @@
-//! The two SVG plots: throughput against concurrency (limit, ours,
-//! baseline), and wake-up latency (against the number of waiters on one
+//! The two SVG plots: throughput against concurrency (ceiling, minimal
+//! pair, ours, reference; and ours per connection strategy), and wake-up
+//! latency (against the number of waiters on one
 //! transition, and its distribution with many sandboxes in flight).
 
 use std::path::Path as FsPath;
@@ -7,7 +8,8 @@ use std::path::Path as FsPath;
 use plotters::prelude::*;
 
 use crate::Result;
-use crate::report::{Point, Results};
+use crate::conns::Strategy;
+use crate::report::{Point, Results, Side};
 use crate::stats::ms;
 use crate::wakeup::Path;
 
@@ -15,77 +17,127 @@ const LIMIT: RGBColor = RGBColor(120, 120, 120);
 const OURS: RGBColor = RGBColor(0, 114, 178);
 const BASELINE: RGBColor = RGBColor(213, 94, 0);
 const POLL: RGBColor = RGBColor(0, 158, 115);
+const MINIMAL: RGBColor = RGBColor(204, 121, 167);
 
 fn err(e: impl std::fmt::Display) -> crate::BoxError {
     format!("plot: {e}").into()
 }
 
-/// Throughput (transitions/s) against concurrency, log-scaled x.
+/// Left: throughput (transitions/s) of the four sides against concurrency
+/// on the library's default connection. Right: ours on each connection
+/// strategy. Log-scaled x.
 pub fn throughput(results: &Results, file: &FsPath) -> Result<()> {
-    let pts = &results.points;
-    if pts.is_empty() {
+    let default: Vec<&Point> = results
+        .points
+        .iter()
+        .filter(|p| p.strategy == Strategy::DEFAULT)
+        .collect();
+    if default.is_empty() {
         return Ok(());
     }
-    let max_c = pts.iter().map(|p| p.concurrency).max().unwrap_or(1) as f64;
-    let max_y = pts
+    let max_c = results
+        .points
         .iter()
-        .map(|p| p.ceiling().max(p.ours()).max(p.baseline()))
+        .map(|p| p.concurrency)
+        .max()
+        .unwrap_or(1) as f64;
+    let max_y = results
+        .points
+        .iter()
+        .flat_map(|p| Side::ALL.map(|s| p.rate(s)))
         .fold(0.0, f64::max)
         * 1.15;
-    let root = SVGBackend::new(file, (900, 560)).into_drawing_area();
+    let root = SVGBackend::new(file, (1200, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
+    let (left, right) = root.split_horizontally(600);
+
+    let mut chart = ChartBuilder::on(&left)
         .caption(
-            "Uncontended transitions/s (begin + succeed) vs concurrency",
-            ("sans-serif", 22),
+            format!(
+                "Transitions/s vs concurrency, {}",
+                Strategy::DEFAULT.label(1)
+            ),
+            ("sans-serif", 20),
         )
-        .margin(16)
+        .margin(14)
         .x_label_area_size(48)
-        .y_label_area_size(80)
+        .y_label_area_size(70)
         .build_cartesian_2d((0.8f64..max_c * 1.25).log_scale(), 0f64..max_y)
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("concurrency (tasks = pool connections)")
+        .x_desc("concurrency (tasks)")
         .y_desc("transitions / s")
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
         .draw()
         .map_err(err)?;
-    type Metric = fn(&Point) -> f64;
-    let series: [(&str, RGBColor, Metric); 3] = [
-        ("limit: ½ × raw EVALSHA/s", LIMIT, Point::ceiling),
-        ("ours (sandbox-coordinator)", OURS, Point::ours),
-        (
-            "baseline (reference lock protocol)",
-            BASELINE,
-            Point::baseline,
-        ),
+    let series: [(&str, RGBColor, Side); 4] = [
+        ("ceiling: ½ × raw EVALSHA return 1/s", LIMIT, Side::Ceiling),
+        ("minimal begin/finish pair (floor)", MINIMAL, Side::Minimal),
+        ("ours (sandbox-coordinator)", OURS, Side::Ours),
+        ("reference lock protocol", BASELINE, Side::Reference),
     ];
-    for (label, color, f) in series {
-        let data: Vec<(f64, f64)> = pts.iter().map(|p| (p.concurrency as f64, f(p))).collect();
-        chart
-            .draw_series(LineSeries::new(data.clone(), color.stroke_width(3)))
-            .map_err(err)?
-            .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-            });
-        chart
-            .draw_series(
-                data.iter()
-                    .map(|&(x, y)| Circle::new((x, y), 5, color.filled())),
-            )
-            .map_err(err)?;
-        chart
-            .draw_series(data.iter().map(|&(x, y)| {
-                Text::new(
-                    format!("{:.1}k", y / 1000.0),
-                    (x, y),
-                    ("sans-serif", 13).into_font().color(&color),
-                )
-            }))
-            .map_err(err)?;
+    for (label, color, side) in series {
+        let data: Vec<(f64, f64)> = default
+            .iter()
+            .map(|p| (p.concurrency as f64, p.rate(side)))
+            .collect();
+        line(&mut chart, data, label.to_string(), color)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(err)?;
+
+    // Its own scale: ours only (next to the ceiling its lines are flat).
+    let max_ours = results
+        .points
+        .iter()
+        .map(|p| p.rate(Side::Ours))
+        .fold(0.0, f64::max)
+        * 1.3;
+    let mut chart = ChartBuilder::on(&right)
+        .caption("Ours by connection strategy", ("sans-serif", 20))
+        .margin(14)
+        .x_label_area_size(48)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0.8f64..max_c * 1.25).log_scale(), 0f64..max_ours)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrency (tasks)")
+        .y_desc("transitions / s")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
+        .draw()
+        .map_err(err)?;
+    let mut strategies: Vec<Strategy> = Vec::new();
+    for p in &results.points {
+        if !strategies.contains(&p.strategy) {
+            strategies.push(p.strategy);
+        }
+    }
+    let colors = [OURS, MINIMAL, BASELINE, POLL, LIMIT];
+    for (i, strategy) in strategies.into_iter().enumerate() {
+        // At concurrency 1 only the default is measured; every strategy's
+        // line starts from it.
+        let data: Vec<(f64, f64)> = results
+            .points
+            .iter()
+            .filter(|p| {
+                p.strategy == strategy || (p.concurrency == 1 && p.strategy == Strategy::DEFAULT)
+            })
+            .map(|p| (p.concurrency as f64, p.rate(Side::Ours)))
+            .collect();
+        let label = match strategy {
+            Strategy::Pooled => "Pooled(c)".to_string(),
+            s => s.label(1),
+        };
+        line(&mut chart, data, label, colors[i % colors.len()])?;
     }
     chart
         .configure_series_labels()
@@ -95,6 +147,45 @@ pub fn throughput(results: &Results, file: &FsPath) -> Result<()> {
         .draw()
         .map_err(err)?;
     root.present().map_err(err)?;
+    Ok(())
+}
+
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<
+        plotters::coord::combinators::LogCoord<f64>,
+        plotters::coord::types::RangedCoordf64,
+    >,
+>;
+
+/// One labelled line with its points and values.
+fn line(
+    chart: &mut Chart<'_, '_>,
+    data: Vec<(f64, f64)>,
+    label: String,
+    color: RGBColor,
+) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(data.clone(), color.stroke_width(3)))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+    chart
+        .draw_series(
+            data.iter()
+                .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
+        )
+        .map_err(err)?;
+    chart
+        .draw_series(data.iter().map(|&(x, y)| {
+            Text::new(
+                format!("{:.1}k", y / 1000.0),
+                (x, y),
+                ("sans-serif", 12).into_font().color(&color),
+            )
+        }))
+        .map_err(err)?;
     Ok(())
 }
 

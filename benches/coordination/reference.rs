@@ -48,7 +48,8 @@ use rand::Rng;
 use redis::Value;
 
 use crate::Result;
-use crate::load::{self, Pool, Run};
+use crate::conns::{Conns, Strategy};
+use crate::load::{self, Run};
 use crate::ours::{DATA, Fleet, end_time};
 use crate::server::Admin;
 
@@ -62,27 +63,15 @@ const RESULT_TTL_S: u64 = 30;
 const RETRY_MIN: Duration = Duration::from_millis(10);
 const RETRY_MAX: Duration = Duration::from_millis(100);
 
-/// Step 4: writes record, execution id, transition key and result key; with
-/// an expected execution (ARGV[5]) only if the stored one still matches.
-const START_SCRIPT: &str = r#"
-local expected = ARGV[5]
-if expected ~= '' and redis.call('GET', KEYS[4]) ~= expected then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[4], ARGV[6])
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-redis.call('SET', KEYS[3], '', 'EX', ARGV[4])
-return 1
-"#;
+/// Step 4 (`lua/reference_start.lua`).
+pub const START_SCRIPT: &str = include_str!("lua/reference_start.lua");
 
-/// Steps 5 and 9: delete the lock only if it still holds our token.
-const RELEASE_SCRIPT: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
+/// Steps 5 and 9 (`lua/reference_release.lua`).
+pub const RELEASE_SCRIPT: &str = include_str!("lua/reference_release.lua");
 
 /// The reference protocol over one pool.
 pub struct Reference {
-    pool: Pool,
+    pool: Conns,
     prefix: String,
     start_sha: String,
     release_sha: String,
@@ -106,19 +95,15 @@ pub struct Started {
 }
 
 impl Reference {
-    pub async fn new(url: &str, pool_size: usize, prefix: &str) -> Result<Reference> {
-        let pool = Pool::new(url, pool_size)?;
-        let load = |src: &'static str| {
-            let pool = pool.clone();
-            async move {
-                let v = pool
-                    .query(redis::cmd("SCRIPT").arg("LOAD").arg(src))
-                    .await?;
-                Ok::<String, crate::BoxError>(redis::FromRedisValue::from_redis_value(v)?)
-            }
-        };
-        let start_sha = load(START_SCRIPT).await?;
-        let release_sha = load(RELEASE_SCRIPT).await?;
+    pub async fn new(
+        url: &str,
+        strategy: Strategy,
+        concurrency: usize,
+        prefix: &str,
+    ) -> Result<Reference> {
+        let pool = Conns::new(url, strategy, concurrency).await?;
+        let start_sha = pool.load(START_SCRIPT).await?;
+        let release_sha = pool.load(RELEASE_SCRIPT).await?;
         let channel = format!("{prefix}:notify");
         let mut pubsub = redis::Client::open(url)?.get_async_pubsub().await?;
         pubsub.subscribe(&channel).await?;

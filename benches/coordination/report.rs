@@ -6,7 +6,9 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::commands::{Count, trim};
-use crate::load::Run;
+use crate::conns::Strategy;
+use crate::instructions::Instructions;
+use crate::load::{Run, Shares};
 use crate::scale::{KeySizes, Step};
 use crate::stats::{Summary, bytes, ms, thousands, us};
 use crate::wakeup::{Case, Path};
@@ -27,13 +29,51 @@ pub struct Meta {
     pub wall: Duration,
 }
 
-/// Throughput at one concurrency: every round of every side.
-#[derive(Debug, Clone, Default)]
+/// The four sides, in the order each round measures them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// ½ × raw `EVALSHA return 1`.
+    Ceiling = 0,
+    /// The minimal begin/finish script pair (`minimal.rs`).
+    Minimal = 1,
+    /// The library.
+    Ours = 2,
+    /// The reference lock protocol (`reference.rs`).
+    Reference = 3,
+}
+
+impl Side {
+    pub const ALL: [Side; 4] = [Side::Ceiling, Side::Minimal, Side::Ours, Side::Reference];
+
+    /// The name `lua_cost.py` uses.
+    pub fn key(self) -> &'static str {
+        match self {
+            Side::Ceiling => "ceiling",
+            Side::Minimal => "minimal",
+            Side::Ours => "ours",
+            Side::Reference => "reference",
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Ceiling => "ceiling",
+            Side::Minimal => "minimal pair",
+            Side::Ours => "ours",
+            Side::Reference => "reference",
+        })
+    }
+}
+
+/// Throughput at one concurrency on one connection strategy: every round
+/// of every side.
+#[derive(Debug, Clone)]
 pub struct Point {
     pub concurrency: usize,
-    pub limit: Vec<Run>,
-    pub ours: Vec<Run>,
-    pub baseline: Vec<Run>,
+    pub strategy: Strategy,
+    pub runs: [Vec<Run>; 4],
 }
 
 /// Median of the rounds' rates.
@@ -60,34 +100,82 @@ fn latency(runs: &[Run]) -> Summary {
 }
 
 impl Point {
-    /// Transitions/s the limit allows: half the raw `EVALSHA` rate.
-    pub fn ceiling(&self) -> f64 {
-        median_rate(&self.limit) / 2.0
+    pub fn new(concurrency: usize, strategy: Strategy) -> Point {
+        Point {
+            concurrency,
+            strategy,
+            runs: Default::default(),
+        }
     }
-    pub fn ours(&self) -> f64 {
-        median_rate(&self.ours)
+
+    pub fn push(&mut self, side: Side, run: Run) {
+        self.runs[side as usize].push(run);
     }
-    pub fn baseline(&self) -> f64 {
-        median_rate(&self.baseline)
+
+    pub fn runs(&self, side: Side) -> &[Run] {
+        &self.runs[side as usize]
+    }
+
+    /// Operations of a side per transition (the ceiling's: two calls).
+    fn per_transition(side: Side) -> f64 {
+        if side == Side::Ceiling { 2.0 } else { 1.0 }
+    }
+
+    /// Transitions/s (the ceiling: half the raw `EVALSHA` rate).
+    pub fn rate(&self, side: Side) -> f64 {
+        median_rate(self.runs(side)) / Point::per_transition(side)
+    }
+
+    /// Redis µs per transition of what the side's client sent
+    /// (`commandstats` usec over the windows), and of that, µs in the
+    /// commands its scripts ran.
+    pub fn redis_us(&self, side: Side, shares: &Shares) -> (f64, f64) {
+        let k = Point::per_transition(side);
+        (
+            mean(self.runs(side), |r| r.redis_us_per_op(shares)) * k,
+            mean(self.runs(side), |r| r.in_script_us_per_op(shares)) * k,
+        )
+    }
+
+    /// CPU µs per transition: (Redis server, this client process).
+    pub fn cpu_us(&self, side: Side) -> (f64, f64) {
+        let k = Point::per_transition(side);
+        (
+            mean(self.runs(side), Run::server_us_per_op) * k,
+            mean(self.runs(side), Run::client_us_per_op) * k,
+        )
     }
 }
 
-/// Sequential (concurrency 1) latencies.
+/// Sequential (concurrency 1) latencies, one connection.
 #[derive(Debug, Clone, Default)]
 pub struct Sequential {
     pub rtt: Summary,
     pub ping: Summary,
+    pub minimal: Summary,
     pub ours: Summary,
-    pub baseline: Summary,
+    pub reference: Summary,
 }
 
-/// Commands per transition of each side (the limit's "transition" is two
+/// Commands per transition of each side (the ceiling's "transition" is two
 /// trivial calls).
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
     pub ours: Count,
-    pub baseline: Count,
+    pub minimal: Count,
+    pub reference: Count,
     pub limit: Count,
+}
+
+impl Counts {
+    pub fn of(&self, side: Side) -> &Count {
+        match side {
+            Side::Ceiling => &self.limit,
+            Side::Minimal => &self.minimal,
+            Side::Ours => &self.ours,
+            Side::Reference => &self.reference,
+        }
+    }
 }
 
 /// Everything measured.
@@ -103,6 +191,7 @@ pub struct Results {
     pub key_sizes: Option<KeySizes>,
     pub scale_teams: usize,
     pub scale_sample: usize,
+    pub instructions: Option<Instructions>,
 }
 
 /// One row of the verdict table.
@@ -120,9 +209,48 @@ fn pct(x: f64) -> String {
     format!("{:.0} %", x * 100.0)
 }
 
+/// Targets of issue 13, at concurrency 64 on the library's default
+/// connection (each ratio side by side on the same kind of connection).
+pub const TARGET_C: usize = 64;
+const REDIS_TIME_MAX: f64 = 1.3;
+const INSTRUCTIONS_MAX: f64 = 150_000.0;
+const VS_MINIMAL_MIN: f64 = 0.7;
+const VS_CEILING_MIN: f64 = 0.40;
+const VS_REFERENCE_MIN: f64 = 1.2;
+const SEQUENTIAL_MAX: f64 = 1.5;
+
+fn na() -> String {
+    "n/a".into()
+}
+
 impl Results {
-    fn point(&self, c: usize) -> Option<&Point> {
-        self.points.iter().find(|p| p.concurrency == c)
+    fn point(&self, c: usize, strategy: Strategy) -> Option<&Point> {
+        self.points
+            .iter()
+            .find(|p| p.concurrency == c && p.strategy == strategy)
+    }
+
+    /// The point the targets are judged on.
+    fn target_point(&self) -> Option<&Point> {
+        self.point(TARGET_C, Strategy::DEFAULT)
+    }
+
+    /// Each command's client share for `side` (None: unknown, and needed).
+    fn shares(&self, side: Side) -> Option<Shares> {
+        match &self.counts {
+            Some(c) if c.of(side).client_total().is_some() => Some(c.of(side).shares()),
+            // Sides that send nothing but EVALSHA need no count.
+            _ if side != Side::Reference => Some(Shares::new()),
+            _ => None,
+        }
+    }
+
+    /// Redis µs per transition of `side` at `p` (what it sent, scripts with
+    /// what they ran), and of that, in the commands scripts ran.
+    fn redis_us(&self, p: &Point, side: Side) -> Option<(f64, f64)> {
+        let shares = self.shares(side)?;
+        let (total, inner) = p.redis_us(side, &shares);
+        (total > 0.0).then_some((total, inner))
     }
 
     /// The 1,000-sandbox (or largest) many-sandboxes case on a path.
@@ -133,67 +261,171 @@ impl Results {
             .max_by_key(|c| c.transitions)
     }
 
+    /// Concurrencies measured on more than one strategy.
+    fn strategy_concurrencies(&self) -> Vec<usize> {
+        let mut cs: Vec<usize> = self
+            .points
+            .iter()
+            .filter(|p| p.strategy != Strategy::DEFAULT)
+            .map(|p| p.concurrency)
+            .collect();
+        cs.sort_unstable();
+        cs.dedup();
+        cs
+    }
+
+    /// Ours' fastest strategy at `c`: (strategy, rate, default's rate).
+    fn fastest(&self, c: usize) -> Option<(Strategy, f64, f64)> {
+        let best = self
+            .points
+            .iter()
+            .filter(|p| p.concurrency == c)
+            .max_by(|a, b| a.rate(Side::Ours).total_cmp(&b.rate(Side::Ours)))?;
+        let default = self.point(c, Strategy::DEFAULT)?.rate(Side::Ours);
+        Some((best.strategy, best.rate(Side::Ours), default))
+    }
+
     pub fn verdicts(&self) -> Vec<Verdict> {
         let mut v = Vec::new();
-        if let Some(Counts {
-            ours,
-            baseline: base,
-            ..
-        }) = &self.counts
-        {
-            let o = ours.client_total();
+        let at = format!("c={TARGET_C}, {}", Strategy::DEFAULT.label(TARGET_C));
+        if let Some(p) = self.target_point() {
+            match (
+                self.redis_us(p, Side::Ours),
+                self.redis_us(p, Side::Minimal),
+            ) {
+                (Some((o, _)), Some((m, _))) => {
+                    let r = o / m;
+                    v.push(Verdict {
+                        target: format!(
+                            "Redis time per transition / minimal pair ≤ {REDIS_TIME_MAX} × (`commandstats` usec, {at})"
+                        ),
+                        measured: format!("ours {o:.1} µs vs minimal {m:.1} µs = {r:.2} ×"),
+                        verdict: met(r <= REDIS_TIME_MAX),
+                    });
+                }
+                _ => v.push(Verdict {
+                    target: "Redis time per transition / minimal pair".into(),
+                    measured: na(),
+                    verdict: "n/a",
+                }),
+            }
+        }
+        if let Some(i) = &self.instructions {
+            let o = i.side(Side::Ours);
+            let m = i.side(Side::Minimal).transition();
             v.push(Verdict {
-                target: "Commands per uncontended transition: 2".into(),
-                measured: format!(
-                    "ours {} ({}); baseline {} ({})",
-                    o.map(trim).unwrap_or_else(|| "n/a".into()),
-                    ours.client_breakdown(),
-                    base.client_total()
-                        .map(trim)
-                        .unwrap_or_else(|| "n/a".into()),
-                    base.client_breakdown()
+                target: format!(
+                    "Instructions per transition (callgrind, begin + succeed) ≤ {}k",
+                    INSTRUCTIONS_MAX / 1000.0
                 ),
-                verdict: match o {
-                    Some(x) => met((x - 2.0).abs() < 1e-9),
-                    None => "n/a (no slow log)",
-                },
+                measured: format!(
+                    "{} + {} = {} (minimal pair {}: {:.2} ×)",
+                    thousands(o.begin),
+                    thousands(o.finish),
+                    thousands(o.transition()),
+                    thousands(m),
+                    o.transition() / m.max(1.0)
+                ),
+                verdict: met(o.transition() <= INSTRUCTIONS_MAX),
             });
         }
-        if let Some(p) = self.point(64) {
-            let r = p.ours() / p.ceiling().max(1e-9);
-            v.push(Verdict {
-                target: "Throughput at concurrency 64 ≥ 70 % of the limit (½ raw EVALSHA rate)"
-                    .into(),
-                measured: format!(
-                    "{}/s of {}/s = {}",
-                    thousands(p.ours()),
-                    thousands(p.ceiling()),
-                    pct(r)
+        if let Some(p) = self.target_point() {
+            let ours = p.rate(Side::Ours);
+            for (side, min, what) in [
+                (
+                    Side::Minimal,
+                    VS_MINIMAL_MIN,
+                    "minimal pair's throughput (same connection)",
                 ),
-                verdict: met(r >= 0.70),
-            });
-            let b = p.ours() / p.baseline().max(1e-9);
-            v.push(Verdict {
-                target: "Throughput at concurrency 64 ≥ 3 × the baseline".into(),
-                measured: format!(
-                    "{}/s vs {}/s = {b:.2} ×",
-                    thousands(p.ours()),
-                    thousands(p.baseline())
+                (
+                    Side::Ceiling,
+                    VS_CEILING_MIN,
+                    "ceiling (½ × raw `EVALSHA return 1`/s)",
                 ),
-                verdict: met(b >= 3.0),
+            ] {
+                let r = ours / p.rate(side).max(1e-9);
+                v.push(Verdict {
+                    target: format!("Throughput / {what} ≥ {min} ({at})"),
+                    measured: format!(
+                        "{}/s of {}/s = {r:.2}",
+                        thousands(ours),
+                        thousands(p.rate(side))
+                    ),
+                    verdict: met(r >= min),
+                });
+            }
+            let r = ours / p.rate(Side::Reference).max(1e-9);
+            v.push(Verdict {
+                target: format!(
+                    "Throughput / reference protocol on the same connection ≥ {VS_REFERENCE_MIN} × ({at})"
+                ),
+                measured: format!(
+                    "{}/s vs {}/s = {r:.2} ×",
+                    thousands(ours),
+                    thousands(p.rate(Side::Reference))
+                ),
+                verdict: met(r >= VS_REFERENCE_MIN),
             });
         }
         if let Some(s) = &self.sequential {
             let two = 2.0 * us(s.rtt.p50);
             let r = us(s.ours.p50) / two.max(1e-9);
             v.push(Verdict {
-                target: "Sequential latency p50 ≤ 1.3 × two round trips".into(),
+                target: format!(
+                    "Sequential p50 / two round trips ≤ {SEQUENTIAL_MAX} × (RTT = p50 of `EVALSHA return 1`)"
+                ),
                 measured: format!(
                     "{:.0} µs vs 2 × {:.0} µs = {r:.2} ×",
                     us(s.ours.p50),
                     us(s.rtt.p50)
                 ),
-                verdict: met(r <= 1.3),
+                verdict: met(r <= SEQUENTIAL_MAX),
+            });
+        }
+        if let Some(Counts {
+            ours,
+            reference: base,
+            ..
+        }) = &self.counts
+        {
+            let o = ours.client_total();
+            v.push(Verdict {
+                target: "Commands per uncontended transition: 1 EVALSHA begin + 1 EVALSHA finish"
+                    .into(),
+                measured: format!(
+                    "ours {} ({}); reference {} ({})",
+                    o.map(trim).unwrap_or_else(na),
+                    ours.client_breakdown(),
+                    base.client_total().map(trim).unwrap_or_else(na),
+                    base.client_breakdown()
+                ),
+                verdict: match o {
+                    Some(x) => met((x - 2.0).abs() < 1e-9
+                        && ours.commands.get("evalsha").and_then(|c| c.client()) == Some(2.0)),
+                    None => "n/a (no slow log)",
+                },
+            });
+        }
+        let cs = self.strategy_concurrencies();
+        if !cs.is_empty() {
+            let mut parts = Vec::new();
+            let mut supported = true;
+            for &c in &cs {
+                if let Some((best, rate, default)) = self.fastest(c) {
+                    supported &= default >= 0.95 * rate;
+                    parts.push(format!(
+                        "c={c}: fastest {} {}/s, default {}/s ({:+.0} %)",
+                        best.label(c),
+                        thousands(rate),
+                        thousands(default),
+                        (default / rate.max(1e-9) - 1.0) * 100.0
+                    ));
+                }
+            }
+            v.push(Verdict {
+                target: "Library default `Multiplexed(1)` within 5 % of ours' fastest strategy at every concurrency".into(),
+                measured: parts.join("; "),
+                verdict: if supported { "**supported**" } else { "**not supported**" },
             });
         }
         if let Some(c) = self.many(Path::PubSub) {
@@ -217,8 +449,10 @@ impl Results {
         {
             let ratio = |s: &Step| median_rate(&s.ours) / median_rate(&s.limit).max(1e-9);
             let cpu = |s: &Step| mean(&s.ours, Run::server_us_per_op);
+            let time = |s: &Step| mean(&s.ours, |r| r.redis_us_per_op(&Shares::new()));
             let dr = ratio(last) / ratio(first) - 1.0;
             let dc = cpu(last) / cpu(first) - 1.0;
+            let dt = time(last) / time(first) - 1.0;
             v.push(Verdict {
                 target: format!(
                     "Flat cost from {} to {} sandboxes (within 15 %)",
@@ -226,24 +460,28 @@ impl Results {
                     thousands(last.sandboxes as f64)
                 ),
                 measured: format!(
-                    "throughput/limit {:+.1} %, Redis CPU per transition {:+.1} % ({:.1} → {:.1} µs)",
+                    "throughput/ceiling {:+.1} %, Redis CPU per transition {:+.1} % ({:.1} → {:.1} µs), \
+                     Redis time (`commandstats`) {:+.1} % ({:.1} → {:.1} µs)",
                     dr * 100.0,
                     dc * 100.0,
                     cpu(first),
-                    cpu(last)
+                    cpu(last),
+                    dt * 100.0,
+                    time(first),
+                    time(last)
                 ),
                 verdict: met(dr.abs() <= 0.15 && dc.abs() <= 0.15),
             });
             v.push(Verdict {
                 target: "Redis memory per idle sandbox record reported".into(),
                 measured: format!(
-                    "{} per idle sandbox at {} (used_memory delta: record + expiry entry; `MEMORY USAGE` of a record {})",
+                    "{} per idle sandbox, seeding up to {} (used_memory growth while seeding: record, index entries, keyspace; `MEMORY USAGE` of a record {})",
                     bytes(last.bytes_per_sandbox),
                     thousands(last.sandboxes as f64),
                     self.key_sizes
                         .as_ref()
                         .map(|k| bytes(k.record as f64))
-                        .unwrap_or_else(|| "n/a".into())
+                        .unwrap_or_else(na)
                 ),
                 verdict: "reported",
             });
@@ -274,13 +512,15 @@ impl Results {
             let _ = writeln!(o, "\n### Targets\n");
             let _ = writeln!(
                 o,
-                "| target | measured (one run) | verdict |\n|---|---|---|"
+                "| target | measured (this run) | verdict |\n|---|---|---|"
             );
             for v in verdicts {
                 let _ = writeln!(o, "| {} | {} | {} |", v.target, v.measured, v.verdict);
             }
         }
+        self.cost_table(&mut o);
         self.throughput_table(&mut o);
+        self.strategy_table(&mut o);
         self.sequential_table(&mut o);
         self.count_table(&mut o);
         self.wake_table(&mut o);
@@ -288,56 +528,160 @@ impl Results {
         o
     }
 
-    fn throughput_table(&self, o: &mut String) {
-        if self.points.is_empty() {
+    /// Redis cost per transition, every side: time, CPU, instructions.
+    fn cost_table(&self, o: &mut String) {
+        let p = self.target_point();
+        if p.is_none() && self.instructions.is_none() {
             return;
         }
-        let rounds = self.points[0].ours.len();
         let _ = writeln!(
             o,
-            "\n### Throughput (transitions/s; median of {rounds} interleaved round(s))\n\n\
-             Limit = ½ × raw `EVALSHA return 1` calls/s. Pool size = concurrency on every side. \
-             Latency = one whole transition (begin + succeed). CPU = µs per transition \
-             (Redis server process / this bench process). Script exec = mean time one `EVALSHA` runs \
-             inside Redis (`commandstats`), limit vs ours.\n"
+            "\n### Redis cost per transition (a shard's capacity)\n\n\
+             Redis time = `INFO commandstats` usec of what the side's client sent (a script's time \
+             includes the commands it ran), over the throughput windows at c={TARGET_C} on {}; \
+             \"in scripts\" = the part spent in the commands the scripts ran (the rest of a script's \
+             time is Lua); Redis CPU = `INFO cpu` of the server process over the same windows (adds \
+             parsing, networking, the event loop). Instructions = callgrind inside `processCommand`, \
+             deterministic{}.\n",
+            Strategy::DEFAULT.label(TARGET_C),
+            self.instructions
+                .as_ref()
+                .map(|i| format!(
+                    ", {} transitions per side (`{}`)",
+                    thousands(i.n as f64),
+                    i.command
+                ))
+                .unwrap_or_default()
         );
         let _ = writeln!(
             o,
-            "| concurrency | raw EVALSHA/s | limit | ours | ours p50 / p99 | baseline | baseline p50 / p99 | ours / limit | ours / baseline | CPU Redis / client: limit | ours | baseline | script exec: limit / ours |"
+            "| side | Redis time / transition | in scripts | / minimal | Redis CPU / transition | instructions: begin | finish | transition | / minimal |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
-        let _ = writeln!(
-            o,
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        );
-        for p in &self.points {
-            let (lo, lb) = (latency(&p.ours), latency(&p.baseline));
-            let cpu = |runs: &[Run], per_transition: f64| {
-                format!(
-                    "{:.1} / {:.1}",
-                    mean(runs, Run::server_us_per_op) * per_transition,
-                    mean(runs, Run::client_us_per_op) * per_transition
-                )
-            };
+        let floor_us = p.and_then(|p| self.redis_us(p, Side::Minimal)).map(|x| x.0);
+        let floor_ir = self
+            .instructions
+            .as_ref()
+            .map(|i| i.side(Side::Minimal).transition());
+        for side in Side::ALL {
+            let time = p.and_then(|p| self.redis_us(p, side));
+            let ir = self.instructions.as_ref().map(|i| i.side(side));
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {:.0} / {:.0} µs | {} | {:.0} / {:.0} µs | {} | {:.2} × | {} | {} | {} | {:.1} / {:.1} µs |",
-                p.concurrency,
-                thousands(median_rate(&p.limit)),
-                thousands(p.ceiling()),
-                thousands(p.ours()),
-                us(lo.p50),
-                us(lo.p99),
-                thousands(p.baseline()),
-                us(lb.p50),
-                us(lb.p99),
-                pct(p.ours() / p.ceiling().max(1e-9)),
-                p.ours() / p.baseline().max(1e-9),
-                cpu(&p.limit, 2.0),
-                cpu(&p.ours, 1.0),
-                cpu(&p.baseline, 1.0),
-                mean(&p.limit, |r| r.evalsha_us().unwrap_or(0.0)),
-                mean(&p.ours, |r| r.evalsha_us().unwrap_or(0.0)),
+                "| {side} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                time.map(|t| format!("{:.1} µs", t.0)).unwrap_or_else(na),
+                time.map(|t| format!("{:.1} µs", t.1)).unwrap_or_else(na),
+                time.zip(floor_us)
+                    .map(|(t, f)| format!("{:.2} ×", t.0 / f))
+                    .unwrap_or_else(na),
+                p.map(|p| format!("{:.1} µs", p.cpu_us(side).0))
+                    .unwrap_or_else(na),
+                ir.map(|i| thousands(i.begin)).unwrap_or_else(na),
+                ir.map(|i| thousands(i.finish)).unwrap_or_else(na),
+                ir.map(|i| thousands(i.transition())).unwrap_or_else(na),
+                ir.zip(floor_ir)
+                    .map(|(i, f)| format!("{:.2} ×", i.transition() / f))
+                    .unwrap_or_else(na),
             );
+        }
+    }
+
+    fn throughput_table(&self, o: &mut String) {
+        let pts: Vec<&Point> = self
+            .points
+            .iter()
+            .filter(|p| p.strategy == Strategy::DEFAULT)
+            .collect();
+        if pts.is_empty() {
+            return;
+        }
+        let rounds = pts[0].runs(Side::Ours).len();
+        let _ = writeln!(
+            o,
+            "\n### Throughput on the library's default connection, {} (transitions/s; median of {rounds} interleaved round(s))\n\n\
+             Ceiling = ½ × raw `EVALSHA return 1` calls/s. Every side on its own single multiplexed \
+             connection (redis-rs pipelines concurrent requests on it). Latency = one whole transition \
+             (begin + succeed). CPU = µs per transition (Redis server process / this bench process).\n",
+            Strategy::DEFAULT.label(1)
+        );
+        let _ = writeln!(
+            o,
+            "| concurrency | ceiling | minimal | ours | reference | ours / minimal | ours / ceiling | ours / reference | ours p50 / p99 | minimal p50 / p99 | reference p50 / p99 | CPU Redis / client: minimal | ours | reference |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for p in pts {
+            let lat = |side| {
+                let l = latency(p.runs(side));
+                format!("{:.0} / {:.0} µs", us(l.p50), us(l.p99))
+            };
+            let cpu = |side| {
+                let (s, c) = p.cpu_us(side);
+                format!("{s:.1} / {c:.1}")
+            };
+            let ours = p.rate(Side::Ours);
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} × | {} | {} | {} | {} | {} | {} |",
+                p.concurrency,
+                thousands(p.rate(Side::Ceiling)),
+                thousands(p.rate(Side::Minimal)),
+                thousands(ours),
+                thousands(p.rate(Side::Reference)),
+                ours / p.rate(Side::Minimal).max(1e-9),
+                ours / p.rate(Side::Ceiling).max(1e-9),
+                ours / p.rate(Side::Reference).max(1e-9),
+                lat(Side::Ours),
+                lat(Side::Minimal),
+                lat(Side::Reference),
+                cpu(Side::Minimal),
+                cpu(Side::Ours),
+                cpu(Side::Reference),
+            );
+        }
+    }
+
+    fn strategy_table(&self, o: &mut String) {
+        let cs = self.strategy_concurrencies();
+        if cs.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "\n### Throughput by connection strategy (transitions/s, median of the rounds)\n\n\
+             Every side on the same kind of connection: `Multiplexed(n)` = n multiplexed connections \
+             used round robin (the library's `Connections::Multiplexed(n)`; the bench re-builds the \
+             same for the other sides), `Pooled(c)` = a deadpool of up to c multiplexed connections, \
+             one checked out per call (`Connections::Pooled(c)`). **Bold** = ours' fastest strategy at \
+             that concurrency.\n\n\
+             | concurrency | strategy | ceiling | minimal | ours | reference | ours / minimal | ours / ceiling | ours / reference | ours p50 / p99 | ours CPU Redis / client |\n\
+             |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for c in cs {
+            let best = self.fastest(c).map(|b| b.0);
+            for p in self.points.iter().filter(|p| p.concurrency == c) {
+                let ours = p.rate(Side::Ours);
+                let l = latency(p.runs(Side::Ours));
+                let (sc, cc) = p.cpu_us(Side::Ours);
+                let name = p.strategy.label(c);
+                let _ = writeln!(
+                    o,
+                    "| {c} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} × | {:.0} / {:.0} µs | {sc:.1} / {cc:.1} |",
+                    if best == Some(p.strategy) {
+                        format!("**{name}**")
+                    } else {
+                        name
+                    },
+                    thousands(p.rate(Side::Ceiling)),
+                    thousands(p.rate(Side::Minimal)),
+                    thousands(ours),
+                    thousands(p.rate(Side::Reference)),
+                    ours / p.rate(Side::Minimal).max(1e-9),
+                    ours / p.rate(Side::Ceiling).max(1e-9),
+                    ours / p.rate(Side::Reference).max(1e-9),
+                    us(l.p50),
+                    us(l.p99),
+                );
+            }
         }
     }
 
@@ -346,7 +690,7 @@ impl Results {
         let two = 2.0 * us(s.rtt.p50);
         let _ = writeln!(
             o,
-            "\n### Sequential latency (concurrency 1, one connection)\n\n\
+            "\n### Sequential latency (concurrency 1, one multiplexed connection per side)\n\n\
              | what | n | p50 | p99 | p50 / (2 × RTT) |\n|---|---:|---:|---:|---:|"
         );
         let row = |o: &mut String, what: &str, s: &Summary, ratio: bool| {
@@ -365,43 +709,44 @@ impl Results {
         };
         row(o, "round trip: `EVALSHA return 1` (RTT)", &s.rtt, false);
         row(o, "round trip: `PING`", &s.ping, false);
+        row(o, "minimal pair: begin + finish", &s.minimal, true);
         row(o, "ours: begin + succeed", &s.ours, true);
-        row(o, "baseline: begin + complete", &s.baseline, true);
+        row(o, "reference: begin + complete", &s.reference, true);
     }
 
     fn count_table(&self, o: &mut String) {
         let Some(counts) = &self.counts else {
             return;
         };
-        let ours = &counts.ours;
         let _ = writeln!(
             o,
             "\n### Commands per transition (`INFO commandstats` deltas over {} sequential transitions; exact)\n\n\
-             \"Sent\" = commands the client sent (round trips, plus the baseline's fire-and-forget publishes); \
+             \"Sent\" = commands the client sent (round trips, plus the reference's fire-and-forget publishes); \
              \"in scripts\" = commands Redis ran inside Lua on their behalf (told apart with the slow log). \
              \"Redis time\" = execution time inside Redis of what was sent (`commandstats` usec, from a \
-             second pass with the slow log off; excludes network I/O and parsing).\n\n\
-             | side | sent | sent, by command | in scripts | in scripts, by command | Redis time / transition | Redis time per call |\n\
+             second, sequential pass with the slow log off).\n\n\
+             | side | sent | sent, by command | in scripts | in scripts, by command | Redis time / transition (sequential) | Redis time per call |\n\
              |---|---:|---|---:|---|---:|---|",
-            ours.transitions
+            counts.ours.transitions
         );
         for (name, c) in [
             ("ours", &counts.ours),
-            ("baseline", &counts.baseline),
-            ("limit (2 × trivial EVALSHA)", &counts.limit),
+            ("minimal pair", &counts.minimal),
+            ("reference", &counts.reference),
+            ("ceiling (2 × trivial EVALSHA)", &counts.limit),
         ] {
             let sent = c.client_total();
             let _ = writeln!(
                 o,
                 "| {name} | {} | {} | {} | {} | {} | {} |",
-                sent.map(trim).unwrap_or_else(|| "n/a".into()),
+                sent.map(trim).unwrap_or_else(na),
                 c.client_breakdown(),
                 sent.map(|s| trim(c.executed_total() - s))
                     .unwrap_or_else(|| format!("{} total", trim(c.executed_total()))),
                 c.script_breakdown(),
                 c.server_us()
                     .map(|u| format!("{u:.1} µs"))
-                    .unwrap_or_else(|| "n/a".into()),
+                    .unwrap_or_else(na),
                 c.server_time_breakdown(),
             );
         }
@@ -443,9 +788,9 @@ impl Results {
         }
         let _ = writeln!(
             o,
-            "\n### Scale (concurrency 64 on {} random sandboxes of the fleet; {} teams)\n\n\
-             | sandboxes | seeded in | used_memory | per sandbox | limit | ours | ours / limit | Redis CPU µs / transition | ours p50 / p99 |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "\n### Scale (concurrency 64, `Multiplexed(1)`, on {} random sandboxes of the fleet; {} teams)\n\n\
+             | sandboxes | seeded in | used_memory | per sandbox seeded | ceiling | ours | ours / ceiling | Redis CPU µs / transition | Redis time µs / transition | ours p50 / p99 |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             thousands(self.scale_sample as f64),
             self.scale_teams
         );
@@ -454,7 +799,7 @@ impl Results {
             let l = latency(&s.ours);
             let _ = writeln!(
                 o,
-                "| {} | {:.1} s | {} | {} | {} | {} | {} | {:.1} | {:.0} / {:.0} µs |",
+                "| {} | {:.1} s | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.0} / {:.0} µs |",
                 thousands(s.sandboxes as f64),
                 s.seed_secs,
                 bytes(s.used_memory as f64),
@@ -463,6 +808,7 @@ impl Results {
                 thousands(median_rate(&s.ours)),
                 pct(median_rate(&s.ours) / limit.max(1e-9)),
                 mean(&s.ours, Run::server_us_per_op),
+                mean(&s.ours, |r| r.redis_us_per_op(&Shares::new())),
                 us(l.p50),
                 us(l.p99),
             );
@@ -471,8 +817,8 @@ impl Results {
             let _ = writeln!(
                 o,
                 "\n`MEMORY USAGE`: record {} when registered (encoding `{}`; the {}-byte `data` is over \
-                 Redis' default `hash-max-listpack-value` 64), {} after its first transition, lease {} \
-                 (while a transition runs), recent-outcomes hash {} (kept 10 min after a transition), \
+                 Redis' default `hash-max-listpack-value` 64), {} after its first transition, lease fields {} \
+                 (what the record grows by while a transition runs: holder, deadline, …), outcome key {} (`out:<id>:<fence>`, kept for the outcome retention, 10 min), \
                  expiry index ≈ {:.0} B per member.",
                 bytes(k.record as f64),
                 k.encoding,

@@ -2,8 +2,9 @@
 //! registered, and what does an idle sandbox cost in Redis memory?
 //!
 //! Sandboxes are seeded in bulk with pipelined `HSET` + `ZADD` writing
-//! exactly what `lua/register.lua` writes for a new sandbox (record fields
-//! `v state exec end_ms fence data`, and the team's expiry index entry);
+//! exactly what `lua/register.lua` writes for a new sandbox (schema 2:
+//! record fields `v lc state exec end_ms fence data`, and the team's
+//! `expiry` and `ids` index entries; [`seed_pipe`]);
 //! registering a million through the script one by one would only make the
 //! run longer. One seeded record is read back through `Coordinator::get` to
 //! prove the layout is the library's. Teams are few (default 10), so each
@@ -11,8 +12,11 @@
 //!
 //! At each size the coordinator's throughput at concurrency 64 is measured
 //! on a random sample of the fleet (sampled without replacement, so still
-//! uncontended), interleaved with the limit measured at the same moment;
-//! the flatness check compares ours/limit and Redis CPU per transition.
+//! uncontended), interleaved with the ceiling measured at the same moment;
+//! the flatness check compares ours/ceiling and Redis CPU per transition.
+//! Memory per sandbox is the growth of `used_memory` while a step's
+//! sandboxes are seeded (the outcome keys earlier transitions left, kept for
+//! the outcome retention, are not counted).
 
 use std::time::Instant;
 
@@ -20,7 +24,8 @@ use sandbox_coordinator::keys::{Namespace, SCHEMA_VERSION};
 use sandbox_coordinator::{Coordinator, State};
 
 use crate::Result;
-use crate::load::{Pool, Run};
+use crate::conns::{Conns, Strategy};
+use crate::load::Run;
 use crate::ours::{self, DATA, Fleet, execution_id, sandbox_id, team_id};
 use crate::server::Admin;
 
@@ -31,7 +36,9 @@ pub struct Step {
     /// `INFO memory` used_memory with the fleet seeded (before any
     /// transition of this step).
     pub used_memory: u64,
-    /// (used_memory − used_memory before seeding) / sandboxes.
+    /// used_memory growth while this step's sandboxes were seeded, per
+    /// sandbox seeded (so the outcome keys earlier transitions left, kept
+    /// for the outcome retention, do not count).
     pub bytes_per_sandbox: f64,
     pub seed_secs: f64,
     pub ours: Vec<Run>,
@@ -53,65 +60,77 @@ pub struct KeySizes {
     pub expiry_per_member: f64,
 }
 
+/// The writes of `lua/register.lua` for new sandboxes `numbers` (sandbox
+/// `n` in team `n % teams`), as one pipeline: the record (`v lc state exec
+/// end_ms fence data`) and its entries in the team's `expiry` and `ids`
+/// indexes.
+pub fn seed_pipe(ns: &Namespace, numbers: &[usize], teams: usize) -> Result<redis::Pipeline> {
+    let end_ms = ours::end_time()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis()
+        .to_string();
+    let digest = sandbox_coordinator::Lifecycle::sandbox().digest();
+    let mut pipe = redis::pipe();
+    for &i in numbers {
+        let (team, id) = (team_id(i % teams), sandbox_id(i));
+        let keys = ns.sandbox(&team, &id)?;
+        pipe.cmd("HSET")
+            .arg(&keys.record)
+            .arg(&[
+                ("v", SCHEMA_VERSION),
+                ("lc", &digest),
+                ("state", "running"),
+                ("exec", &execution_id(i)),
+                ("end_ms", &end_ms),
+                ("fence", "0"),
+                ("data", DATA),
+            ])
+            .ignore()
+            .cmd("ZADD")
+            .arg(keys.team.key("expiry"))
+            .arg(&end_ms)
+            .arg(&id)
+            .ignore()
+            .cmd("ZADD")
+            .arg(keys.team.key("ids"))
+            .arg(0)
+            .arg(&id)
+            .ignore();
+    }
+    Ok(pipe)
+}
+
 pub struct Scale {
     ns: Namespace,
     teams: usize,
     seeded: usize,
-    baseline_memory: u64,
-    seeder: Pool,
+    /// used_memory before the last `grow`, and how many were seeded then.
+    before_grow: (u64, usize),
+    seeder: Conns,
 }
 
 impl Scale {
-    pub async fn new(url: &str, admin: &Admin, ns: &str, teams: usize) -> Result<Scale> {
+    pub async fn new(url: &str, ns: &str, teams: usize) -> Result<Scale> {
         Ok(Scale {
             ns: Namespace::new(ns)?,
             teams,
             seeded: 0,
-            baseline_memory: admin.info_u64("memory", "used_memory").await?,
-            seeder: Pool::new(url, 4)?,
+            before_grow: (0, 0),
+            seeder: Conns::new(url, Strategy::Pooled, 4).await?,
         })
     }
 
     /// Seeds sandboxes `seeded..target`, 4 pipelines of 2,000 at a time.
-    pub async fn grow(&mut self, target: usize) -> Result<f64> {
+    pub async fn grow(&mut self, admin: &Admin, target: usize) -> Result<f64> {
+        self.before_grow = (admin.info_u64("memory", "used_memory").await?, self.seeded);
         let started = Instant::now();
-        let end_ms = ours::end_time()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis()
-            .to_string();
-        let digest = sandbox_coordinator::Lifecycle::sandbox().digest();
         const BATCH: usize = 2_000;
         let mut inflight = Vec::new();
         let mut n = self.seeded;
         while n < target {
             let upto = (n + BATCH).min(target);
-            let mut pipe = redis::pipe();
-            for i in n..upto {
-                let (team, id) = (team_id(i % self.teams), sandbox_id(i));
-                let keys = self.ns.sandbox(&team, &id)?;
-                pipe.cmd("HSET")
-                    .arg(&keys.record)
-                    .arg(&[
-                        ("v", SCHEMA_VERSION),
-                        ("lc", &digest),
-                        ("state", "running"),
-                        ("exec", &execution_id(i)),
-                        ("end_ms", &end_ms),
-                        ("fence", "0"),
-                        ("data", DATA),
-                    ])
-                    .ignore()
-                    .cmd("ZADD")
-                    .arg(keys.team.key("expiry"))
-                    .arg(&end_ms)
-                    .arg(&id)
-                    .ignore()
-                    .cmd("ZADD")
-                    .arg(keys.team.key("ids"))
-                    .arg(0)
-                    .arg(&id)
-                    .ignore();
-            }
+            let numbers: Vec<usize> = (n..upto).collect();
+            let pipe = seed_pipe(&self.ns, &numbers, self.teams)?;
             let seeder = self.seeder.clone();
             inflight.push(tokio::spawn(async move { seeder.query_pipe(&pipe).await }));
             if inflight.len() >= 4 {
@@ -142,10 +161,12 @@ impl Scale {
         Fleet::from_indices(picked.into_iter(), self.teams)
     }
 
-    /// Memory per sandbox so far.
+    /// used_memory now, and its growth per sandbox over the last `grow`.
     pub async fn memory(&self, admin: &Admin) -> Result<(u64, f64)> {
         let used = admin.info_u64("memory", "used_memory").await?;
-        let per = used.saturating_sub(self.baseline_memory) as f64 / self.seeded.max(1) as f64;
+        let (before, seeded) = self.before_grow;
+        let per =
+            used.saturating_sub(before) as f64 / self.seeded.saturating_sub(seeded).max(1) as f64;
         Ok((used, per))
     }
 

@@ -179,6 +179,17 @@ pub struct SlowEntry {
 /// `INFO commandstats`: command name -> (calls, usec).
 pub type CommandStats = HashMap<String, (u64, u64)>;
 
+/// `after − before`, command by command (those that ran at all).
+pub fn stats_delta(before: &CommandStats, after: &CommandStats) -> CommandStats {
+    after
+        .iter()
+        .filter_map(|(name, (calls, usec))| {
+            let (c0, u0) = before.get(name).copied().unwrap_or_default();
+            (*calls > c0).then(|| (name.clone(), (calls - c0, usec.saturating_sub(u0))))
+        })
+        .collect()
+}
+
 impl Admin {
     pub async fn connect(url: &str) -> Result<Admin> {
         let client = redis::Client::open(url)?;
