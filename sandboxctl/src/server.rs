@@ -1,15 +1,20 @@
-//! The Redis deployment a command talks to: its URL and namespace, a
-//! coordinator for reads and repairs, a plain connection for what the
-//! library does not cover (the script cache, key scans, pub/sub), and
-//! SCAN-based key listing — never `KEYS`, which blocks a production server.
+//! The Redis deployment a command talks to: its URL, namespace and rule
+//! table, a coordinator for reads and repairs, and a plain connection for
+//! what the library does not cover (the script cache, pub/sub, the slot
+//! registry's team sets, the demo's cleanup).
+//!
+//! Teams are found through the namespace's own indexes (the slot registry,
+//! then each slot's team set), never by scanning keys. SCAN is left to the
+//! demo, which deletes a namespace it generated itself — never `KEYS`,
+//! which blocks a production server.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Context;
 use redis::aio::MultiplexedConnection;
-use sandbox_coordinator::Coordinator;
 use sandbox_coordinator::keys::Namespace;
+use sandbox_coordinator::{Coordinator, Lifecycle};
 
 /// Bound on connecting and on each reply of the plain connection.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,24 +26,37 @@ const SCAN_COUNT: usize = 1000;
 pub struct Server {
     url: String,
     namespace: Namespace,
+    lifecycle: Lifecycle,
 }
 
 impl Server {
     /// Checks the namespace; connects lazily.
-    pub fn new(url: String, namespace: String) -> anyhow::Result<Server> {
+    pub fn new(url: String, namespace: String, lifecycle: Lifecycle) -> anyhow::Result<Server> {
         let namespace = Namespace::new(&namespace)?;
-        Ok(Server { url, namespace })
+        Ok(Server {
+            url,
+            namespace,
+            lifecycle,
+        })
     }
 
     pub fn namespace(&self) -> &Namespace {
         &self.namespace
     }
 
-    /// A coordinator on the namespace without a notification subscription:
-    /// the commands that use it read or repair once and never wait.
+    /// The rule table of `--lifecycle`.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    /// A coordinator on the namespace, with the rule table of `--lifecycle`
+    /// (reads do not depend on it; `migrate --adopt-lifecycle` stamps it),
+    /// without a notification subscription: the commands that use it read
+    /// or repair once and never wait.
     pub async fn coordinator(&self) -> anyhow::Result<Coordinator> {
         Coordinator::builder(self.url.clone())
             .namespace(self.namespace.prefix())
+            .lifecycle(self.lifecycle.clone())
             .notifications(false)
             .pool_size(4)
             .build()
@@ -61,6 +79,35 @@ impl Server {
     pub fn client(&self) -> anyhow::Result<redis::Client> {
         redis::Client::open(self.url.as_str())
             .with_context(|| format!("bad Redis URL {}", self.url))
+    }
+
+    /// Every team of the namespace, sorted: the slots in the slot registry
+    /// (`<ns>:slots`), then each slot's team set (`<ns>:{<slot tag>}:teams`),
+    /// which a team joins with its first record. The same reads the
+    /// library's fleet-wide eviction makes; no key is scanned.
+    pub async fn teams(&self) -> anyhow::Result<BTreeSet<String>> {
+        let mut conn = self.connection().await?;
+        let registry = self.namespace.slots();
+        let slots: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&registry)
+            .query_async(&mut conn)
+            .await
+            .with_context(|| format!("SMEMBERS {registry}"))?;
+        let mut teams = BTreeSet::new();
+        for slot in slots {
+            // A member that is not a slot number is not ours to follow.
+            let Ok(slot) = slot.parse::<u16>() else {
+                continue;
+            };
+            let set = self.namespace.slot_teams(slot);
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(&set)
+                .query_async(&mut conn)
+                .await
+                .with_context(|| format!("SMEMBERS {set}"))?;
+            teams.extend(members);
+        }
+        Ok(teams)
     }
 
     /// Every key matching `pattern` (a SCAN `MATCH` glob), deduplicated

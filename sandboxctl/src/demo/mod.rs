@@ -260,7 +260,11 @@ impl Drop for ClearOnDrop {
 
 /// Deletes every key of the demo's generated namespace.
 async fn remove_namespace(url: &str, namespace: &str) -> anyhow::Result<usize> {
-    let server = Server::new(url.to_string(), namespace.to_string())?;
+    let server = Server::new(
+        url.to_string(),
+        namespace.to_string(),
+        sandbox_coordinator::Lifecycle::sandbox(),
+    )?;
     let keys: Vec<String> = server
         .scan(&format!("{}:*", glob_escape(namespace)))
         .await?
