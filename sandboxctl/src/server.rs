@@ -61,7 +61,7 @@ impl Server {
             .pool_size(4)
             .build()
             .await
-            .with_context(|| format!("cannot connect to {}", self.url))
+            .with_context(|| format!("cannot connect to {}", shown_url(&self.url)))
     }
 
     /// A plain multiplexed connection.
@@ -73,12 +73,12 @@ impl Server {
         client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .with_context(|| format!("cannot connect to {}", self.url))
+            .with_context(|| format!("cannot connect to {}", shown_url(&self.url)))
     }
 
     pub fn client(&self) -> anyhow::Result<redis::Client> {
         redis::Client::open(self.url.as_str())
-            .with_context(|| format!("bad Redis URL {}", self.url))
+            .with_context(|| format!("bad Redis URL {}", shown_url(&self.url)))
     }
 
     /// Every team of the namespace, sorted: the slots in the slot registry
@@ -136,6 +136,38 @@ impl Server {
     }
 }
 
+/// `url` with its password hidden, for messages: the userinfo's password
+/// (everything between `://` and the last `@` is userinfo, so a password
+/// with `/`, `?` or `#` is hidden too) and a unix socket URL's `pass=`
+/// query parameter.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (userinfo, host) = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => (Some(userinfo), host),
+        None => (None, rest),
+    };
+    let host = match host.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k @ ("pass" | "password"), _)) => format!("{k}=<redacted>"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => host.to_string(),
+    };
+    match userinfo.map(|u| u.split_once(':')) {
+        Some(Some((user, _))) => format!("{scheme}://{user}:<redacted>@{host}"),
+        Some(None) => format!("{scheme}://<redacted>@{host}"),
+        None => format!("{scheme}://{host}"),
+    }
+}
+
 /// Escapes the characters a SCAN `MATCH` glob treats specially, so an id
 /// is matched literally.
 pub fn glob_escape(literal: &str) -> String {
@@ -152,6 +184,22 @@ pub fn glob_escape(literal: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_shown_urls() {
+        assert_eq!(
+            shown_url("redis://coord:s3/c?r#t@127.0.0.1:6379"),
+            "redis://coord:<redacted>@127.0.0.1:6379"
+        );
+        assert_eq!(
+            shown_url("redis+unix:///tmp/s.sock?user=u&pass=s3cret&db=1"),
+            "redis+unix:///tmp/s.sock?user=u&pass=<redacted>&db=1"
+        );
+        assert_eq!(
+            shown_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
 
     #[test]
     fn globs_are_escaped() {

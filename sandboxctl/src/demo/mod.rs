@@ -117,7 +117,7 @@ pub async fn run(
                 .poll_interval(POLL)
                 .build()
                 .await
-                .with_context(|| format!("cannot connect to {url}"))?,
+                .with_context(|| format!("cannot connect to {}", crate::server::shown_url(url)))?,
         );
     }
     let sandboxes: Vec<SandboxName> = (0..args.sandboxes)
