@@ -374,7 +374,13 @@ async fn check_permissions(link: &Link, scripts: &Scripts, ns: &Namespace) -> Re
             || !cluster && (c.starts_with("SPUBLISH") || c.starts_with("SSUBSCRIBE")))
     }));
     let (value, _) = link
-        .run(&scripts.permissions, &[&key], &args, false, crate::connection::Route::default())
+        .run(
+            &scripts.permissions,
+            &[&key],
+            &args,
+            false,
+            crate::connection::Route::default(),
+        )
         .await?;
     let refused: Vec<String> = strings(value).into_iter().skip(1).collect();
     if refused.is_empty() {
