@@ -598,24 +598,9 @@ async fn repair_and_migrate_work_with_the_admin_rules() {
         .await
         .unwrap();
     // A record of schema 1, written by its own register script.
-    let v1 = std::fs::read_to_string("tests/v1/register.lua").unwrap();
-    let v1_rec = format!("{}rec:old", team_keys.prefix);
-    let _: redis::Value = redis::cmd("EVAL")
-        .arg(v1)
-        .arg(3)
-        .arg(&v1_rec)
-        .arg(team_keys.key("lease:old"))
-        .arg(team_keys.key("expiry"))
-        .arg("1")
-        .arg("old")
-        .arg("e0")
-        .arg("1893456000000")
-        .arg("{}")
-        .arg("running")
-        .arg("running=live,pausing=inflight,paused=resumable,killing=inflight,killed=final,snapshotting=inflight")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    fixture::v1::V1::new(redis.client().await, &ns)
+        .register(fixture::TEAM, "old", "e0")
+        .await;
 
     assert_eq!(ok("migrate", coord.migrate(false).await), (1, 0));
     let old = ok("get", coord.get(fixture::TEAM, "old").await).expect("the migrated record");

@@ -1,6 +1,8 @@
-//! `transitions`: every transition in flight across teams. Leases are found
-//! by SCAN (`<ns>:{*}:lease:*`); each sandbox is then read atomically with
-//! its lease, so a row never mixes a record and a lease of different moments.
+//! `transitions`: every transition in flight across teams, found through
+//! the namespace's indexes, never by scanning keys: the slot registry
+//! gives the slots that have teams, each slot's team set its teams, and
+//! `Coordinator::list` each team's records (a lease is a field of the
+//! record, so every row is one atomic read of record and lease).
 
 use futures_util::{StreamExt, TryStreamExt};
 use sandbox_coordinator::Sandbox;
@@ -8,11 +10,11 @@ use serde::Serialize;
 
 use crate::Verdict;
 use crate::output::{emit, emit_json};
-use crate::server::{Server, glob_escape};
+use crate::server::Server;
 use crate::table::{Table, millis, span};
 
-/// Records read at once.
-const READS_IN_FLIGHT: usize = 16;
+/// Teams listed at once.
+const TEAMS_IN_FLIGHT: usize = 8;
 
 /// One transition in flight, as printed in JSON.
 #[derive(Debug, Serialize)]
@@ -27,42 +29,36 @@ pub struct TransitionReport {
     pub age_ms: u64,
     /// Time left on its lease.
     pub ttl_ms: u64,
-}
-
-/// Splits `<ns>:{<team>}:lease:<id>` into (team, id). Team ids cannot
-/// contain `}` or `:` and sandbox ids cannot contain `:`, so the split is
-/// unambiguous.
-fn lease_key_parts<'k>(ns: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
-    let rest = key.strip_prefix(ns)?.strip_prefix(":{")?;
-    let (team, id) = rest.split_once("}:lease:")?;
-    Some((team, id))
+    /// Requests queued to re-decide once it ends.
+    pub waiting: usize,
 }
 
 /// `sandboxctl transitions`.
 pub async fn transitions(server: &Server, json: bool) -> anyhow::Result<Verdict> {
     let coord = server.coordinator().await?;
     let ns = server.namespace().prefix();
-    let pattern = format!("{}:{{*}}:lease:*", glob_escape(ns));
-    let keys = server.scan(&pattern).await?;
-    let targets: Vec<(String, String)> = keys
-        .iter()
-        .filter_map(|k| lease_key_parts(ns, k))
-        .map(|(t, i)| (t.to_string(), i.to_string()))
-        .collect();
+    let teams = server.teams().await?;
     let coord = &coord;
-    // A lease that ended between the scan and the read is simply gone; a
-    // key that is not a valid sandbox's lease is not ours to list.
-    let found: Vec<Sandbox> = futures_util::stream::iter(targets)
-        .map(|(team, id)| async move {
-            match coord.get(&team, &id).await {
-                Err(sandbox_coordinator::Error::InvalidInput { .. }) => Ok(None),
+    let found: Vec<Vec<Sandbox>> = futures_util::stream::iter(teams)
+        .map(|team| async move {
+            match coord.list(&team).await {
+                // A member of a team set that is no valid team id was not
+                // written by the library; say so and go on.
+                Err(sandbox_coordinator::Error::InvalidInput { why, .. }) => {
+                    eprintln!("sandboxctl: skipping team {team:?} of a slot's team set: {why}");
+                    Ok(Vec::new())
+                }
                 other => other,
             }
         })
-        .buffer_unordered(READS_IN_FLIGHT)
-        .try_filter_map(|sb| async move { Ok(sb.filter(|s| s.lease.is_some())) })
+        .buffer_unordered(TEAMS_IN_FLIGHT)
         .try_collect()
         .await?;
+    let found: Vec<&Sandbox> = found
+        .iter()
+        .flatten()
+        .filter(|sb| sb.lease.is_some())
+        .collect();
     let mut rows: Vec<TransitionReport> = found
         .iter()
         .filter_map(|sb| {
@@ -76,6 +72,7 @@ pub async fn transitions(server: &Server, json: bool) -> anyhow::Result<Verdict>
                 state: sb.state.to_string(),
                 age_ms: millis(lease.age),
                 ttl_ms: millis(lease.ttl),
+                waiting: sb.waiting,
             })
         })
         .collect();
@@ -95,9 +92,9 @@ pub async fn transitions(server: &Server, json: bool) -> anyhow::Result<Verdict>
         return Ok(Verdict::Done);
     }
     let mut table = Table::new(&[
-        "TEAM", "ID", "ACTION", "FENCE", "STATE", "HOLDER", "AGE", "TTL LEFT",
+        "TEAM", "ID", "ACTION", "FENCE", "STATE", "HOLDER", "AGE", "TTL LEFT", "WAITING",
     ])
-    .right_align(&[3, 6, 7]);
+    .right_align(&[3, 6, 7, 8]);
     for r in &rows {
         table.row(vec![
             r.team.clone(),
@@ -108,6 +105,7 @@ pub async fn transitions(server: &Server, json: bool) -> anyhow::Result<Verdict>
             r.holder.clone(),
             span(std::time::Duration::from_millis(r.age_ms)),
             span(std::time::Duration::from_millis(r.ttl_ms)),
+            r.waiting.to_string(),
         ]);
     }
     let mut text = table.render();
@@ -118,19 +116,4 @@ pub async fn transitions(server: &Server, json: bool) -> anyhow::Result<Verdict>
     ));
     emit(&text)?;
     Ok(Verdict::Done)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lease_keys_split_into_team_and_id() {
-        assert_eq!(
-            lease_key_parts("sbx", "sbx:{team-1}:lease:s1"),
-            Some(("team-1", "s1"))
-        );
-        assert_eq!(lease_key_parts("sbx", "sbx:{t}:rec:s1"), None);
-        assert_eq!(lease_key_parts("sbx", "other:{t}:lease:s1"), None);
-    }
 }

@@ -3,13 +3,18 @@
 //!
 //! - `demo` races several simulated API servers over a fleet of sandboxes
 //!   and checks the coordinator's guarantees while they run ([`demo`]).
-//! - `inspect`, `list`, `transitions` read records, leases and outcomes
+//! - `inspect`, `list`, `count`, `transitions` read records, leases,
+//!   outcomes and counts from the library's indexes, never by scanning keys
 //!   ([`sandboxes`], [`in_flight`]); `scripts` shows the Lua script cache
-//!   ([`script_cache`]); `abandon` repairs a stuck transition, fenced like
-//!   everything else ([`repair`]); `watch` tails outcome notifications
-//!   ([`watch`]).
+//!   and writes the assembled scripts out ([`script_cache`]); `abandon`
+//!   repairs a stuck transition, fenced like everything else ([`repair`]);
+//!   `repair` finds and fixes index drift ([`index_repair`]); `migrate`
+//!   converts a schema-1 namespace ([`migration`]); `watch` tails outcome
+//!   notifications ([`watch`]).
+//! - `acl` prints the library's least-privilege ACL rules ([`acl`]).
 //!
-//! Without `--url` or `REDIS_URL` every command runs against a private
+//! Without `--url` or `REDIS_URL` every command that talks to Redis runs
+//! against a private
 //! `redis-server` on a unix socket in a temporary directory
 //! ([`embedded`]), stopped when sandboxctl exits, also on Ctrl-C. The
 //! process is arranged so that stopping it is done in exactly one place:
@@ -17,9 +22,12 @@
 //! command against the signals, shuts the runtime down, and only then
 //! stops the server.
 
+mod acl;
 mod demo;
 mod embedded;
 mod in_flight;
+mod index_repair;
+mod migration;
 mod output;
 mod repair;
 mod sandboxes;
@@ -28,10 +36,12 @@ mod server;
 mod table;
 mod watch;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use sandbox_coordinator::Lifecycle;
 
 use crate::embedded::EmbeddedRedis;
 use crate::server::Server;
@@ -64,6 +74,12 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// The rule table the deployment's servers decide by: it is generated
+    /// into the scripts (`scripts`), compared with each record's (`inspect`)
+    /// and stamped by `migrate --adopt-lifecycle`.
+    #[arg(long, global = true, value_enum, default_value_t = RuleTable::Sandbox)]
+    lifecycle: RuleTable,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -80,13 +96,26 @@ enum Command {
         /// Sandbox id.
         id: String,
     },
-    /// List the sandboxes of a team.
+    /// List the sandboxes of a team, from its id index.
     List {
+        /// Team id.
+        team: String,
+    },
+    /// Count a team's sandboxes by state class, its reservations and its limit.
+    Count {
         /// Team id.
         team: String,
     },
     /// List every transition in flight, across teams, with age and TTL left.
     Transitions,
+    /// Print the ACL rules the library needs for the namespace, space-separated:
+    /// `redis-cli ACL SETUSER coord $(sandboxctl acl) '>secret'`. Needs no Redis.
+    Acl {
+        /// Also the rules sandboxctl's operator commands need (SCAN for
+        /// repair and migrate, SCRIPT EXISTS, PSUBSCRIBE, INFO).
+        #[arg(long)]
+        admin: bool,
+    },
     /// Show the Lua scripts, their SHA1s and whether the server has them cached.
     Scripts {
         /// Load every script into the server's cache (SCRIPT LOAD) first.
@@ -95,6 +124,26 @@ enum Command {
         /// Exit non-zero unless every script is cached on the server.
         #[arg(long)]
         check: bool,
+        /// Write every assembled script to DIR as <name>.lua, runnable with
+        /// `redis-cli --eval`. Alone, it needs no Redis.
+        #[arg(long, value_name = "DIR")]
+        dump: Option<PathBuf>,
+    },
+    /// Find and fix drift between records and the namespace's indexes
+    /// (dangling, missing or wrongly scored entries); exits 1 if drift is
+    /// left (always, with --dry-run, when some was found).
+    Repair {
+        /// Report only; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Convert a schema-1 namespace to schema 2 in place, record by record;
+    /// refused while a schema-1 transition is in flight.
+    Migrate {
+        /// Also re-stamp schema-2 records created under another rule table
+        /// with the one of --lifecycle.
+        #[arg(long)]
+        adopt_lifecycle: bool,
     },
     /// Mark a stuck transition abandoned, only if FENCE is still the live
     /// one, and wake its waiters.
@@ -119,6 +168,39 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+}
+
+/// The rule tables a deployment can run (`--lifecycle`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuleTable {
+    /// `Lifecycle::sandbox()`: the default table.
+    Sandbox,
+    /// `Lifecycle::sandbox().kill_deletes_paused()`: a kill of a paused
+    /// sandbox starts a deletion (sandbox-api's table).
+    KillDeletesPaused,
+}
+
+impl RuleTable {
+    fn lifecycle(self) -> Lifecycle {
+        match self {
+            RuleTable::Sandbox => Lifecycle::sandbox(),
+            RuleTable::KillDeletesPaused => Lifecycle::sandbox().kill_deletes_paused(),
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command talks to Redis (else no embedded server is
+    /// started for it).
+    fn needs_redis(&self) -> bool {
+        match self {
+            Command::Acl { .. } => false,
+            Command::Scripts {
+                load, check, dump, ..
+            } => *load || *check || dump.is_none(),
+            _ => true,
+        }
+    }
 }
 
 /// How a command ended, when it did not fail outright.
@@ -155,6 +237,7 @@ fn main() -> ExitCode {
     // until the end: its parent-death signal is tied to the spawning thread.
     let embedded = match url {
         Some(_) => None,
+        None if !cli.command.needs_redis() => None,
         None => match EmbeddedRedis::start() {
             Ok(redis) => {
                 eprintln!(
@@ -174,7 +257,8 @@ fn main() -> ExitCode {
     let url = match (url, &embedded) {
         (Some(url), _) => url,
         (None, Some(redis)) => redis.url(),
-        (None, None) => unreachable!("an embedded server is started when no URL is given"),
+        // Never connected to.
+        (None, None) => String::new(),
     };
 
     let result = runtime.block_on(async {
@@ -223,13 +307,32 @@ async fn dispatch(cli: Cli, url: String, embedded: bool) -> anyhow::Result<Verdi
     let namespace = cli
         .namespace
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-    let server = Server::new(url, namespace)?;
+    let lifecycle = cli.lifecycle.lifecycle();
+    if let Command::Acl { admin } = cli.command {
+        return acl::acl(&namespace, admin, json);
+    }
+    if let Command::Scripts {
+        load: false,
+        check: false,
+        dump: Some(dir),
+    } = &cli.command
+    {
+        return script_cache::dump_only(&lifecycle, dir, json);
+    }
+    let server = Server::new(url, namespace, lifecycle)?;
     match cli.command {
-        Command::Demo(_) => unreachable!("handled above"),
+        Command::Demo(_) | Command::Acl { .. } => unreachable!("handled above"),
         Command::Inspect { team, id } => sandboxes::inspect(&server, &team, &id, json).await,
         Command::List { team } => sandboxes::list(&server, &team, json).await,
+        Command::Count { team } => sandboxes::count(&server, &team, json).await,
         Command::Transitions => in_flight::transitions(&server, json).await,
-        Command::Scripts { load, check } => script_cache::scripts(&server, load, check, json).await,
+        Command::Scripts { load, check, dump } => {
+            script_cache::scripts(&server, load, check, dump.as_deref(), json).await
+        }
+        Command::Repair { dry_run } => index_repair::repair(&server, dry_run, json).await,
+        Command::Migrate { adopt_lifecycle } => {
+            migration::migrate(&server, adopt_lifecycle, json).await
+        }
         Command::Abandon {
             team,
             id,

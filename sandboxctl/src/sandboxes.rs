@@ -1,20 +1,19 @@
-//! `inspect` and `list`: sandbox records with their lease, last outcome
-//! and tombstone TTL, each read in one atomic step (`Coordinator::get`).
+//! `inspect`, `list` and `count`: sandbox records with their lease, fair
+//! waiting queue, reservation, last outcome, lifecycle and tombstone TTL.
+//! A record is read in one atomic step (`Coordinator::get`); a team from
+//! its id index, a page per atomic step (`Coordinator::list`, never SCAN);
+//! its counts from the same index in one step (`Coordinator::count`).
 
 use std::time::SystemTime;
 
 use anyhow::bail;
-use futures_util::{StreamExt, TryStreamExt};
-use sandbox_coordinator::{Coordinator, Sandbox, StateClass};
+use sandbox_coordinator::{Coordinator, Sandbox, StateClass, TeamCount};
 use serde::Serialize;
 
 use crate::Verdict;
 use crate::output::{emit, emit_json};
-use crate::server::{Server, glob_escape};
+use crate::server::Server;
 use crate::table::{Table, millis, moment, span};
-
-/// Records read at once by `list`.
-const READS_IN_FLIGHT: usize = 16;
 
 /// A sandbox as sandboxctl prints it in JSON.
 #[derive(Debug, Serialize)]
@@ -32,7 +31,15 @@ pub struct SandboxReport {
     /// Fence of the latest transition started on the record (0: none).
     pub fence: u64,
     pub lease: Option<LeaseReport>,
+    /// Requests queued to re-decide once the transition in flight ends
+    /// (fair waiting), live waiters only.
+    pub waiting: usize,
+    /// Time left on a reservation of the record (a resume in progress);
+    /// null when none holds it.
+    pub reserved_ttl_ms: Option<u64>,
     pub last: Option<LastReport>,
+    /// Digest of the rule table the record was created under.
+    pub lifecycle: String,
     /// Time left before the tombstone expires; null for records that do
     /// not expire.
     pub tombstone_ttl_ms: Option<u64>,
@@ -78,12 +85,15 @@ impl SandboxReport {
                 ttl_ms: millis(l.ttl),
                 age_ms: millis(l.age),
             }),
+            waiting: sb.waiting,
+            reserved_ttl_ms: sb.reserved.map(millis),
             last: sb.last.as_ref().map(|l| LastReport {
                 fence: l.fence,
                 action: l.action.to_string(),
                 outcome: l.outcome.to_string(),
                 reason: l.reason.clone(),
             }),
+            lifecycle: sb.lifecycle.clone(),
             tombstone_ttl_ms: sb.expires_in.map(millis),
             data: sb.data.clone(),
         }
@@ -103,12 +113,12 @@ pub async fn inspect(server: &Server, team: &str, id: &str, json: bool) -> anyho
     if json {
         emit_json(&report)?;
     } else {
-        emit(&inspect_text(&sb, &report))?;
+        emit(&inspect_text(&coord, &sb, &report))?;
     }
     Ok(Verdict::Done)
 }
 
-fn inspect_text(sb: &Sandbox, r: &SandboxReport) -> String {
+fn inspect_text(coord: &Coordinator, sb: &Sandbox, r: &SandboxReport) -> String {
     let now = SystemTime::now();
     let settled = sb.last.as_ref().is_some_and(|l| l.fence == sb.fence);
     let state = if r.stuck && settled {
@@ -140,6 +150,30 @@ fn inspect_text(sb: &Sandbox, r: &SandboxReport) -> String {
         ),
         None => "none (no transition in flight)".into(),
     };
+    let waiting = match sb.waiting {
+        0 => "none (no request queued)".to_string(),
+        1 => "1 request queued to re-decide when the transition ends".to_string(),
+        n => format!(
+            "{n} requests queued to re-decide when the transition ends, first come first decided"
+        ),
+    };
+    let reserved = match sb.reserved {
+        Some(ttl) => format!(
+            "held for a resume, {} left (a begin waits for it; register consumes it)",
+            span(ttl)
+        ),
+        None => "none".to_string(),
+    };
+    let ours = coord.lifecycle().digest();
+    let lifecycle = if sb.lifecycle == ours {
+        format!("{} (the rule table of --lifecycle)", sb.lifecycle)
+    } else {
+        format!(
+            "{} (not the rule table of --lifecycle, {ours}: servers deciding by {ours} refuse \
+             the record; `sandboxctl migrate --adopt-lifecycle` re-stamps it)",
+            sb.lifecycle
+        )
+    };
     let last = match &sb.last {
         Some(l) if l.reason.is_empty() => format!("fence {} {} {}", l.fence, l.action, l.outcome),
         Some(l) => format!("fence {} {} {}: {}", l.fence, l.action, l.outcome, l.reason),
@@ -156,7 +190,10 @@ fn inspect_text(sb: &Sandbox, r: &SandboxReport) -> String {
         ("end time", moment(sb.end_time, now)),
         ("fence", sb.fence.to_string()),
         ("lease", lease),
+        ("waiting", waiting),
+        ("reserved", reserved),
         ("last", last),
+        ("lifecycle", lifecycle),
         ("tombstone", tombstone),
         ("data", sb.data.clone()),
     ];
@@ -170,22 +207,9 @@ pub async fn list(server: &Server, team: &str, json: bool) -> anyhow::Result<Ver
     sandbox_coordinator::keys::validate_id("team id", team)?;
     let coord = server.coordinator().await?;
     let ns = server.namespace().prefix();
-    let prefix = format!("{ns}:{{{team}}}:rec:");
-    let pattern = format!("{}*", glob_escape(&prefix));
-    let ids: Vec<String> = server
-        .scan(&pattern)
-        .await?
-        .into_iter()
-        .filter_map(|key| key.strip_prefix(&prefix).map(str::to_string))
-        .collect();
     let coord = &coord;
-    let mut sandboxes: Vec<Sandbox> = futures_util::stream::iter(ids)
-        .map(|id| async move { coord.get(team, &id).await })
-        .buffer_unordered(READS_IN_FLIGHT)
-        .try_filter_map(|sb| async move { Ok(sb) })
-        .try_collect()
-        .await?;
-    sandboxes.sort_by(|a, b| a.id.cmp(&b.id));
+    // From the team's id index, by id.
+    let sandboxes = coord.list(team).await?;
 
     if json {
         let reports: Vec<SandboxReport> = sandboxes
@@ -206,11 +230,13 @@ pub async fn list(server: &Server, team: &str, json: bool) -> anyhow::Result<Ver
         "EXECUTION",
         "FENCE",
         "LEASE",
+        "WAITING",
+        "RESERVED",
         "LAST",
         "ENDS",
         "TOMBSTONE",
     ])
-    .right_align(&[3]);
+    .right_align(&[3, 5]);
     for sb in &sandboxes {
         let report = SandboxReport::new(coord, sb);
         let state = if report.stuck {
@@ -237,6 +263,9 @@ pub async fn list(server: &Server, team: &str, json: bool) -> anyhow::Result<Ver
             sb.execution.clone(),
             sb.fence.to_string(),
             lease,
+            sb.waiting.to_string(),
+            sb.reserved
+                .map_or("-".into(), |d| format!("{} left", span(d))),
             last,
             ends,
             tombstone,
@@ -248,6 +277,72 @@ pub async fn list(server: &Server, team: &str, json: bool) -> anyhow::Result<Ver
         sandboxes.len(),
         if sandboxes.len() == 1 { "" } else { "es" }
     ));
+    emit(&text)?;
+    Ok(Verdict::Done)
+}
+
+/// A team's counts, as printed in JSON.
+#[derive(Debug, Serialize)]
+pub struct CountReport {
+    pub team: String,
+    /// Running, no transition in flight.
+    pub live: usize,
+    /// In an in-flight state (stuck ones included).
+    pub in_flight: usize,
+    pub paused: usize,
+    pub killed: usize,
+    /// Live reservations.
+    pub reserved: usize,
+    /// Places taken under the team limit: live + in flight + reserved.
+    pub taken: usize,
+    /// The team's own limit, stored in Redis; null when none is set (a
+    /// server's default limit may still apply).
+    pub limit: Option<usize>,
+}
+
+impl CountReport {
+    fn new(team: &str, c: &TeamCount) -> CountReport {
+        CountReport {
+            team: team.to_string(),
+            live: c.live,
+            in_flight: c.in_flight,
+            paused: c.paused,
+            killed: c.killed,
+            reserved: c.reserved,
+            taken: c.taken(),
+            limit: c.limit,
+        }
+    }
+}
+
+/// `sandboxctl count TEAM`.
+pub async fn count(server: &Server, team: &str, json: bool) -> anyhow::Result<Verdict> {
+    sandbox_coordinator::keys::validate_id("team id", team)?;
+    let coord = server.coordinator().await?;
+    let report = CountReport::new(team, &coord.count(team).await?);
+    if json {
+        emit_json(&report)?;
+        return Ok(Verdict::Done);
+    }
+    let places = match report.limit {
+        Some(limit) => format!("{} of {limit} places (the team's limit)", report.taken),
+        None => format!(
+            "{} places (no team limit stored; a server's default limit may apply)",
+            report.taken
+        ),
+    };
+    let rows = [
+        ("running", report.live.to_string()),
+        ("in flight", report.in_flight.to_string()),
+        ("paused", report.paused.to_string()),
+        ("killed", report.killed.to_string()),
+        ("reserved", report.reserved.to_string()),
+        ("taken", places),
+    ];
+    let mut text = format!("team {team} (namespace {})\n", server.namespace().prefix());
+    for (k, v) in rows {
+        text.push_str(&format!("{k:<10}  {v}\n"));
+    }
     emit(&text)?;
     Ok(Verdict::Done)
 }

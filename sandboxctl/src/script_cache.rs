@@ -1,11 +1,18 @@
-//! `scripts`: the compiled-in Lua scripts, their SHA1s (computed with
-//! sha1_smol, as `EVALSHA` needs them) and whether the server's script
-//! cache holds them. `--load` preloads them with `SCRIPT LOAD` and checks
-//! the server computed the same SHA1. Talks to Redis directly: building a
-//! coordinator would load the scripts and hide what the cache held.
+//! `scripts`: the Lua scripts as a coordinator with `--lifecycle` assembles
+//! them, their SHA1s (computed with sha1_smol, as `EVALSHA` needs them) and
+//! whether the server's script cache holds them. `--load` preloads them
+//! with `SCRIPT LOAD` and checks the server computed the same SHA1;
+//! `--dump DIR` writes each to `DIR/<name>.lua`, byte for byte the text
+//! whose SHA1 the coordinator calls, so `redis-cli --eval` runs exactly
+//! what the library runs. Talks to Redis directly: building a coordinator
+//! would load the scripts and hide what the cache held.
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use redis::Value;
+use sandbox_coordinator::Lifecycle;
+use sandbox_coordinator::scripts::{Script, ScriptOptions};
 use serde::Serialize;
 
 use crate::Verdict;
@@ -25,17 +32,90 @@ pub struct ScriptReport {
     pub loaded_sha1: Option<String>,
 }
 
-/// `sandboxctl scripts [--load] [--check]`.
+/// One script written by `--dump`, as printed in JSON.
+#[derive(Debug, Serialize)]
+pub struct DumpReport {
+    pub name: String,
+    pub sha1: String,
+    pub bytes: usize,
+    pub path: PathBuf,
+}
+
+/// Every script a coordinator with `lifecycle` and the builder's default
+/// settings assembles (single server: `PUBLISH`).
+fn assembled(lifecycle: &Lifecycle) -> Vec<Script> {
+    sandbox_coordinator::scripts::assemble(lifecycle, ScriptOptions::default())
+}
+
+/// Writes each script to `dir/<name>.lua` (creating `dir`), overwriting.
+fn dump(scripts: &[Script], dir: &Path) -> anyhow::Result<Vec<DumpReport>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    scripts
+        .iter()
+        .map(|s| {
+            let path = dir.join(format!("{}.lua", s.name()));
+            std::fs::write(&path, s.source())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(DumpReport {
+                name: s.name().to_string(),
+                sha1: s.sha().to_string(),
+                bytes: s.source().len(),
+                path,
+            })
+        })
+        .collect()
+}
+
+fn dump_text(written: &[DumpReport], dir: &Path) -> String {
+    let mut table = Table::new(&["NAME", "SHA1", "BYTES", "FILE"]).right_align(&[2]);
+    for w in written {
+        table.row(vec![
+            w.name.clone(),
+            w.sha1.clone(),
+            w.bytes.to_string(),
+            w.path.display().to_string(),
+        ]);
+    }
+    let mut text = table.render();
+    text.push_str(&format!(
+        "wrote {} scripts to {} (run one with `redis-cli --eval FILE KEYS... , ARGS...`; \
+         each header lists its KEYS and ARGV)\n",
+        written.len(),
+        dir.display()
+    ));
+    text
+}
+
+/// `sandboxctl scripts --dump DIR` alone: writes the scripts, no Redis.
+pub fn dump_only(lifecycle: &Lifecycle, dir: &Path, json: bool) -> anyhow::Result<Verdict> {
+    let written = dump(&assembled(lifecycle), dir)?;
+    if json {
+        emit_json(&written)?;
+    } else {
+        emit(&dump_text(&written, dir))?;
+    }
+    Ok(Verdict::Done)
+}
+
+/// `sandboxctl scripts [--load] [--check] [--dump DIR]`.
 pub async fn scripts(
     server: &Server,
     load: bool,
     check: bool,
+    dump_dir: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<Verdict> {
-    let scripts = sandbox_coordinator::scripts::assemble(
-        &sandbox_coordinator::Lifecycle::sandbox(),
-        sandbox_coordinator::scripts::ScriptOptions::default(),
-    );
+    let scripts = assembled(server.lifecycle());
+    if let Some(dir) = dump_dir {
+        let written = dump(&scripts, dir)?;
+        // The table below carries the SHA1s; say only where they went (on
+        // stderr, so --json stays one document).
+        eprintln!(
+            "sandboxctl: wrote {} scripts to {}",
+            written.len(),
+            dir.display()
+        );
+    }
     let mut conn = server.connection().await?;
     let mut loaded = Vec::with_capacity(scripts.len());
     for script in &scripts {

@@ -827,3 +827,462 @@ fn without_redis_server_it_says_how_to_install_it() {
         stderr(&out)
     );
 }
+
+// ----- count ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_reports_a_teams_sandboxes_by_state_class_and_its_limit() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    for id in ["s1", "s2", "s3", "s4"] {
+        coord.register(sandbox(id, "exec-1")).await.unwrap();
+    }
+    let mut other = sandbox("x1", "exec-1");
+    other.team = "team-b".into();
+    coord.register(other).await.unwrap();
+    coord.set_team_limit(TEAM, Some(10)).await.unwrap();
+    let pause = started(
+        coord
+            .begin(TEAM, "s3", Action::Pause, BeginOptions::default())
+            .await
+            .unwrap(),
+    );
+    pause.succeed().await.unwrap();
+    let kill = started(
+        coord
+            .begin(TEAM, "s4", Action::Kill, BeginOptions::default())
+            .await
+            .unwrap(),
+    );
+
+    let v = json(&ctl(&redis, &["count", TEAM, "--json"]).await);
+    assert_eq!(v["team"], TEAM);
+    assert_eq!(
+        (&v["live"], &v["in_flight"], &v["paused"], &v["killed"]),
+        (
+            &Value::from(2),
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(0)
+        ),
+        "{v:#}"
+    );
+    assert_eq!(v["taken"], 3, "{v:#}");
+    assert_eq!(v["limit"], 10, "{v:#}");
+
+    let out = ctl(&redis, &["count", TEAM]).await;
+    succeeded(&out);
+    assert!(stdout(&out).contains("3 of 10 places"), "{}", stdout(&out));
+
+    kill.succeed().await.unwrap();
+    let v = json(&ctl(&redis, &["count", TEAM, "--json"]).await);
+    assert_eq!(
+        (&v["in_flight"], &v["killed"]),
+        (&Value::from(0), &Value::from(1))
+    );
+    let v = json(&ctl(&redis, &["count", "team-b", "--json"]).await);
+    assert_eq!((&v["live"], &v["limit"]), (&Value::from(1), &Value::Null));
+}
+
+// ----- acl -------------------------------------------------------------------
+
+/// `url` with the credentials of `user` (a TCP or a unix-socket URL).
+fn url_as(url: &str, user: &str, password: &str) -> String {
+    if let Some(rest) = url.strip_prefix("redis://") {
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        format!("redis://{user}:{password}@{rest}")
+    } else if url.starts_with("redis+unix://") || url.starts_with("unix://") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}user={user}&pass={password}")
+    } else {
+        panic!("cannot add credentials to {url}")
+    }
+}
+
+/// Runs `sandboxctl --url URL --namespace NS ARGS`.
+async fn ctl_at(url: &str, ns: &str, args: &[&str]) -> Output {
+    let mut cmd = sandboxctl();
+    cmd.arg("--url")
+        .arg(url)
+        .arg("--namespace")
+        .arg(ns)
+        .args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("sandboxctl runs"))
+        .await
+        .expect("blocking task")
+}
+
+/// `sandboxctl acl` without any Redis: the rules on stdout, no server started.
+fn acl_rules_of(ns: &str, admin: bool) -> Vec<String> {
+    let mut cmd = sandboxctl();
+    cmd.args(["acl", "--namespace", ns]);
+    if admin {
+        cmd.arg("--admin");
+    }
+    let out = cmd.output().expect("sandboxctl runs");
+    succeeded(&out);
+    assert!(
+        !stderr(&out).contains("redis-server"),
+        "acl started a server: {}",
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "one line of rules: {text}");
+    assert_eq!(
+        text.trim_end(),
+        sandbox_coordinator::acl_rules(ns, admin),
+        "not the library's rules"
+    );
+    text.split_whitespace().map(str::to_string).collect()
+}
+
+async fn set_user(conn: &mut redis::aio::MultiplexedConnection, user: &str, rules: &[String]) {
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(user)
+        .arg("reset")
+        .arg(rules)
+        .arg(">secret")
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|e| panic!("ACL SETUSER {user} {rules:?}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_rules_make_a_user_that_reads_the_namespace_and_nothing_else() {
+    let redis = TestRedis::start().await;
+    let ns = redis.namespace();
+    let coord = coordinator(&redis).await;
+    coord.register(sandbox("s1", "exec-1")).await.unwrap();
+    coord.register(sandbox("s2", "exec-1")).await.unwrap();
+    let mut admin = redis.client().await;
+    let _: () = redis::cmd("SET")
+        .arg("other:kept")
+        .arg("v")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let user = format!("coord-{ns}");
+    set_user(&mut admin, &user, &acl_rules_of(&ns, false)).await;
+    let as_user = url_as(&redis.url(), &user, "secret");
+
+    // The library's reads, through sandboxctl, as that user.
+    let v = json(&ctl_at(&as_user, &ns, &["list", TEAM, "--json"]).await);
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["s1", "s2"]);
+    let v = json(&ctl_at(&as_user, &ns, &["inspect", TEAM, "s1", "--json"]).await);
+    assert_eq!(v["state"], "running");
+    json(&ctl_at(&as_user, &ns, &["count", TEAM, "--json"]).await);
+    json(&ctl_at(&as_user, &ns, &["transitions", "--json"]).await);
+
+    // Another namespace is not this user's: refused by Redis.
+    let out = ctl_at(&as_user, "other", &["list", TEAM]).await;
+    refused(&out);
+    let err = stderr(&out).to_lowercase();
+    assert!(
+        err.contains("noperm") || err.contains("permission"),
+        "{err}"
+    );
+    let client = redis::Client::open(as_user.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let denied: redis::RedisResult<Option<String>> = redis::cmd("GET")
+        .arg("other:kept")
+        .query_async(&mut conn)
+        .await;
+    let e = denied.expect_err("a key outside the namespace must be denied");
+    assert!(e.to_string().to_lowercase().contains("noperm"), "{e}");
+    let flush: redis::RedisResult<()> = redis::cmd("FLUSHALL").query_async(&mut conn).await;
+    assert!(flush.is_err(), "FLUSHALL allowed");
+    let own: Option<String> = redis::cmd("GET")
+        .arg(format!("{ns}:anything"))
+        .query_async(&mut conn)
+        .await
+        .expect("a key of the namespace is allowed");
+    assert_eq!(own, None);
+
+    // repair scans, which only the --admin rules allow.
+    let out = ctl_at(&as_user, &ns, &["repair", "--dry-run"]).await;
+    refused(&out);
+    assert!(
+        stderr(&out).to_lowercase().contains("scan"),
+        "{}",
+        stderr(&out)
+    );
+    set_user(&mut admin, &user, &acl_rules_of(&ns, true)).await;
+    let v = json(&ctl_at(&as_user, &ns, &["repair", "--dry-run", "--json"]).await);
+    assert_eq!(
+        (&v["records"], &v["found"]),
+        (&Value::from(2), &Value::Array(vec![]))
+    );
+    succeeded(&ctl_at(&as_user, &ns, &["scripts", "--load", "--check"]).await);
+
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg("other:kept")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn acl_refuses_a_namespace_that_would_be_a_glob() {
+    let out = sandboxctl()
+        .args(["acl", "--namespace", "sbx*"])
+        .output()
+        .unwrap();
+    refused(&out);
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("glob"), "{}", stderr(&out));
+}
+
+// ----- scripts --dump --------------------------------------------------------
+
+/// `redis-cli` arguments that reach the test server.
+fn cli_target(url: &str) -> Vec<String> {
+    if let Some(path) = url
+        .strip_prefix("redis+unix://")
+        .or_else(|| url.strip_prefix("unix://"))
+    {
+        vec!["-s".into(), path.split('?').next().unwrap().into()]
+    } else {
+        vec!["-u".into(), url.into()]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_dump_writes_the_coordinators_scripts_runnable_with_redis_cli() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    for id in ["s1", "s2"] {
+        coord.register(sandbox(id, "exec-1")).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = sandboxctl()
+        .args(["scripts", "--dump"])
+        .arg(dir.path())
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert!(
+        !stderr(&out).contains("redis-server"),
+        "--dump alone started a server: {}",
+        stderr(&out)
+    );
+    let scripts = coord.scripts();
+    assert_eq!(v.as_array().unwrap().len(), scripts.len(), "{v:#}");
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut names: Vec<String> = scripts
+        .iter()
+        .map(|s| format!("{}.lua", s.name()))
+        .collect();
+    names.sort();
+    assert_eq!(files, names);
+
+    // Redis computes each file's SHA1: the coordinator's EVALSHA names.
+    let mut conn = redis.client().await;
+    for script in &scripts {
+        let text =
+            std::fs::read_to_string(dir.path().join(format!("{}.lua", script.name()))).unwrap();
+        let sha = raw(&mut conn, &["SCRIPT", "LOAD", &text]).await;
+        assert_eq!(sha[0], script.sha(), "{}.lua", script.name());
+    }
+
+    // One runs as it is with redis-cli --eval, on the library's data.
+    let ns = redis.namespace();
+    let tp = format!("{ns}:{{{TEAM}}}:");
+    let mut cli = Process::new(support::ServerKind::from_env().cli_bin());
+    cli.args(cli_target(&redis.url()))
+        .arg("--eval")
+        .arg(dir.path().join("count.lua"))
+        .arg(format!("{tp}ids"))
+        .arg(format!("{tp}resv"))
+        .arg(format!("{tp}team"))
+        .arg(",")
+        .arg(&tp);
+    let out = tokio::task::spawn_blocking(move || cli.output().expect("redis-cli runs"))
+        .await
+        .unwrap();
+    succeeded(&out);
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(lines.first(), Some(&"count"), "{lines:?}");
+    assert_eq!(lines.get(1), Some(&"2"), "two live sandboxes: {lines:?}");
+}
+
+// ----- repair ----------------------------------------------------------------
+
+fn drift_of(v: &Value, key: &str) -> Vec<(String, String, String)> {
+    let mut found: Vec<(String, String, String)> = v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key}: {v:#}"))
+        .iter()
+        .map(|d| {
+            (
+                d["index"].as_str().unwrap().to_string(),
+                d["problem"].as_str().unwrap().to_string(),
+                d["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_fixes_a_hand_damaged_index_and_a_dry_run_changes_nothing() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    for id in ["s1", "s2", "s3"] {
+        coord.register(sandbox(id, "exec-1")).await.unwrap();
+    }
+    let keys = coord.namespace().team(TEAM).unwrap();
+    let mut conn = redis.client().await;
+    // Behind the library's back: s2 lost from the expiry index, s1 given a
+    // wrong end time there, and an id without a record in the id index.
+    raw(&mut conn, &["ZREM", &keys.key("expiry"), "s2"]).await;
+    raw(&mut conn, &["ZADD", &keys.key("expiry"), "1", "s1"]).await;
+    raw(&mut conn, &["ZADD", &keys.key("ids"), "0", "ghost"]).await;
+    let damaged = namespace_dump(&redis).await;
+    let expected = vec![
+        (
+            "expiry".to_string(),
+            "missing".to_string(),
+            "s2".to_string(),
+        ),
+        ("expiry".into(), "score".into(), "s1".into()),
+        ("ids".into(), "dangling".into(), "ghost".into()),
+    ];
+    let mut expected = expected;
+    expected.sort();
+
+    let out = ctl(&redis, &["repair", "--dry-run", "--json"]).await;
+    refused(&out);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(drift_of(&v, "found"), expected, "{v:#}");
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["records"], 3);
+    let out = ctl(&redis, &["repair", "--dry-run"]).await;
+    refused(&out);
+    assert!(
+        stdout(&out).contains("nothing was written"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(namespace_dump(&redis).await, damaged, "a dry run wrote");
+
+    let v = json(&ctl(&redis, &["repair", "--json"]).await);
+    assert_eq!(drift_of(&v, "found"), expected, "{v:#}");
+    assert_eq!(v["left"], Value::Array(vec![]), "{v:#}");
+    fixture::assert_index_agrees(&redis, &coord, &["s1", "s2", "s3"]).await;
+    let ids = raw(&mut conn, &["ZRANGE", &keys.key("ids"), "0", "-1"]).await;
+    assert_eq!(ids, ["s1", "s2", "s3"]);
+
+    let out = ctl(&redis, &["repair"]).await;
+    succeeded(&out);
+    assert!(stdout(&out).contains("no drift"), "{}", stdout(&out));
+}
+
+// ----- migrate ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_converts_a_namespace_written_by_schema_1() {
+    let redis = TestRedis::start().await;
+    let ns = redis.namespace();
+    let mut v1 = fixture::v1::V1::new(redis.client().await, &ns);
+    for id in ["s1", "s2", "s3"] {
+        v1.register(TEAM, id, "exec-1").await;
+    }
+    v1.register("team-b", "x1", "exec-9").await;
+    let pause = v1.begin(TEAM, "s2", Action::Pause).await;
+    v1.succeed(TEAM, "s2", Action::Pause, pause).await;
+    let kill = v1.begin(TEAM, "s3", Action::Kill).await;
+
+    // A schema-1 transition in flight: refused, nothing converted.
+    let before = namespace_dump(&redis).await;
+    let out = ctl(&redis, &["migrate"]).await;
+    refused(&out);
+    let err = stderr(&out);
+    assert!(err.contains("nothing was converted"), "{err}");
+    assert!(err.contains("s3") && err.contains("kill"), "{err}");
+    assert_eq!(
+        namespace_dump(&redis).await,
+        before,
+        "a refused migrate wrote"
+    );
+
+    v1.succeed(TEAM, "s3", Action::Kill, kill).await;
+    let v = json(&ctl(&redis, &["migrate", "--json"]).await);
+    assert_eq!(v["converted"], 4, "{v:#}");
+    let teams = v["teams"].as_array().unwrap();
+    assert_eq!(teams.len(), 2, "{v:#}");
+    assert_eq!(teams[0]["team"], TEAM);
+    assert_eq!(
+        (&teams[0]["live"], &teams[0]["paused"], &teams[0]["killed"]),
+        (&Value::from(1), &Value::from(1), &Value::from(1)),
+        "{v:#}"
+    );
+    assert_eq!(
+        (&teams[1]["team"], &teams[1]["live"]),
+        (&Value::from("team-b"), &Value::from(1))
+    );
+
+    // The converted records read like the library's own.
+    let v = json(&ctl(&redis, &["list", TEAM, "--json"]).await);
+    let states: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["running", "paused", "killed"]);
+    let v = json(&ctl(&redis, &["inspect", TEAM, "s2", "--json"]).await);
+    assert_eq!(
+        (
+            &v["last"]["fence"],
+            &v["last"]["action"],
+            &v["last"]["outcome"]
+        ),
+        (
+            &Value::from(pause),
+            &Value::from("pause"),
+            &Value::from("succeeded")
+        )
+    );
+    let coord = coordinator(&redis).await;
+    let t = started(
+        coord
+            .begin(TEAM, "s1", Action::Snapshot, BeginOptions::default())
+            .await
+            .unwrap(),
+    );
+    assert!(
+        t.fence() > kill,
+        "fence {} after schema 1's {kill}",
+        t.fence()
+    );
+    t.succeed().await.unwrap();
+    let out = ctl(&redis, &["repair", "--dry-run"]).await;
+    succeeded(&out);
+
+    let out = ctl(&redis, &["migrate"]).await;
+    succeeded(&out);
+    assert!(
+        stdout(&out).contains("converted 0 record(s)"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -117,7 +117,7 @@ pub async fn run(
                 .poll_interval(POLL)
                 .build()
                 .await
-                .with_context(|| format!("cannot connect to {url}"))?,
+                .with_context(|| format!("cannot connect to {}", crate::server::shown_url(url)))?,
         );
     }
     let sandboxes: Vec<SandboxName> = (0..args.sandboxes)
@@ -260,7 +260,11 @@ impl Drop for ClearOnDrop {
 
 /// Deletes every key of the demo's generated namespace.
 async fn remove_namespace(url: &str, namespace: &str) -> anyhow::Result<usize> {
-    let server = Server::new(url.to_string(), namespace.to_string())?;
+    let server = Server::new(
+        url.to_string(),
+        namespace.to_string(),
+        sandbox_coordinator::Lifecycle::sandbox(),
+    )?;
     let keys: Vec<String> = server
         .scan(&format!("{}:*", glob_escape(namespace)))
         .await?
