@@ -23,7 +23,9 @@
 //!   transition has ended, whatever the outcome.
 //! - `Expire(token)` is the lease of the holder that `token` identifies
 //!   running out (the recorder adds it, never before the lease could have
-//!   expired, for holders that died, stalled or lost contact); `Lose` is a
+//!   expired, for holders that died, stalled or lost contact);
+//!   `Cancel(token)` is the coordinator failing, as "cancelled", what a
+//!   `begin` whose answer was a transport error may have started; `Lose` is a
 //!   server restart that lost every key (no persistence).
 //! - A call that failed with a transport error may or may not have taken
 //!   effect: the recorder leaves it in flight, and stateright then may
@@ -56,6 +58,12 @@ pub enum Op {
     /// The lease taken by call `token` ran out (its holder died, stalled,
     /// or lost contact with Redis).
     Expire { token: u64 },
+    /// The coordinator's undo of begin call `token` whose answer was a
+    /// transport error (its guard runs cancel.lua by holder id): if the
+    /// transition that call started is still live, it ends `failed` with
+    /// the reason "cancelled"; otherwise nothing changes (a queue place
+    /// left is no state of the model). The recorder adds it, in flight.
+    Cancel { token: u64 },
     /// Redis restarted without persistence: every key is gone, the team's
     /// fence counter too.
     Lose,
@@ -383,6 +391,12 @@ impl SandboxSpec {
         }
     }
 
+    fn cancel(&mut self, token: u64) {
+        if self.live.as_ref().is_some_and(|l| l.token == token) {
+            self.end(Outcome::Failed, "cancelled");
+        }
+    }
+
     fn lose(&mut self) {
         if self.live.is_some() {
             // Waiters find neither record nor outcome: "outcome unknown".
@@ -439,6 +453,10 @@ impl SequentialSpec for SandboxSpec {
                 self.expire(*token);
                 Ret::Done
             }
+            Op::Cancel { token } => {
+                self.cancel(*token);
+                Ret::Done
+            }
             Op::Lose => {
                 self.lose();
                 Ret::Done
@@ -457,7 +475,7 @@ impl SequentialSpec for SandboxSpec {
             Op::Register { execution } => self.register(execution) == *ret,
             Op::Remove => self.remove() == *ret,
             Op::Get => self.get_valid(ret),
-            Op::Expire { .. } | Op::Lose => self.invoke(op) == *ret,
+            Op::Expire { .. } | Op::Cancel { .. } | Op::Lose => self.invoke(op) == *ret,
         }
     }
 }

@@ -199,6 +199,15 @@ impl Recorder {
         self.push(Entry::expiry(sandbox, self.new_thread(), token, not_before));
     }
 
+    /// The coordinator's undo of begin call `token` on `sandbox`, from
+    /// `not_before` on (an in-flight `Cancel`, its own thread).
+    pub fn cancel(&self, sandbox: &str, token: u64, not_before: Instant) {
+        self.push(Entry {
+            op: Op::Cancel { token },
+            ..Entry::expiry(sandbox, self.new_thread(), token, not_before)
+        });
+    }
+
     /// Redis lost every key some time within `[from, to]` (a restart
     /// without persistence), for each of `sandboxes`.
     pub fn lose(&self, sandboxes: &[String], from: Instant, to: Instant) {
@@ -285,6 +294,7 @@ impl Lane {
         let answer = coord.begin(team, id, action, opts).await;
         let returned = Instant::now();
         let (ret, error) = begin_ret(&answer);
+        let unknown = ret.is_none();
         self.record(
             id,
             Op::Begin { action, token },
@@ -299,8 +309,19 @@ impl Lane {
         // that lease lives): an earlier attempt may have started one nobody
         // was told of, abandoned when its lease ran out. It ran before the
         // attempt that answered, so within the call.
+        // A transport error arms the coordinator's guard: in the
+        // background it fails, as "cancelled", whatever this call's holder
+        // id holds (a transition an attempt started whose answer was lost),
+        // from the call's start on.
+        let undone = unknown && matches!(&answer, Err(e) if e.is_retryable());
+        if undone {
+            self.recorder.cancel(id, token, invoked);
+        }
         if returned - invoked >= lease && self.recorder.touched(invoked, returned) {
             let token = self.recorder.token();
+            if undone {
+                self.recorder.cancel(id, token, invoked);
+            }
             self.recorder.push(Entry {
                 sandbox: id.to_string(),
                 thread: self.recorder.new_thread(),

@@ -273,6 +273,9 @@ fn op_of(v: &Value) -> Result<Op, String> {
         "Expire" => Op::Expire {
             token: v.field("token")?.num()?,
         },
+        "Cancel" => Op::Cancel {
+            token: v.field("token")?.num()?,
+        },
         "Lose" => Op::Lose,
         other => return Err(format!("unknown operation {other}")),
     })

@@ -61,7 +61,7 @@ impl Tally {
             if e.error.as_deref() == Some(super::recorder::RETRY_COPY) {
                 continue;
             }
-            if matches!(e.op, Op::Expire { .. } | Op::Lose) {
+            if matches!(e.op, Op::Expire { .. } | Op::Cancel { .. } | Op::Lose) {
                 self.expiries += u64::from(matches!(e.op, Op::Expire { .. }));
                 continue;
             }
