@@ -50,10 +50,13 @@ local FENCE, HOLDER, ACT, OUTCOME, REASON = ARGV[3], ARGV[4], ARGV[5], ARGV[6], 
 local now = clock()
 local r, err = load_record(REC)
 if err then return err end
-local act, outcome, why = recorded_outcome(r, FENCE)
-if act then return {'recorded', outcome, why} end
-if not r then return {'not_found'} end
-if r.fence ~= FENCE or r.holder ~= HOLDER or r.until_n <= now or r.action ~= ACT then
+-- The live holder (the common case) has no outcome to look up: an outcome
+-- is recorded only as the lease is released.
+local holds = r and r.fence == FENCE and r.holder == HOLDER and r.until_n > now and r.action == ACT
+if not holds then
+  local act, outcome, why = recorded_outcome(r, FENCE)
+  if act then return {'recorded', outcome, why} end
+  if not r then return {'not_found'} end
   return {'fenced', r.fence}
 end
 if r.lc ~= LIFECYCLE then return {'lifecycle', r.lc} end

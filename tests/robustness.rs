@@ -1049,6 +1049,13 @@ async fn uncontended_begin_and_succeed_cost_two_evalsha() {
         ] {
             assert_eq!(delta.get(cmd), None, "{what}: {cmd} ran: {delta:?}");
         }
+        // The live holder's finish has no outcome to look up: an outcome
+        // is recorded only as the lease is released.
+        assert_eq!(
+            delta.get("get"),
+            None,
+            "{what}: the holder's finish read an outcome key: {delta:?}"
+        );
     }
     assert_eq!(
         coord.get(TEAM, "s1").await.unwrap().unwrap().state,
