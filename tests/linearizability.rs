@@ -746,7 +746,10 @@ async fn soak() {
             6 => workload::redis_restart(&profile, true).await,
             _ => workload::child_holders(&profile, 4).await,
         };
-        assert_eq!(out.scenario, name, "SOAK_SCENARIOS is in the order of the turns");
+        assert_eq!(
+            out.scenario, name,
+            "SOAK_SCENARIOS is in the order of the turns"
+        );
         let line = format!(
             "{:<28} {:>3} rounds {:>7.1?}  violations {}  problems {}",
             out.scenario,
