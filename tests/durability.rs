@@ -60,7 +60,7 @@ async fn wait_for_replicas_reports_fewer_acknowledgements_as_not_replicated() {
     let ns = format!("dw{}", std::process::id());
     let coord = Coordinator::builder(proxy.url())
         .namespace(&ns)
-        .wait_for_replicas(1, Duration::from_millis(300))
+        .wait_for_replicas(1, Duration::from_secs(2))
         .build()
         .await
         .unwrap();
