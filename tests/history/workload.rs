@@ -843,7 +843,13 @@ pub async fn chaos_proxy(profile: &Profile) -> Outcome {
     let mut out = Outcome::new("chaos-proxy");
     let began = Instant::now();
     let mut round = 0;
-    while profile.more_rounds(round, began) {
+    // Faults are random per chunk: a short round can pass without one, so
+    // rounds go on (up to 20) until the proxy has cut a connection.
+    let unfaulted = || {
+        let s = chaos.stats();
+        s.dropped + s.blackholed == 0
+    };
+    while profile.more_rounds(round, began) || (unfaulted() && round < 20) {
         chaos.set_faults(Faults {
             latency: Duration::from_millis(1),
             jitter: Duration::from_millis(4),
