@@ -9,7 +9,10 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fixture::chaos::{Chaos, Faults};
-use fixture::{TEAM, coordinator, coordinator_with, dump_all, parked_n, raw, sandbox, wait_until};
+use fixture::{
+    TEAM, command_calls, coordinator, coordinator_with, dump_all, parked_n, raw, sandbox,
+    wait_until,
+};
 use sandbox_coordinator::{
     Action, BeginOptions, Begun, Coordinator, Error, Lifecycle, NewSandbox, Outcome, State,
     Transition,
@@ -649,14 +652,37 @@ async fn an_outcome_that_can_no_longer_be_read_is_outcome_unknown() {
     })
     .await;
     holder.register(sandbox("s1", "e1")).await.unwrap();
-    let pause = started(begin(&holder, "s1", Action::Pause, BeginOptions::default()).await);
+    // No watchdog: from here on every script call is the joiner's.
+    let pause = started(
+        begin(
+            &holder,
+            "s1",
+            Action::Pause,
+            BeginOptions::default().watchdog(false),
+        )
+        .await,
+    );
     let fence = pause.fence();
+    let mut conn = redis.client().await;
+    let scripts = |c: &std::collections::BTreeMap<String, u64>| {
+        c.get("evalsha").copied().unwrap_or(0) + c.get("eval").copied().unwrap_or(0)
+    };
+    let base = scripts(&command_calls(&mut conn).await);
     let j = joiner.clone();
     let join = tokio::spawn(async move {
         j.begin(TEAM, "s1", Action::Pause, BeginOptions::default())
             .await
     });
     parked_n(&joiner, 1).await;
+    // The joiner's begin (it joins) and its first check must both run
+    // while the pause is live: a first check after the pause ended would
+    // read its outcome. A parked waiter makes that check just after it
+    // parks, then sleeps for its poll interval.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scripts(&command_calls(&mut conn).await) < base + 2 {
+        assert!(Instant::now() < deadline, "the joiner never checked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     pause.succeed().await.unwrap();
     // The record moves on: resumed and snapshotted; the pause's outcome key
     // has expired (1 ms).
