@@ -433,7 +433,7 @@ async fn master_killed_under_load(replicated: bool) -> (Load, Duration, u64) {
         .poll_interval(Duration::from_millis(200))
         .response_timeout(Duration::from_secs(2));
     if replicated {
-        builder = builder.wait_for_replicas(1, Duration::from_millis(500));
+        builder = builder.wait_for_replicas(1, Duration::from_secs(2));
     }
     let coord = builder.build().await.unwrap();
     let team = cluster.teams_on_every_master(1).remove(0);

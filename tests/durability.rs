@@ -161,7 +161,7 @@ async fn a_promoted_replica_behind_one_address_keeps_every_acknowledged_transiti
     let ns = format!("dp{}", std::process::id());
     let coord = Coordinator::builder(vip.url())
         .namespace(&ns)
-        .wait_for_replicas(1, Duration::from_millis(500))
+        .wait_for_replicas(1, Duration::from_secs(2))
         .response_timeout(Duration::from_secs(2))
         .build()
         .await
