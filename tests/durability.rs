@@ -261,8 +261,19 @@ async fn a_readonly_answer_retires_the_connection_and_the_next_call_reaches_the_
         .await
         .unwrap();
     coord.register(sandbox("s1", "e1")).await.unwrap();
-    let mut old_primary = group.connection(Member::Primary).await;
-    assert_eq!(raw(&mut old_primary, &["WAIT", "1", "10000"]).await, ["1"]);
+    // The replica has the record before it takes over. (`WAIT` on another
+    // connection proves nothing: it waits for that connection's own
+    // writes, and it made none.)
+    let key = coord.namespace().sandbox(TEAM, "s1").unwrap().record;
+    let mut replica = group.connection(Member::Replica(0)).await;
+    let deadline = Instant::now() + BOUND;
+    while raw(&mut replica, &["EXISTS", &key]).await != ["1"] {
+        assert!(
+            Instant::now() < deadline,
+            "the replica never got the record"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The replica takes over, the old primary follows it, the address
     // moves — and the open connection still reaches the old primary.
     group.promote(Member::Replica(0)).await;
@@ -276,7 +287,6 @@ async fn a_readonly_answer_retires_the_connection_and_the_next_call_reaches_the_
     );
     t.succeed().await.unwrap();
     let mut new_primary = group.connection(Member::Replica(0)).await;
-    let key = coord.namespace().sandbox(TEAM, "s1").unwrap().record;
     assert_eq!(
         raw(&mut new_primary, &["HGET", &key, "state"]).await,
         ["paused"]
