@@ -115,3 +115,32 @@ pub use sandbox::{
     Page, Registration, RepairReport, Sandbox, TeamCount,
 };
 pub use transition::{MAX_REASON_LEN, Transition};
+
+/// The Rust code blocks of README.md, compiled and run as doctests (`make
+/// test` runs them against a private server; without `REDIS_URL` they
+/// return early).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+/// The Rust code blocks of the pages in docs/, compiled and run as
+/// doctests like README.md's.
+#[cfg(doctest)]
+pub mod docs_doctests {
+    #[doc = include_str!("../docs/concepts.md")]
+    pub struct Concepts;
+    #[doc = include_str!("../docs/integration.md")]
+    pub struct Integration;
+    #[doc = include_str!("../docs/production.md")]
+    pub struct Production;
+    #[doc = include_str!("../docs/operations.md")]
+    pub struct Operations;
+    #[doc = include_str!("../docs/redis-layout.md")]
+    pub struct RedisLayout;
+    #[doc = include_str!("../docs/example-server.md")]
+    pub struct ExampleServer;
+    #[doc = include_str!("../docs/BENCHMARKS.md")]
+    pub struct Benchmarks;
+    #[doc = include_str!("../docs/RELIABILITY.md")]
+    pub struct Reliability;
+}

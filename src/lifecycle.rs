@@ -258,7 +258,9 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    /// The default sandbox lifecycle of DESIGN.md.
+    /// The default sandbox lifecycle: the tables of docs/concepts.md
+    /// (pause and kill stay in flight, stuck, when they fail; a snapshot
+    /// returns to running either way).
     pub fn sandbox() -> Lifecycle {
         use Decision::*;
         let specs = [
@@ -536,7 +538,7 @@ mod tests {
     use super::State::*;
     use super::*;
 
-    /// DESIGN.md's table, cell by cell: (state, lease, [pause, kill, snapshot]).
+    /// docs/concepts.md's table, cell by cell: (state, lease, [pause, kill, snapshot]).
     const TABLE: [(State, LeaseView, [Decision; 3]); 9] = [
         (Running, Stuck, [Start, Start, Start]),
         (Pausing, Live, [Join, WaitThenRedecide, Invalid]),

@@ -2,7 +2,7 @@
 //! facade (no exporter here: the application installs one, e.g.
 //! metrics-exporter-prometheus). Names carry the `sandbox_coordinator_`
 //! prefix and their unit; labels take few values (action, decision,
-//! outcome, kind), never ids. The README's table lists them.
+//! outcome, kind), never ids. docs/production.md lists them.
 
 use std::time::Duration;
 

@@ -1163,17 +1163,13 @@ impl Drop for ProcessGroup {
 async fn the_readme_session_runs_as_written() {
     use tokio::io::AsyncBufReadExt;
 
-    // The README's section "Use it from an API server", exactly as written.
-    let whole = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
-    let start = whole
-        .find("## Use it from an API server")
-        .expect("the README's API server section");
-    let rest = &whole[start + 3..];
-    let readme = match rest.find("\n## ") {
-        Some(end) => rest[..end].to_string(),
-        None => rest.to_string(),
-    };
+    // docs/example-server.md, exactly as written: its first `sh` block
+    // starts the fleet, its first `console` block is the session.
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/example-server.md"
+    ))
+    .expect("docs/example-server.md");
     let redis = support::TestRedis::start().await;
     let dir = fleet::test_dir("readme");
     // The README's fixed ports, moved to free ones; its Redis, to ours.
