@@ -15,7 +15,8 @@
 //! `REDIS_PASSWORD` may replace `REDIS_PASSWORD_FILE`. With `SINGLE=1`
 //! the first URL is one server (with or without replicas) instead of a
 //! cluster. It registers a sandbox in the namespace `example-cluster`,
-//! pauses it, and removes it.
+//! pauses it, and removes it. Certificates must be X.509 v3 (rustls refuses
+//! v1 certificates, which `openssl x509 -req` makes without `-extfile`).
 
 use std::time::Duration;
 
@@ -32,7 +33,9 @@ fn read(what: &str, path: &str) -> Result<Vec<u8>, String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Some(nodes) = var("CLUSTER_NODES") else {
-        eprintln!("set CLUSTER_NODES to one or more node URLs, comma-separated (see the file's header)");
+        eprintln!(
+            "set CLUSTER_NODES to one or more node URLs, comma-separated (see the file's header)"
+        );
         std::process::exit(2);
     };
     let nodes: Vec<String> = nodes.split(',').map(|n| n.trim().to_owned()).collect();
@@ -60,7 +63,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // A password from a file keeps it out of the environment and `ps`.
     let password = match var("REDIS_PASSWORD_FILE") {
-        Some(path) => Some(String::from_utf8(read("the password file", &path)?)?.trim_end().to_owned()),
+        Some(path) => Some(
+            String::from_utf8(read("the password file", &path)?)?
+                .trim_end()
+                .to_owned(),
+        ),
         None => var("REDIS_PASSWORD"),
     };
     if let Some(password) = password {
@@ -75,7 +82,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Debug output never shows the password.
     println!("connecting: {builder:?}");
     let coord = builder.build().await?;
-    println!("connected to {:?} (cluster: {})", coord.redis(), coord.is_cluster());
+    println!(
+        "connected to {:?} (cluster: {})",
+        coord.redis(),
+        coord.is_cluster()
+    );
 
     let (team, id) = ("team-1", "sbx-1");
     coord.remove(team, id).await?;

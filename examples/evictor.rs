@@ -21,8 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .or_else(|| std::env::var("REDIS_URL").ok())
         .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    let namespace =
-        std::env::var("EVICTOR_NAMESPACE").unwrap_or_else(|_| "example-evictor".into());
+    let namespace = std::env::var("EVICTOR_NAMESPACE").unwrap_or_else(|_| "example-evictor".into());
     let seed: usize = match std::env::var("EVICTOR_SEED") {
         Ok(n) => n.parse().map_err(|e| format!("EVICTOR_SEED={n}: {e}"))?,
         Err(_) => 0,

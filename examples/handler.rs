@@ -56,6 +56,16 @@ enum HandlerError {
     LeaseLost,
 }
 
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandlerError::Coordinator(e) => write!(f, "{e}"),
+            HandlerError::Orchestrator(why) => write!(f, "the orchestrator: {why}"),
+            HandlerError::LeaseLost => write!(f, "the lease was lost"),
+        }
+    }
+}
+
 impl From<Error> for HandlerError {
     fn from(e: Error) -> Self {
         HandlerError::Coordinator(e)
@@ -72,7 +82,10 @@ async fn handle(
     id: &str,
     action: Action,
 ) -> Result<(), HandlerError> {
-    let t = match coord.begin(team, id, action, BeginOptions::default()).await? {
+    let t = match coord
+        .begin(team, id, action, BeginOptions::default())
+        .await?
+    {
         Begun::Started(t) => t,
         Begun::AlreadyDone(done) => {
             println!("  {action}: nothing to do ({:?})", done.why);
@@ -89,7 +102,7 @@ async fn handle(
     match outcome {
         Ok(()) => Ok(t.succeed().await?),
         Err(e) => {
-            if let Err(finish) = t.fail(format!("{e:?}")).await {
+            if let Err(finish) = t.fail(e.to_string()).await {
                 println!("  could not record the failure: {finish}");
             }
             Err(e)
@@ -124,7 +137,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("1. a snapshot through the handler");
     handle(&coord, &node, team, id, Action::Snapshot)
         .await
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| e.to_string())?;
 
     println!("2. a pause whose holder stalls past its 200 ms lease");
     let stale = match coord
@@ -148,10 +161,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("3. meanwhile a kill: the stuck pause is cleaned up by a new transition");
     handle(&coord, &node, team, id, Action::Kill)
         .await
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| e.to_string())?;
 
     println!("4. the stale holder wakes up and carries on");
-    match node.run(&format!("{team}/{id}"), Action::Pause, stale.fence()).await {
+    match node
+        .run(&format!("{team}/{id}"), Action::Pause, stale.fence())
+        .await
+    {
         Err(refused) => println!("  {refused}"),
         Ok(()) => return Err("the orchestrator ran a stale fence".into()),
     }
