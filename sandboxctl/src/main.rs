@@ -270,7 +270,7 @@ fn main() -> ExitCode {
         },
     };
     let target = match &embedded {
-        Some(redis) => target.with_url(redis.url()),
+        Some(redis) => RedisTarget::embedded(redis.url()),
         // Given, or never connected to.
         None => target,
     };

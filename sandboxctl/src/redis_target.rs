@@ -222,11 +222,14 @@ impl RedisTarget {
         !self.nodes.is_empty()
     }
 
-    /// The target with `url` (the embedded server's) as its one server.
-    pub fn with_url(mut self, url: String) -> RedisTarget {
-        self.nodes = vec![url];
-        self.cluster = false;
-        self
+    /// The embedded server at `url`: no TLS, no credentials (those given,
+    /// say a `REDIS_PASSWORD` left in the environment, are for a server
+    /// named by a URL or a cluster, and the embedded one has no users).
+    pub fn embedded(url: String) -> RedisTarget {
+        RedisTarget {
+            nodes: vec![url],
+            ..RedisTarget::default()
+        }
     }
 
     /// Whether it is a Redis Cluster.

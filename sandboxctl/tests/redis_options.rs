@@ -357,3 +357,19 @@ async fn credentials_from_a_file_or_the_environment_log_in_and_are_never_shown()
         .map(|_: i64| ())
         .expect("ACL DELUSER");
 }
+
+/// Credentials are for a server named by a URL or a cluster: without one,
+/// a `REDIS_PASSWORD` and `REDIS_USERNAME` left in the environment do not
+/// keep sandboxctl from using its embedded server (which has no users).
+#[test]
+fn credentials_in_the_environment_do_not_break_the_embedded_server() {
+    let out = sandboxctl()
+        .args(["count", TEAM, "--json"])
+        .env("REDIS_USERNAME", "coord")
+        .env("REDIS_PASSWORD", PASSWORD)
+        .output()
+        .expect("sandboxctl runs");
+    let v = json(&out);
+    assert_eq!(v["team"], TEAM, "{v:#}");
+    assert!(!stderr(&out).contains(PASSWORD), "{}", stderr(&out));
+}
