@@ -29,6 +29,7 @@ use redis::{
 };
 
 use crate::error::Error;
+use crate::redact::redact_url;
 use crate::scripts::Script;
 
 /// How commands reach a single server.
@@ -59,7 +60,7 @@ impl std::fmt::Debug for Target {
         f.debug_struct("Target")
             .field(
                 "nodes",
-                &self.nodes.iter().map(|n| redact(n)).collect::<Vec<_>>(),
+                &self.nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>(),
             )
             .field("cluster", &self.cluster)
             .field("tls_root_certificate", &self.root_cert.is_some())
@@ -67,25 +68,6 @@ impl std::fmt::Debug for Target {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .finish()
-    }
-}
-
-/// A URL with its password (the userinfo after `:`) replaced by
-/// `<redacted>`: everything between `://` and the last `@` is userinfo, so
-/// a password with `/`, `?` or `#` in it is hidden too.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let shown = match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:<redacted>"),
-                None => "<redacted>".to_string(),
-            };
-            format!("{scheme}://{shown}@{host}")
-        }
-        None => url.to_string(),
     }
 }
 
@@ -325,7 +307,7 @@ fn connection_info(target: &Target, url: &str) -> Result<redis::ConnectionInfo, 
         .into_connection_info()
         .map_err(|e| Error::InvalidInput {
             what: "redis url",
-            value: redact(url),
+            value: redact_url(url),
             why: e.to_string(),
         })?;
     let mut redis = info.redis_settings().clone();
@@ -798,25 +780,5 @@ async fn bounded<T>(
             std::io::ErrorKind::TimedOut,
             format!("connecting took longer than {limit:?}"),
         )))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted_from_urls() {
-        assert_eq!(
-            redact("redis://coord:s3cret@host:6379/0"),
-            "redis://coord:<redacted>@host:6379/0"
-        );
-        assert_eq!(redact("rediss://:s3cret@host"), "rediss://:<redacted>@host");
-        assert_eq!(redact("redis://s3cret@host"), "redis://<redacted>@host");
-        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
-        assert_eq!(
-            redact("redis+unix:///tmp/r.sock"),
-            "redis+unix:///tmp/r.sock"
-        );
     }
 }

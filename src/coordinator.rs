@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::bounds;
-use crate::connection::{Connections, Link, LinkSettings, Replication, Target, redact};
+use crate::connection::{Connections, Link, LinkSettings, Replication, Target};
 use crate::error::{Error, Result};
 use crate::keeper::{Job, Keeper};
 use crate::keys::{Namespace, SandboxKeys, TeamKeys, validate_id};
@@ -22,6 +22,7 @@ use crate::ops::begin::{BeginArgs, Decided};
 use crate::ops::finish::{Target as FinishTarget, finish_retrying};
 use crate::ops::settle::Settled;
 use crate::ops::{self, Ctx, Env};
+use crate::redact::redact_url;
 use crate::reservation::Reservation;
 use crate::runtime::{Runtime, Settings};
 use crate::sandbox::{
@@ -1426,7 +1427,7 @@ impl Coordinator {
             .target()
             .nodes
             .iter()
-            .map(|n| redact(n))
+            .map(|n| redact_url(n))
             .collect()
     }
 }

@@ -26,7 +26,8 @@
 //! - `lua/`: one script per operation assembled from shared pieces (see
 //!   [`scripts`]); `ops` holds each script's arguments and typed reply.
 //! - [`keys`]: the Redis layout, hash slots and id validation; [`Error`]:
-//!   the one error type; [`acl_rules`]: least-privilege ACL rules.
+//!   the one error type; [`acl_rules`]: least-privilege ACL rules;
+//!   [`redact_url`]: the one redactor of passwords in URLs.
 //!
 //! Every public async method documents its cancel safety: any of them may
 //! be dropped at any await point (an HTTP handler whose client went away)
@@ -91,6 +92,7 @@ mod metrics;
 mod notify;
 mod ops;
 mod record;
+mod redact;
 mod reservation;
 mod runtime;
 mod sandbox;
@@ -109,6 +111,7 @@ pub use lifecycle::{
 pub use record::MAX_INT;
 #[doc(hidden)]
 pub use record::refusal as record_refusal;
+pub use redact::redact_url;
 pub use reservation::Reservation;
 pub use sandbox::{
     Abandonment, Done, DoneReason, Drift, EndTime, LastTransition, Lease, MAX_DATA_LEN, NewSandbox,

@@ -1020,3 +1020,53 @@ async fn the_acl_user_keeps_working_while_its_teams_slot_is_being_moved() {
         State::Paused
     );
 }
+
+// ----- credentials are never shown ------------------------------------------------------
+
+/// Issue 16 point 5: the password of a URL — its userinfo, or the `?pass=`
+/// of a `redis+unix://` URL (the native backend's form) — is shown by
+/// neither the builder's `Debug`, nor `Coordinator::redis()`, of a
+/// coordinator that logged in with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_url_is_shown_by_neither_debug_nor_redis() {
+    let redis = TestRedis::start().await;
+    let ns = redis.namespace();
+    let admin = redis.client().await;
+    create_user(&mut admin.clone(), USER, &acl_rules(&ns, false)).await;
+    let url = url_as(&redis.url(), USER);
+    let builder = Coordinator::builder(url.clone()).namespace(ns);
+    let debug = format!("{builder:?}");
+    assert!(
+        !debug.contains(SECRET) && debug.contains("<redacted>"),
+        "{debug}"
+    );
+    let coord = ok("build", builder.build().await);
+    let shown = coord.redis().join(" ");
+    assert!(
+        !shown.contains(SECRET) && shown.contains("<redacted>"),
+        "{shown}"
+    );
+}
+
+/// The error of a URL that does not parse shows the URL without its
+/// `?pass=` (nothing is sent: it fails before connecting).
+#[tokio::test]
+async fn an_invalid_url_error_does_not_show_its_password() {
+    let url = format!("redis+unix:///nonexistent/redis.sock?user={USER}&pass={SECRET}&db=x");
+    let builder = Coordinator::builder(url);
+    let debug = format!("{builder:?}");
+    assert!(!debug.contains(SECRET), "{debug}");
+    let e = builder
+        .build()
+        .await
+        .expect_err("db=x is not a database number");
+    let (display, debug) = (e.to_string(), format!("{e:?}"));
+    assert!(
+        matches!(e, Error::InvalidInput { .. }),
+        "{display} ({debug})"
+    );
+    assert!(
+        !display.contains(SECRET) && !debug.contains(SECRET),
+        "{display} ({debug})"
+    );
+}

@@ -84,7 +84,7 @@ struct Args {
     quick: bool,
     /// Use this Redis instead of starting a private one. Nothing is flushed;
     /// keys live under `bench<pid>-*` namespaces and are deleted at the end.
-    #[arg(long, env = "REDIS_URL", value_name = "URL")]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]
     url: Option<String>,
     /// Concurrencies of the throughput section (default 1,8,64,256).
     #[arg(long, value_delimiter = ',')]

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
+use sandbox_coordinator::redact_url;
 
 use crate::Result;
 
@@ -43,7 +44,7 @@ impl Server {
     pub fn start(url: Option<String>) -> Result<Server> {
         if let Some(url) = url {
             return Ok(Server {
-                transport: format!("external server {}", redact(&url)),
+                transport: format!("external server {}", redact_url(&url)),
                 url,
                 private: false,
                 child: Arc::new(Mutex::new(None)),
@@ -151,14 +152,6 @@ fn ping(mut s: std::net::TcpStream) -> bool {
     s.write_all(b"PING\r\n").is_ok()
         && s.read(&mut buf)
             .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-}
-
-/// Hides a password in a URL for printing.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
-    }
 }
 
 /// One named connection for counters and server-side setup.

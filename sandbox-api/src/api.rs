@@ -42,15 +42,15 @@ use crate::error::ApiError;
 use crate::flows;
 use crate::node::NodeAction;
 use crate::node_client::NodeClient;
+use crate::redis_target::RedisArgs;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 
 /// `sandbox-api serve`.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Redis URL (`redis://`, `rediss://`, `redis+unix://`).
-    #[arg(long, env = "SANDBOX_API_REDIS_URL")]
-    redis_url: String,
+    #[command(flatten)]
+    redis: RedisArgs,
     /// Base URL of the node, e.g. `http://127.0.0.1:7000`.
     #[arg(long)]
     node_url: String,
@@ -127,7 +127,9 @@ pub fn lifecycle() -> Lifecycle {
 /// Runs `sandbox-api serve` until SIGTERM or Ctrl-C, then drains.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (metrics, upkeep) = telemetry::install_metrics()?;
-    let mut builder = Coordinator::builder(&args.redis_url)
+    let mut builder = args
+        .redis
+        .builder()?
         .namespace(&args.namespace)
         .lifecycle(lifecycle())
         .response_timeout(Duration::from_millis(args.redis_timeout_ms))
@@ -136,7 +138,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(limit) = args.team_limit {
         builder = builder.team_limit(limit);
     }
-    let coord = builder.build().await.context("cannot connect to Redis")?;
+    let coord = builder
+        .build()
+        .await
+        .with_context(|| format!("cannot connect to {}", args.redis.shown()))?;
     let node_timeout = Duration::from_millis(args.node_timeout_ms);
     let settings = Settings {
         lease: Duration::from_millis(args.lease_ms),

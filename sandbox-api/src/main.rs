@@ -11,7 +11,8 @@
 //!   library; every physical operation goes to the node with its
 //!   transition's fence. The slow create and resume flows live in
 //!   [`flows`] (reserve → node → register). Every library error becomes
-//!   an HTTP status in one `match` ([`error`]).
+//!   an HTTP status in one `match` ([`error`]). Its Redis options — a URL
+//!   or a cluster's nodes, TLS, credentials — are [`redis_target`]'s.
 //!
 //! Both print `listening on http://HOST:PORT` as the first line on stdout
 //! (so `--listen 127.0.0.1:0` works for scripts), log with `tracing` on
@@ -24,6 +25,7 @@ mod error;
 mod flows;
 mod node;
 mod node_client;
+mod redis_target;
 mod shutdown;
 mod telemetry;
 
@@ -52,8 +54,8 @@ enum Command {
     /// The simulated orchestrator node: runs operations, checks fences,
     /// records overlaps.
     Node(node::NodeArgs),
-    /// The API server.
-    Serve(api::ServeArgs),
+    /// The API server. (Boxed: its options are most of the enum's size.)
+    Serve(Box<api::ServeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -72,7 +74,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Node(args) => node::run(args).await,
-            Command::Serve(args) => api::run(args).await,
+            Command::Serve(args) => api::run(*args).await,
         }
     });
     match result {

@@ -13,8 +13,12 @@
 //!   notifications ([`watch`]).
 //! - `acl` prints the library's least-privilege ACL rules ([`acl`]).
 //!
-//! Without `--url` or `REDIS_URL` every command that talks to Redis runs
-//! against a private
+//! Where Redis is and how to reach it — a URL or a cluster's nodes, a
+//! private CA, a client certificate, an ACL user and its password — are
+//! the global options of [`redis_target`].
+//!
+//! Without `--redis-url` (`--url`, `REDIS_URL`) or `--cluster` every
+//! command that talks to Redis runs against a private
 //! `redis-server` on a unix socket in a temporary directory
 //! ([`embedded`]), stopped when sandboxctl exits, also on Ctrl-C. The
 //! process is arranged so that stopping it is done in exactly one place:
@@ -29,6 +33,7 @@ mod in_flight;
 mod index_repair;
 mod migration;
 mod output;
+mod redis_target;
 mod repair;
 mod sandboxes;
 mod script_cache;
@@ -40,10 +45,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use sandbox_coordinator::Lifecycle;
 
 use crate::embedded::EmbeddedRedis;
+use crate::redis_target::{RedisArgs, RedisTarget};
 use crate::server::Server;
 
 /// Namespace of the read and repair commands when `--namespace` is not given.
@@ -55,15 +61,13 @@ const DEFAULT_NAMESPACE: &str = "sbx";
     version,
     about = "Inspect, repair and demonstrate sandbox lifecycle coordination over Redis",
     long_about = "Inspect, repair and demonstrate sandbox lifecycle coordination over Redis.\n\n\
-        Without --url or REDIS_URL, sandboxctl starts a private redis-server on a unix socket \
+        Without --redis-url (--url, REDIS_URL) or --cluster, sandboxctl starts a private redis-server on a unix socket \
         in a temporary directory (no port, no persistence) and stops it when it exits. \
         Start with `sandboxctl demo`."
 )]
 struct Cli {
-    /// Redis to use, e.g. redis://127.0.0.1:6379 or redis+unix:///path/to/sock.
-    /// Without it (and without REDIS_URL), a private embedded redis-server is used.
-    #[arg(long, env = "REDIS_URL", global = true, value_name = "URL")]
-    url: Option<String>,
+    #[command(flatten)]
+    redis: RedisArgs,
 
     /// Key namespace (prefix) of the deployment [default: sbx; the demo
     /// defaults to a fresh demo-<hex> namespace].
@@ -215,7 +219,18 @@ enum Verdict {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let url = cli.url.clone().filter(|u| !u.trim().is_empty());
+    if let Some(problem) = cli.redis.usage_error() {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, problem)
+            .exit();
+    }
+    let target = match cli.redis.resolve() {
+        Ok(target) => target,
+        Err(e) => {
+            eprintln!("sandboxctl: {}", output::describe(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -235,13 +250,13 @@ fn main() -> ExitCode {
 
     // The embedded server is started from the main thread, which lives
     // until the end: its parent-death signal is tied to the spawning thread.
-    let embedded = match url {
-        Some(_) => None,
-        None if !cli.command.needs_redis() => None,
-        None => match EmbeddedRedis::start() {
+    let embedded = match target.is_given() {
+        true => None,
+        false if !cli.command.needs_redis() => None,
+        false => match EmbeddedRedis::start() {
             Ok(redis) => {
                 eprintln!(
-                    "sandboxctl: no --url or REDIS_URL: using a private redis-server (pid {}) \
+                    "sandboxctl: no --redis-url, REDIS_URL or --cluster: using a private redis-server (pid {}) \
                      on {}; it stops when sandboxctl exits",
                     redis.pid(),
                     redis.socket().display()
@@ -254,16 +269,15 @@ fn main() -> ExitCode {
             }
         },
     };
-    let url = match (url, &embedded) {
-        (Some(url), _) => url,
-        (None, Some(redis)) => redis.url(),
-        // Never connected to.
-        (None, None) => String::new(),
+    let target = match &embedded {
+        Some(redis) => RedisTarget::embedded(redis.url()),
+        // Given, or never connected to.
+        None => target,
     };
 
     let result = runtime.block_on(async {
         tokio::select! {
-            result = dispatch(cli, url, embedded.is_some()) => Ok(result),
+            result = dispatch(cli, target, embedded.is_some()) => Ok(result),
             signal = signals.next() => Err(signal),
         }
     });
@@ -299,10 +313,10 @@ fn main() -> ExitCode {
     code
 }
 
-async fn dispatch(cli: Cli, url: String, embedded: bool) -> anyhow::Result<Verdict> {
+async fn dispatch(cli: Cli, target: RedisTarget, embedded: bool) -> anyhow::Result<Verdict> {
     let json = cli.json;
     if let Command::Demo(args) = cli.command {
-        return demo::run(&url, cli.namespace, embedded, &args, json).await;
+        return demo::run(&target, cli.namespace, embedded, &args, json).await;
     }
     let namespace = cli
         .namespace
@@ -319,7 +333,7 @@ async fn dispatch(cli: Cli, url: String, embedded: bool) -> anyhow::Result<Verdi
     {
         return script_cache::dump_only(&lifecycle, dir, json);
     }
-    let server = Server::new(url, namespace, lifecycle)?;
+    let server = Server::new(target, namespace, lifecycle)?;
     match cli.command {
         Command::Demo(_) | Command::Acl { .. } => unreachable!("handled above"),
         Command::Inspect { team, id } => sandboxes::inspect(&server, &team, &id, json).await,

@@ -1,20 +1,25 @@
-//! The Redis deployment a command talks to: its URL, namespace and rule
-//! table, a coordinator for reads and repairs, and a plain connection for
-//! what the library does not cover (the script cache, pub/sub, the slot
-//! registry's team sets, the demo's cleanup).
+//! The Redis deployment a command talks to: where it is ([`RedisTarget`]),
+//! its namespace and rule table, a coordinator for reads and repairs, and a
+//! plain connection for what the library does not cover (the script cache,
+//! pub/sub, the slot registry's team sets, the demo's cleanup) — on one
+//! server or a Redis Cluster.
 //!
 //! Teams are found through the namespace's own indexes (the slot registry,
 //! then each slot's team set), never by scanning keys. SCAN is left to the
-//! demo, which deletes a namespace it generated itself — never `KEYS`,
-//! which blocks a production server.
+//! demo, which deletes a namespace it generated itself, and to `migrate`
+//! (schema 1 has no index of its leases) — never `KEYS`, which blocks a
+//! production server. On a cluster SCAN runs on every primary.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Context;
-use redis::aio::MultiplexedConnection;
+use redis::Value;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use sandbox_coordinator::keys::Namespace;
 use sandbox_coordinator::{Coordinator, Lifecycle};
+
+use crate::redis_target::{Plain, RedisTarget};
 
 /// Bound on connecting and on each reply of the plain connection.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,17 +29,21 @@ const SCAN_COUNT: usize = 1000;
 
 /// Where sandboxctl's commands go.
 pub struct Server {
-    url: String,
+    target: RedisTarget,
     namespace: Namespace,
     lifecycle: Lifecycle,
 }
 
 impl Server {
     /// Checks the namespace; connects lazily.
-    pub fn new(url: String, namespace: String, lifecycle: Lifecycle) -> anyhow::Result<Server> {
+    pub fn new(
+        target: RedisTarget,
+        namespace: String,
+        lifecycle: Lifecycle,
+    ) -> anyhow::Result<Server> {
         let namespace = Namespace::new(&namespace)?;
         Ok(Server {
-            url,
+            target,
             namespace,
             lifecycle,
         })
@@ -54,31 +63,31 @@ impl Server {
     /// without a notification subscription: the commands that use it read
     /// or repair once and never wait.
     pub async fn coordinator(&self) -> anyhow::Result<Coordinator> {
-        Coordinator::builder(self.url.clone())
+        self.target
+            .builder()
             .namespace(self.namespace.prefix())
             .lifecycle(self.lifecycle.clone())
             .notifications(false)
             .pool_size(4)
             .build()
             .await
-            .with_context(|| format!("cannot connect to {}", shown_url(&self.url)))
+            .with_context(|| format!("cannot connect to {}", self.target.shown()))
     }
 
-    /// A plain multiplexed connection.
-    pub async fn connection(&self) -> anyhow::Result<MultiplexedConnection> {
-        let client = self.client()?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .with_context(|| format!("cannot connect to {}", shown_url(&self.url)))
+    /// A plain connection (on a cluster, routed by each command's key).
+    pub async fn connection(&self) -> anyhow::Result<Plain> {
+        self.target.connection(TIMEOUT).await
     }
 
+    /// A client for pub/sub: one server only (on a cluster the library
+    /// publishes with sharded pub/sub, which has no pattern subscription).
     pub fn client(&self) -> anyhow::Result<redis::Client> {
-        redis::Client::open(self.url.as_str())
-            .with_context(|| format!("bad Redis URL {}", shown_url(&self.url)))
+        self.target.client()
+    }
+
+    /// Whether the deployment is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.target.is_cluster()
     }
 
     /// Every team of the namespace, sorted: the slots in the slot registry
@@ -111,61 +120,91 @@ impl Server {
     }
 
     /// Every key matching `pattern` (a SCAN `MATCH` glob), deduplicated
-    /// and sorted. SCAN may return a key twice; keys created or deleted
-    /// while it runs may or may not appear.
+    /// and sorted, from every primary of a cluster. SCAN may return a key
+    /// twice; keys created or deleted while it runs may or may not appear.
     pub async fn scan(&self, pattern: &str) -> anyhow::Result<BTreeSet<String>> {
         let mut conn = self.connection().await?;
         let mut keys = BTreeSet::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .cursor_arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut conn)
-                .await
-                .with_context(|| format!("SCAN MATCH {pattern}"))?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
+        let nodes = match &mut conn {
+            Plain::Single(_) => vec![None],
+            Plain::Cluster(c) => primaries(c).await?.into_iter().map(Some).collect(),
+        };
+        for node in nodes {
+            scan_node(&mut conn, node, pattern, &mut keys).await?;
         }
+        Ok(keys)
     }
 }
 
-/// `url` with its password hidden, for messages: the userinfo's password
-/// (everything between `://` and the last `@` is userinfo, so a password
-/// with `/`, `?` or `#` is hidden too) and a unix socket URL's `pass=`
-/// query parameter.
-pub fn shown_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (userinfo, host) = match rest.rsplit_once('@') {
-        Some((userinfo, host)) => (Some(userinfo), host),
-        None => (None, rest),
-    };
-    let host = match host.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k @ ("pass" | "password"), _)) => format!("{k}=<redacted>"),
-                    _ => kv.to_string(),
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
+/// SCANs one node (`node`: a cluster primary's host and port; `None`: the
+/// one server) into `keys`.
+async fn scan_node(
+    conn: &mut Plain,
+    node: Option<(String, u16)>,
+    pattern: &str,
+    keys: &mut BTreeSet<String>,
+) -> anyhow::Result<()> {
+    let on = node
+        .as_ref()
+        .map(|(host, port)| format!(" on {host}:{port}"))
+        .unwrap_or_default();
+    let mut cursor: u64 = 0;
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.cursor_arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        let reply = match (&mut *conn, &node) {
+            (Plain::Cluster(c), Some((host, port))) => {
+                let to = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                c.route_command(cmd, RoutingInfo::SingleNode(to)).await
+            }
+            (conn, _) => cmd.query_async::<Value>(conn).await,
+        };
+        let reply = reply.with_context(|| format!("SCAN MATCH {pattern}{on}"))?;
+        let (next, batch): (u64, Vec<String>) = redis::from_redis_value(reply)
+            .with_context(|| format!("SCAN MATCH {pattern}{on}: unexpected reply"))?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(());
         }
-        None => host.to_string(),
-    };
-    match userinfo.map(|u| u.split_once(':')) {
-        Some(Some((user, _))) => format!("{scheme}://{user}:<redacted>@{host}"),
-        Some(None) => format!("{scheme}://<redacted>@{host}"),
-        None => format!("{scheme}://{host}"),
+        cursor = next;
     }
+}
+
+/// The cluster's primaries (host, port), from `CLUSTER SLOTS`: each entry
+/// is `[first slot, last slot, [host, port, id, ...], replicas...]`.
+async fn primaries(
+    conn: &mut redis::cluster_async::ClusterConnection,
+) -> anyhow::Result<BTreeSet<(String, u16)>> {
+    let mut cmd = redis::cmd("CLUSTER");
+    cmd.arg("SLOTS");
+    let reply = conn
+        .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
+        .await
+        .context("CLUSTER SLOTS")?;
+    let entries: Vec<Vec<Value>> =
+        redis::from_redis_value(reply).context("CLUSTER SLOTS: unexpected reply")?;
+    let mut found = BTreeSet::new();
+    for entry in entries {
+        let Some(primary) = entry.into_iter().nth(2) else {
+            continue;
+        };
+        let primary: Vec<Value> =
+            redis::from_redis_value(primary).context("CLUSTER SLOTS: unexpected reply")?;
+        if let [host, port, ..] = primary.as_slice() {
+            let host: String = redis::from_redis_value_ref(host).context("CLUSTER SLOTS")?;
+            let port: u16 = redis::from_redis_value_ref(port).context("CLUSTER SLOTS")?;
+            found.insert((host, port));
+        }
+    }
+    anyhow::ensure!(!found.is_empty(), "CLUSTER SLOTS names no primary");
+    Ok(found)
 }
 
 /// Escapes the characters a SCAN `MATCH` glob treats specially, so an id
@@ -184,22 +223,6 @@ pub fn glob_escape(literal: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_hidden_in_shown_urls() {
-        assert_eq!(
-            shown_url("redis://coord:s3/c?r#t@127.0.0.1:6379"),
-            "redis://coord:<redacted>@127.0.0.1:6379"
-        );
-        assert_eq!(
-            shown_url("redis+unix:///tmp/s.sock?user=u&pass=s3cret&db=1"),
-            "redis+unix:///tmp/s.sock?user=u&pass=<redacted>&db=1"
-        );
-        assert_eq!(
-            shown_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-    }
 
     #[test]
     fn globs_are_escaped() {

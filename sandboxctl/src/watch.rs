@@ -73,6 +73,13 @@ pub async fn watch(
     count: Option<u64>,
     json: bool,
 ) -> anyhow::Result<Verdict> {
+    if server.is_cluster() {
+        anyhow::bail!(
+            "watch does not support --cluster yet: on a Redis Cluster the library publishes \
+             with sharded pub/sub (SPUBLISH), which has no pattern subscription; \
+             `sandboxctl transitions` shows what is in flight"
+        );
+    }
     let ns = server.namespace().prefix().to_string();
     let channel = match team {
         Some(t) => format!("{ns}:{{{t}}}:notify"),

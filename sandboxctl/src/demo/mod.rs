@@ -29,6 +29,7 @@ use self::fleet::{Fleet, SHORT_LEASE, SandboxName};
 use self::report::{Report, Setup};
 use crate::Verdict;
 use crate::output::{emit, emit_json};
+use crate::redis_target::RedisTarget;
 use crate::server::{Server, glob_escape};
 
 /// Waiters' fallback poll in the demo's coordinators (pub/sub wakes them
@@ -83,9 +84,9 @@ impl DemoArgs {
     }
 }
 
-/// Runs the demo against `url`.
+/// Runs the demo against `target`.
 pub async fn run(
-    url: &str,
+    target: &RedisTarget,
     namespace: Option<String>,
     embedded: bool,
     args: &DemoArgs,
@@ -96,9 +97,9 @@ pub async fn run(
     let generated = namespace.is_none();
     let namespace = namespace.unwrap_or_else(|| format!("demo-{:08x}", rand::random::<u32>()));
     let redis = if embedded {
-        format!("embedded redis-server on {url}")
+        format!("embedded redis-server on {}", target.shown())
     } else {
-        url.to_string()
+        target.shown()
     };
 
     if !json {
@@ -112,12 +113,13 @@ pub async fn run(
     let mut servers = Vec::with_capacity(args.servers);
     for _ in 0..args.servers {
         servers.push(
-            Coordinator::builder(url)
+            target
+                .builder()
                 .namespace(namespace.clone())
                 .poll_interval(POLL)
                 .build()
                 .await
-                .with_context(|| format!("cannot connect to {}", crate::server::shown_url(url)))?,
+                .with_context(|| format!("cannot connect to {}", target.shown()))?,
         );
     }
     let sandboxes: Vec<SandboxName> = (0..args.sandboxes)
@@ -235,7 +237,7 @@ pub async fn run(
     }
 
     if !embedded && generated && !args.keep {
-        let removed = remove_namespace(url, &namespace).await?;
+        let removed = remove_namespace(target, &namespace).await?;
         if !json {
             emit(&format!(
                 "removed the demo's {removed} keys (namespace {namespace}; --keep keeps them)\n"
@@ -259,9 +261,9 @@ impl Drop for ClearOnDrop {
 }
 
 /// Deletes every key of the demo's generated namespace.
-async fn remove_namespace(url: &str, namespace: &str) -> anyhow::Result<usize> {
+async fn remove_namespace(target: &RedisTarget, namespace: &str) -> anyhow::Result<usize> {
     let server = Server::new(
-        url.to_string(),
+        target.clone(),
         namespace.to_string(),
         sandbox_coordinator::Lifecycle::sandbox(),
     )?;
