@@ -239,13 +239,23 @@ impl Session {
     /// The page's own addresses and paths, moved to this run's.
     fn substitute(&self, text: &str) -> String {
         let scripts = self.dir.path().join("sbx-scripts");
-        let mut text = text
+        let text = text
             .replace("127.0.0.1:6379", &self.addr)
             .replace("/tmp/sbx-scripts", &scripts.display().to_string());
-        for (doc, run) in &self.fences {
-            text = text.replace(doc.as_str(), run);
+        // Whole numbers only (a time in ms can be a fence's prefix).
+        let mut out = String::new();
+        let mut digits = String::new();
+        for c in text.chars().chain(std::iter::once('\n')) {
+            if c.is_ascii_digit() {
+                digits.push(c);
+                continue;
+            }
+            out.push_str(self.fences.get(&digits).unwrap_or(&digits));
+            digits.clear();
+            out.push(c);
         }
-        text
+        out.pop();
+        out
     }
 
     async fn coordinator(&self, namespace: &str) -> Coordinator {
@@ -316,6 +326,33 @@ impl Session {
             ("sandboxctl --namespace old migrate", 1) => {
                 let (v1, fence) = self.v1.as_mut().expect("the schema-1 writer");
                 v1.succeed("t", "s2", Action::Pause, *fence).await;
+            }
+            // docs/redis-layout.md: team-1 with sbx-1 running after a
+            // snapshot and sbx-2 paused.
+            (first, 0) if first.starts_with("redis-cli HGETALL 'sbx:{team-1}:rec:sbx-1'") => {
+                let coord = self.coordinator("sbx").await;
+                for id in ["sbx-1", "sbx-2"] {
+                    coord
+                        .register(NewSandbox {
+                            team: "team-1".into(),
+                            id: id.into(),
+                            execution: "exec-1".into(),
+                            end_time: Duration::from_secs(3600).into(),
+                            data: String::new(),
+                        })
+                        .await
+                        .expect("register");
+                }
+                for (id, action) in [("sbx-1", Action::Snapshot), ("sbx-2", Action::Pause)] {
+                    started(
+                        coord
+                            .begin("team-1", id, action, BeginOptions::default())
+                            .await,
+                    )
+                    .succeed()
+                    .await
+                    .expect("the transition succeeds");
+                }
             }
             _ => {}
         }
@@ -420,6 +457,22 @@ async fn the_operations_runbooks_run_as_written() {
         failures.join("\n\n")
     );
     println!("docs/operations.md: {commands} commands ran as written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_layout_session_runs_as_written() {
+    let mut session = Session::start().await;
+    let (failures, commands) = session
+        .run_page("docs/redis-layout.md", &doc("redis-layout.md"))
+        .await;
+    assert!(
+        failures.is_empty(),
+        "{} of {commands} commands printed something else than the doc shows:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+    assert!(commands > 0, "docs/redis-layout.md has no console session");
+    println!("docs/redis-layout.md: {commands} commands ran as written");
 }
 
 #[test]
