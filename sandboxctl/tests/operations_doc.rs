@@ -20,8 +20,7 @@ use std::time::Duration;
 
 use fixture::v1::V1;
 use sandbox_coordinator::{Action, BeginOptions, Begun, Coordinator, NewSandbox, Transition};
-use support::server::ServerKind;
-use support::{Backend, TestRedis};
+use support::replicated::{Member, TestReplicated};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sandboxctl");
 
@@ -170,7 +169,7 @@ fn matches(want: &[String], got: &[String]) -> Option<Vec<(String, String)>> {
 /// One Redis for the whole page, its TCP address, and the state the
 /// runbooks build on.
 struct Session {
-    redis: TestRedis,
+    redis: TestReplicated,
     addr: String,
     dir: tempfile::TempDir,
     path: String,
@@ -183,38 +182,13 @@ struct Session {
 
 impl Session {
     async fn start() -> Session {
-        let redis = TestRedis::start().await;
-        // The page names the deployment `sbx` (and `old`, `other`): the
-        // server must be this test's alone.
-        let addr = match redis.backend() {
-            Backend::External => panic!(
-                "operations_doc needs a private server (the page's namespaces are fixed); \
-                 unset REDIS_URL"
-            ),
-            Backend::Container { .. } => redis
-                .url()
-                .trim_start_matches("redis://")
-                .trim_end_matches('/')
-                .to_owned(),
-            Backend::Native => {
-                // The native server listens on a unix socket only; open a
-                // TCP port too, for the page's `redis://user:pass@host:port`.
-                let port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-                    .port();
-                let mut conn = redis.client().await;
-                let _: () = redis::cmd("CONFIG")
-                    .arg("SET")
-                    .arg("port")
-                    .arg(port)
-                    .query_async(&mut conn)
-                    .await
-                    .expect("CONFIG SET port");
-                format!("127.0.0.1:{port}")
-            }
-        };
+        // A private server on a loopback port whatever the backend: the
+        // page's namespaces (`sbx`, `old`, `other`) and its ACL user are
+        // fixed, so the server must be this test's alone (also under
+        // REDIS_URL), and the permission runbook's `redis://user:pass@host:port`
+        // needs TCP. A primary with no replicas is exactly that.
+        let redis = TestReplicated::start(0).await;
+        let addr = format!("127.0.0.1:{}", redis.port_of(Member::Primary));
         let bin_dir = std::path::Path::new(BIN).parent().unwrap();
         let path = format!(
             "{}:{}",
@@ -317,7 +291,7 @@ impl Session {
             // A schema-1 namespace `old`: s1 running, s2 with a pause in
             // flight; before the second `migrate`, that pause succeeds.
             ("sandboxctl --namespace old migrate", 0) => {
-                let mut v1 = V1::new(self.redis.client().await, "old");
+                let mut v1 = V1::new(self.redis.connection(Member::Primary).await, "old");
                 v1.register("t", "s1", "exec-1").await;
                 v1.register("t", "s2", "exec-1").await;
                 let fence = v1.begin("t", "s2", Action::Pause).await;
@@ -361,7 +335,7 @@ impl Session {
     /// Runs one command line as written, in bash, stdout and stderr
     /// together, as a terminal shows them.
     async fn run(&self, command: &str) -> Vec<String> {
-        let cli = ServerKind::from_env().cli_bin();
+        let cli = self.redis.kind().cli_bin();
         let (host, port) = self.addr.rsplit_once(':').unwrap();
         let script = format!(
             "redis-cli() {{ command {cli} -h {host} -p {port} \"$@\"; }}\n{{\n{}\n}} 2>&1",
