@@ -288,6 +288,17 @@ impl Session {
                 self.held.push(kill);
                 self.held.push(snap);
             }
+            // A damaged record: a fix by hand gone wrong.
+            ("sandboxctl inspect team-1 sbx-1", 0) => {
+                let mut conn = self.redis.connection(Member::Primary).await;
+                let _: () = redis::cmd("HSET")
+                    .arg("sbx:{team-1}:rec:sbx-1")
+                    .arg("state")
+                    .arg("runing")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("HSET");
+            }
             // A schema-1 namespace `old`: s1 running, s2 with a pause in
             // flight; before the second `migrate`, that pause succeeds.
             ("sandboxctl --namespace old migrate", 0) => {
