@@ -6,9 +6,10 @@
 //! `redis-cli` is a shell function reaching it — and compares the output
 //! with the lines under the command, up to what differs from run to run
 //! (see [`normalize`]). Before some commands it writes the state the
-//! runbook starts from (a stuck transition, a schema-1 namespace) with the
-//! library or the schema-1 scripts; the table in [`Session::before`] says
-//! which. A doc that says something the commands do not print fails here.
+//! runbook starts from (stuck transitions, a damaged record, a schema-1
+//! namespace) with the library, `HSET` or the schema-1 scripts;
+//! [`Session::before`] says which. A doc that says something the commands
+//! do not print fails here, with both sides.
 
 #[path = "../../tests/fixture/mod.rs"]
 mod fixture;
