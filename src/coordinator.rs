@@ -664,6 +664,11 @@ impl Coordinator {
         let mut watch = None;
         let mut waited: Option<Instant> = None;
         let mut attempt = 0u32;
+        // The stuck transition settle last answered for, and whether that
+        // settle wrote: "stuck" on it again after a settle that wrote
+        // nothing cannot change without a write (a damaged record).
+        let mut settled: Option<(u64, bool)> = None;
+        let mut repeats = 0u32;
         loop {
             let sent_at = Instant::now();
             guard.armed = true;
@@ -730,13 +735,46 @@ impl Coordinator {
                     )));
                 }
                 Decided::Stuck { fence, holder } => {
+                    match settled {
+                        Some((f, false)) if f == fence => {
+                            guard.armed = waited.is_some();
+                            return Err(Error::Corrupt {
+                                detail: format!(
+                                    "{}: transition {fence} is stuck, yet settle found it ended",
+                                    keys.record
+                                ),
+                            });
+                        }
+                        // Our own write did not show (data lost under us):
+                        // back off, within the deadline, a few times.
+                        Some((f, true)) if f == fence => {
+                            repeats += 1;
+                            let pause = Duration::from_millis(10 << repeats.min(6));
+                            if repeats > 3 || deadline.is_some_and(|d| Instant::now() + pause >= d)
+                            {
+                                guard.armed = waited.is_some();
+                                return Err(Error::Corrupt {
+                                    detail: format!(
+                                        "{}: transition {fence} stays stuck after its abandonment was recorded",
+                                        keys.record
+                                    ),
+                                });
+                            }
+                            tokio::time::sleep(pause).await;
+                        }
+                        _ => repeats = 0,
+                    }
                     // Its holder vanished: record that (atomically, with its
                     // outcome key declared), then decide again at once.
-                    if let Settled::Abandoned { action, .. } =
+                    let s =
                         ops::settle::settle(&rt.env, &ctx, fence, &holder, false, "lease expired")
-                            .await?
-                    {
+                            .await
+                            .inspect_err(|_| guard.armed = waited.is_some())?;
+                    if let Settled::Abandoned { action, .. } = s {
                         crate::metrics::abandoned(action);
+                        settled = Some((fence, true));
+                    } else {
+                        settled = Some((fence, false));
                     }
                 }
                 Decided::Same(state) => {
@@ -823,6 +861,9 @@ impl Coordinator {
         let ctx = self.ctx(team, id, &keys);
         let started = Instant::now();
         let deadline = bounds::deadline(started, timeout);
+        // The fence settle last found ended without writing: seeing it
+        // stuck again cannot change without a write (a damaged record).
+        let mut settled: Option<u64> = None;
         loop {
             let sandbox = ops::inspect::inspect(&self.rt.env, &ctx)
                 .await?
@@ -837,8 +878,24 @@ impl Coordinator {
                 .is_none_or(|l| l.fence != sandbox.fence);
             match &sandbox.lease {
                 None if in_flight && unrecorded && sandbox.fence > 0 => {
+                    if settled == Some(sandbox.fence) {
+                        return Err(Error::Corrupt {
+                            detail: format!(
+                                "{}: transition {} is stuck, yet settle found it ended",
+                                keys.record, sandbox.fence
+                            ),
+                        });
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Error::Timeout {
+                            team: team.into(),
+                            id: id.into(),
+                            waited: started.elapsed(),
+                        });
+                    }
                     // The holder vanished and nobody has said so yet: record
                     // `abandoned` (fenced, atomic, published), then read again.
+                    settled = Some(sandbox.fence);
                     if let Settled::Abandoned { action, .. } = ops::settle::settle(
                         &self.rt.env,
                         &ctx,

@@ -65,7 +65,12 @@ async fn queued(coord: &Coordinator, id: &str, n: usize) {
 /// What `begin` (with a 1 s wait timeout) and `wait_idle` (1 s) answer on
 /// a damaged record, each within 5 s, with how many script calls each
 /// made; the server's keys must not change.
-async fn both_loops_on(redis: &TestRedis, coord: &Coordinator, id: &str) -> [(String, u64); 2] {
+async fn both_loops_on(
+    redis: &TestRedis,
+    coord: &Coordinator,
+    id: &str,
+    action: Action,
+) -> [(String, u64); 2] {
     let admin = redis.client().await;
     let before = dump_all(redis).await;
     let base = evalsha_calls(&admin).await;
@@ -74,7 +79,7 @@ async fn both_loops_on(redis: &TestRedis, coord: &Coordinator, id: &str) -> [(St
         coord.begin(
             TEAM,
             id,
-            Action::Kill,
+            action,
             BeginOptions::default().wait_timeout(Duration::from_secs(1)),
         ),
     )
@@ -143,7 +148,7 @@ async fn a_damaged_action_field_is_corrupt_at_once() {
         ],
     )
     .await;
-    let answers = both_loops_on(&redis, &coord, "s1").await;
+    let answers = both_loops_on(&redis, &coord, "s1", Action::Kill).await;
     assert_corrupt_at_once(&answers);
 }
 
@@ -175,7 +180,8 @@ async fn an_outcome_key_the_record_does_not_show_is_corrupt_at_once() {
         raw(&mut conn, &fields).await;
         let out = keys.outcome(id, 123);
         raw(&mut conn, &["SET", &out, "pause succeeded "]).await;
-        let answers = both_loops_on(&redis, &coord, id).await;
+        // A pause: it joins the live one (s2), or meets the stuck one (s1).
+        let answers = both_loops_on(&redis, &coord, id, Action::Pause).await;
         assert_corrupt_at_once(&answers);
     }
 }
