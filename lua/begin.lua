@@ -160,7 +160,9 @@ if decision == 'wait' or decision == 'start' then
   -- Queue (or keep our place, refreshed), and say when to look again.
   if mine then q[mine].d = now + QUEUE_MS else q[#q + 1] = {h = HOLDER, d = now + QUEUE_MS} end
   redis.call('HSET', REC, 'queue', queue_string(q))
-  local wake = QUEUE_MS
+  -- At most half the place: the waiter re-checks (and refreshes it) well
+  -- before it runs out.
+  local wake = math.floor(QUEUE_MS / 2)
   if live then wake = math.min(wake, r.until_n - now) end
   if reserved then wake = math.min(wake, r.resv_n - now) end
   if behind then wake = math.min(wake, q[1].d - now) end
