@@ -90,6 +90,7 @@ pub mod lifecycle;
 mod metrics;
 mod notify;
 mod ops;
+mod protocol;
 mod record;
 mod reservation;
 mod runtime;
