@@ -114,6 +114,7 @@ async fn both_loops_on(
 
 fn assert_corrupt_at_once(answers: &[(String, u64); 2]) {
     for (what, (answer, calls)) in ["begin", "wait_idle"].iter().zip(answers) {
+        eprintln!("{what}: {calls} script calls, {answer}");
         assert!(
             answer.starts_with("Corrupt"),
             "{what} answered {answer}, not Corrupt"
