@@ -59,7 +59,7 @@ pub(crate) enum Wake {
 
 /// How many notices of one sandbox a waiter may fall behind before it is
 /// told to re-check instead (a lagging receiver loses the oldest).
-const BACKLOG: usize = 64;
+const BACKLOG: usize = 16;
 
 /// One sandbox's waiters. Every waiter gets every notice in order (a
 /// broadcast queue, not a latest-value cell): a notice that follows an
