@@ -80,6 +80,8 @@ pub(crate) struct Loop<'a> {
     /// A transition that should be over, and whether a write said so.
     seen: Option<(u64, bool)>,
     repeats: u32,
+    /// Stuck transitions settled so far.
+    settles: u32,
     /// When begin first queued (for the wait metric).
     pub waited: Option<Instant>,
     /// When the join began (for the join metric).
@@ -118,6 +120,7 @@ impl<'a> Loop<'a> {
             last_call: None,
             seen: None,
             repeats: 0,
+            settles: 0,
             waited: None,
             joined: None,
             calls: 0,
@@ -238,7 +241,7 @@ impl<'a> Loop<'a> {
             }
             // Another transition: progress; past the first, within the
             // deadline (an endless run of them must not outlive it).
-            _ if self.seen.is_some() && self.past(now) => Next::Answer(Err(self.timeout(now))),
+            _ if self.settles > 0 && self.past(now) => Next::Answer(Err(self.timeout(now))),
             _ => {
                 self.repeats = 0;
                 Next::Call(then)
@@ -424,8 +427,14 @@ impl<'a> Loop<'a> {
         else {
             // The settle of a stuck transition: remember whether it wrote,
             // then decide (or read) again.
+            // (A live lease is a change: nothing to hold against it.)
             if let Phase::Settling { fence } = self.phase {
-                self.seen = Some((fence, matches!(reply, Settled::Abandoned { .. })));
+                self.settles += 1;
+                self.seen = match reply {
+                    Settled::Live(_) => None,
+                    Settled::Abandoned { .. } => Some((fence, true)),
+                    Settled::Ended { .. } | Settled::Unknown => Some((fence, false)),
+                };
             }
             return Next::Call(self.first());
         };
@@ -499,7 +508,7 @@ impl<'a> Loop<'a> {
                 )
             }
             None => Next::Answer(Ok(Answer::Idle(Box::new(sandbox)))),
-            Some(_) if self.seen.is_some() && self.past(now) => {
+            Some(_) if (self.settles > 0 || self.seen.is_some()) && self.past(now) => {
                 Next::Answer(Err(self.timeout(now)))
             }
             Some(lease) => {
@@ -566,7 +575,7 @@ impl<'a> Loop<'a> {
     /// A notice says to re-check: at once, or [`MIN_GAP`] after the last
     /// call, deaf to further notices till then.
     fn recheck_soon(&mut self, now: Instant, call: Call) -> Next {
-        let at = self.last_call.map_or(now, |t| t + MIN_GAP);
+        let at = self.until(self.last_call.map_or(now, |t| t + MIN_GAP));
         if at <= now {
             return Next::Call(call);
         }

@@ -92,7 +92,12 @@ fn an_uncontended_begin_is_one_call() {
 #[test]
 fn stuck_again_after_a_settle_that_wrote_nothing_is_corrupt() {
     let t0 = Instant::now();
-    for settled in [Settled::Unknown, Settled::Live(Duration::ZERO)] {
+    let ended = || Settled::Ended {
+        action: Some(Action::Pause),
+        outcome: Outcome::Failed,
+        reason: String::new(),
+    };
+    for settled in [Settled::Unknown, ended()] {
         let mut l = request(Mode::Begin(Action::Kill), t0, Some(Duration::from_secs(1)));
         l.step(Input::Start, t0);
         assert!(matches!(
@@ -328,14 +333,14 @@ impl Rng {
 }
 
 /// Any reply, any wake-up, in any order: every request answers by its
-/// deadline (plus the one call in flight when it passed), with a bounded
+/// deadline (plus the few calls decided when it passed), with a bounded
 /// number of calls, and never sleeps past the deadline.
 #[test]
 fn every_path_answers_by_the_deadline_whatever_the_replies() {
     let limit = Duration::from_secs(1);
     // A script call takes 1 ms of the simulated clock.
     let call = Duration::from_millis(1);
-    for seed in 0..2000u64 {
+    for seed in 0..10_000u64 {
         let mut rng = Rng(seed);
         let t0 = Instant::now();
         let mode = if seed % 2 == 0 {
@@ -348,6 +353,7 @@ fn every_path_answers_by_the_deadline_whatever_the_replies() {
         let mut now = t0;
         let mut next = l.step(Input::Start, now);
         let mut steps = 0;
+        let mut late = 0;
         let answer = loop {
             steps += 1;
             assert!(steps < 100_000, "seed {seed}: no answer");
@@ -378,6 +384,9 @@ fn every_path_answers_by_the_deadline_whatever_the_replies() {
                     }
                 }
                 Next::Call(c) => {
+                    if now >= deadline {
+                        late += 1;
+                    }
                     now += call;
                     match c {
                         Call::Begin => begun(match rng.next(4) {
@@ -412,10 +421,14 @@ fn every_path_answers_by_the_deadline_whatever_the_replies() {
             };
             next = l.step(input, now);
         };
+        // A call that was due at the deadline may bring a stuck transition
+        // or one to join: its settle and the re-decision still run (a
+        // request whose wait ran out still records a vanished holder's
+        // end, and a joiner still reads an outcome already there) — at
+        // most three calls begun after the deadline.
         assert!(
-            now <= deadline + 3 * call,
-            "seed {seed}: answered {:?} after the deadline: {answer:?}",
-            now - deadline
+            late <= 3,
+            "seed {seed}: {late} calls after the deadline, then {answer:?}"
         );
         // At most one call per MIN_GAP of the simulated time, and a few
         // immediate follow-ups (settle after stuck, re-read after settle).
