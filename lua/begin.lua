@@ -22,7 +22,9 @@
   keys only when a slot is being migrated).
 
   Fair waiting: a request that must wait is queued (queue.lua) and only the
-  head of the queue may start; see queue.lua.
+  head of the queue may start; see queue.lua. A queued caller answered with
+  anything but "wait" or "stuck" has left the queue in the same step (the
+  `queue` field is removed when it empties).
 
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
@@ -49,7 +51,8 @@
     {"same", state} | {"absorbed", state}       nothing to do, nothing written
     {"invalid", state}                          not allowed, nothing written
     {"not_found"}                               (a stale index entry is swept)
-    {"exec_mismatch", exec}
+    {"exec_mismatch", exec}                     (a queued caller leaves the queue,
+                                                as with "lifecycle")
     {"eviction_in_progress", fence, action}     evictor: something is in flight
     {"eviction_not_needed", end_ms, now_ms}
     {"corrupt", detail} | {"schema", version} | {"lifecycle", digest}
@@ -78,8 +81,31 @@ if not r then
   drop_from_indexes(ID)
   return {'not_found'}
 end
-if r.lc ~= LIFECYCLE then return {'lifecycle', r.lc} end
-if EXPECT ~= '' and r.exec ~= EXPECT then return {'exec_mismatch', r.exec} end
+local q = queue_live(r, now)
+local mine = queue_find(q, HOLDER)
+
+-- Leaves the queue (if queued) in `fields` for the record's one HSET (or
+-- removes the field when the queue empties), and says whether a waiter
+-- behind this one is now at the head.
+local function leave_queue(fields)
+  if not mine then return false end
+  table.remove(q, mine)
+  queue_put(REC, q, fields)
+  return mine == 1 and #q > 0
+end
+
+-- A refusal after a wait: the caller's error is final (it sends no
+-- cancel), so it leaves the queue in this step.
+local function refuse(reply)
+  local fields = {}
+  local next_up = leave_queue(fields)
+  if #fields > 0 then redis.call('HSET', REC, unpack(fields)) end
+  if next_up then notify('c ' .. ID) end
+  return reply
+end
+
+if r.lc ~= LIFECYCLE then return refuse({'lifecycle', r.lc}) end
+if EXPECT ~= '' and r.exec ~= EXPECT then return refuse({'exec_mismatch', r.exec}) end
 
 local live = r.holder ~= '' and r.until_n > now
 -- A retry of a begin whose reply was lost: the lease is already ours.
@@ -98,8 +124,6 @@ end
 if not live and (decision == 'join' or (decision == 'wait' and not reserved)) then
   return {'corrupt', 'rule ' .. decision .. ' for ' .. ACTION .. ' on ' .. r.state .. ' needs a live lease'}
 end
-local q = queue_live(r, now)
-local mine = queue_find(q, HOLDER)
 local behind = #q > 0 and mine ~= 1 -- someone queued earlier is still to be decided
 local stuck = not live and class == 'inflight' and r.last_fence ~= r.fence and r.fence_n > 0
 
@@ -113,16 +137,6 @@ if stuck then return {'stuck', r.fence, r.holder} end
 
 if EVICT and r.end_n > now then
   return {'eviction_not_needed', r.end_ms, int(now)}
-end
-
--- Leaves the queue (if queued) in `fields` for the record's one HSET, and
--- says whether a waiter behind this one is now at the head.
-local function leave_queue(fields)
-  if not mine then return false end
-  table.remove(q, mine)
-  fields[#fields + 1] = 'queue'
-  fields[#fields + 1] = queue_string(q)
-  return mine == 1 and #q > 0
 end
 
 if decision == 'start' and not behind then
@@ -146,7 +160,9 @@ if decision == 'wait' or decision == 'start' then
   -- Queue (or keep our place, refreshed), and say when to look again.
   if mine then q[mine].d = now + QUEUE_MS else q[#q + 1] = {h = HOLDER, d = now + QUEUE_MS} end
   redis.call('HSET', REC, 'queue', queue_string(q))
-  local wake = QUEUE_MS
+  -- At most half the place: the waiter re-checks (and refreshes it) well
+  -- before it runs out.
+  local wake = math.floor(QUEUE_MS / 2)
   if live then wake = math.min(wake, r.until_n - now) end
   if reserved then wake = math.min(wake, r.resv_n - now) end
   if behind then wake = math.min(wake, q[1].d - now) end

@@ -46,6 +46,8 @@ local q = queue_live(r, now)
 local at = queue_find(q, HOLDER)
 if not at then return {'none'} end
 table.remove(q, at)
-redis.call('HSET', REC, 'queue', queue_string(q))
+local fields = {}
+queue_put(REC, q, fields)
+if #fields > 0 then redis.call('HSET', REC, unpack(fields)) end
 if at == 1 and #q > 0 then notify('c ' .. ID) end
 return {'dequeued'}

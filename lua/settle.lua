@@ -24,6 +24,10 @@
                                            record is gone or moved on and the
                                            outcome's retention ended
     {"corrupt", detail} | {"schema", version}
+                                           "corrupt" also when the record shows
+                                           <fence> in flight with no action, or
+                                           an outcome key for <fence> exists that
+                                           the record does not show
 
   Example:
     redis-cli --eval DIR/settle.lua 'sbx:{t}:rec:s1' 'sbx:{t}:out:s1:1796235699297393' , \
@@ -44,7 +48,17 @@ local now = clock()
 local r, err = load_record(REC)
 if err then return err end
 local act, outcome, why = recorded_outcome(r, FENCE)
+-- The record still shows transition FENCE in flight: an outcome key for it
+-- that the record does not show (both are written in one step), or no
+-- action, is damage no later call can undo. Nothing is written.
+local open = r and r.fence == FENCE and r.last_fence ~= FENCE and class_of(r.state) == 'inflight'
+if open and act then
+  return {'corrupt', REC .. ': outcome ' .. outcome .. ' of fence ' .. FENCE .. ' recorded but not applied'}
+end
 if act then return {'outcome', act, outcome, why} end
+if open and r.action == '' then
+  return {'corrupt', REC .. ': in-flight state ' .. r.state .. ' with no action'}
+end
 if not r or r.fence ~= FENCE or r.action == '' then return {'unknown'} end
 if HOLDER ~= '' and r.holder ~= '' and r.holder ~= HOLDER then return {'unknown'} end
 if class_of(r.state) ~= 'inflight' then return {'unknown'} end

@@ -12,16 +12,17 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::bounds;
-use crate::connection::{Connections, Link, LinkSettings, Replication, Target};
+use crate::connection::{Connections, Link, LinkSettings, Target};
 use crate::error::{Error, Result};
 use crate::keeper::{Job, Keeper};
 use crate::keys::{Namespace, SandboxKeys, TeamKeys, validate_id};
 use crate::lifecycle::{Action, Lifecycle, Outcome};
 use crate::notify::{Notifier, NotifySettings};
-use crate::ops::begin::{BeginArgs, Decided};
+use crate::ops::begin::BeginArgs;
 use crate::ops::finish::{Target as FinishTarget, finish_retrying};
 use crate::ops::settle::Settled;
 use crate::ops::{self, Ctx, Env};
+use crate::protocol::step::{Answer, Call, Input, Loop, Mode, Next};
 use crate::redact::redact_url;
 use crate::reservation::Reservation;
 use crate::runtime::{Runtime, Settings};
@@ -662,154 +663,70 @@ impl Coordinator {
             armed: false,
             reason: "cancelled",
         };
-        let mut watch = None;
-        let mut waited: Option<Instant> = None;
-        let mut attempt = 0u32;
-        loop {
-            let sent_at = Instant::now();
-            guard.armed = true;
-            let result = ops::begin::begin(&rt.env, &ctx, action, &args, route).await;
-            let (decided, replication) = match result {
-                Ok(r) => r,
-                // Idempotent by its holder id: a retry after a lost reply
-                // finds the lease (or the queue place) already ours.
-                Err(e)
-                    if e.is_retryable()
-                        && !matches!(e, Error::NotReplicated { .. })
-                        && attempt < 2 =>
-                {
-                    attempt += 1;
-                    tracing::debug!(error = %e, "begin failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(20 << (2 * attempt))).await;
-                    continue;
+        let mut lp = Loop::new(
+            team,
+            id,
+            &keys.record,
+            &rt.env.lifecycle,
+            rt.settings.poll_interval,
+            Mode::Begin(action),
+            started.into_std(),
+            deadline.map(Instant::into_std),
+        );
+        let mut sent_at = started;
+        let mut io = crate::wait::Io::new(rt, &ctx);
+        let mut input = Input::Start;
+        let result = loop {
+            let next = lp.step(input, crate::wait::Io::now());
+            // Armed while the request may hold something nobody received.
+            guard.armed = lp.cancel().is_some();
+            guard.reason = lp.cancel().unwrap_or("cancelled");
+            input = match next {
+                Next::Call(Call::Begin) => {
+                    sent_at = Instant::now();
+                    Input::Begun(ops::begin::begin(&rt.env, &ctx, action, &args, route).await)
                 }
-                Err(e) => {
-                    // A transport error may hide a started transition or a
-                    // queue place: the guard undoes it. A refusal wrote
-                    // nothing of ours.
-                    guard.armed = e.is_retryable();
-                    return Err(e);
-                }
+                Next::Answer(r) => break r,
+                other => io.perform(other).await,
             };
-            attempt = 0;
-            match decided {
-                Decided::Started {
+        };
+        if let Some(t) = lp.joined {
+            crate::metrics::waited(action.as_str(), "join", t.elapsed());
+        }
+        match result? {
+            Answer::Started {
+                fence,
+                lease,
+                execution,
+            } => {
+                if let Some(w) = lp.waited {
+                    crate::metrics::waited(action.as_str(), "wait", w.elapsed());
+                }
+                guard.armed = false;
+                let target = FinishTarget {
+                    team: team.to_string(),
+                    id: id.to_string(),
+                    keys: keys.clone(),
+                    action,
                     fence,
-                    lease,
+                    holder: holder.clone(),
+                };
+                Ok(Begun::Started(Transition::start(
+                    Arc::clone(rt),
+                    target,
                     execution,
-                } => {
-                    if let Replication::Short { acked, wanted } = replication {
-                        guard.reason = "not replicated";
-                        return Err(Error::NotReplicated {
-                            operation: "begin",
-                            acked,
-                            wanted,
-                        });
-                    }
-                    if let Some(w) = waited {
-                        crate::metrics::waited(action.as_str(), "wait", w.elapsed());
-                    }
-                    guard.armed = false;
-                    let target = FinishTarget {
-                        team: team.to_string(),
-                        id: id.to_string(),
-                        keys: keys.clone(),
-                        action,
-                        fence,
-                        holder: holder.clone(),
-                    };
-                    return Ok(Begun::Started(Transition::start(
-                        Arc::clone(rt),
-                        target,
-                        execution,
-                        opts.lease,
-                        lease,
-                        opts.watchdog,
-                        sent_at,
-                        route,
-                        span,
-                    )));
-                }
-                Decided::Stuck { fence, holder } => {
-                    // Its holder vanished: record that (atomically, with its
-                    // outcome key declared), then decide again at once.
-                    if let Settled::Abandoned { action, .. } =
-                        ops::settle::settle(&rt.env, &ctx, fence, &holder, false, "lease expired")
-                            .await?
-                    {
-                        crate::metrics::abandoned(action);
-                    }
-                }
-                Decided::Same(state) => {
-                    guard.armed = false;
-                    return Ok(Begun::AlreadyDone(Done {
-                        why: DoneReason::AlreadyInState,
-                        state,
-                    }));
-                }
-                Decided::Absorbed(state) => {
-                    guard.armed = false;
-                    return Ok(Begun::AlreadyDone(Done {
-                        why: DoneReason::Absorbed { by: state },
-                        state,
-                    }));
-                }
-                Decided::Join {
-                    fence,
-                    holder: lease_holder,
-                    ..
-                } => {
-                    guard.armed = false;
-                    let join_started = Instant::now();
-                    let ended = crate::wait::join(
-                        rt,
-                        &ctx,
-                        action,
-                        fence,
-                        &lease_holder,
-                        deadline,
-                        started,
-                    )
-                    .instrument(tracing::debug_span!("wait", team = %team, sandbox = %id, action = %action, fence))
-                    .await;
-                    crate::metrics::waited(action.as_str(), "join", join_started.elapsed());
-                    let ended = ended?;
-                    return match ended.outcome {
-                        Outcome::Succeeded => Ok(Begun::AlreadyDone(Done {
-                            why: DoneReason::Joined { fence },
-                            state: rt.env.lifecycle.state_after(action, Outcome::Succeeded),
-                        })),
-                        Outcome::Failed => Err(Error::TransitionFailed {
-                            team: team.into(),
-                            id: id.into(),
-                            action,
-                            fence,
-                            reason: ended.reason,
-                        }),
-                        Outcome::Abandoned => Err(Error::Abandoned {
-                            team: team.into(),
-                            id: id.into(),
-                            action,
-                            fence,
-                            reason: ended.reason,
-                        }),
-                    };
-                }
-                Decided::Wait { fence, wake } => {
-                    waited.get_or_insert_with(Instant::now);
-                    match &mut watch {
-                        // First wait: subscribe, then re-check at once (a
-                        // notice published before the subscription is not
-                        // lost: the re-check reads Redis).
-                        None => watch = Some(crate::wait::watch_ready(rt, &ctx).await),
-                        Some(w) => {
-                            crate::wait::turn(rt, &ctx, w, fence, wake, deadline, started)
-                                .instrument(tracing::debug_span!("wait", team = %team, sandbox = %id, action = %action))
-                                .await?;
-                        }
-                    }
-                }
+                    opts.lease,
+                    lease,
+                    opts.watchdog,
+                    sent_at,
+                    route,
+                    span,
+                )))
             }
+            Answer::Done(done) => Ok(Begun::AlreadyDone(done)),
+            Answer::Idle(_) => Err(Error::Corrupt {
+                detail: "begin answered like wait_idle".into(),
+            }),
         }
     }
 
@@ -824,56 +741,32 @@ impl Coordinator {
         let ctx = self.ctx(team, id, &keys);
         let started = Instant::now();
         let deadline = bounds::deadline(started, timeout);
-        loop {
-            let sandbox = ops::inspect::inspect(&self.rt.env, &ctx)
-                .await?
-                .ok_or_else(|| ctx.not_found())?;
-            let in_flight = matches!(
-                self.rt.env.lifecycle.class(sandbox.state),
-                crate::lifecycle::StateClass::InFlight(_)
-            );
-            let unrecorded = sandbox
-                .last
-                .as_ref()
-                .is_none_or(|l| l.fence != sandbox.fence);
-            match &sandbox.lease {
-                None if in_flight && unrecorded && sandbox.fence > 0 => {
-                    // The holder vanished and nobody has said so yet: record
-                    // `abandoned` (fenced, atomic, published), then read again.
-                    if let Settled::Abandoned { action, .. } = ops::settle::settle(
-                        &self.rt.env,
-                        &ctx,
-                        sandbox.fence,
-                        "",
-                        false,
-                        "lease expired",
-                    )
-                    .await?
-                    {
-                        crate::metrics::abandoned(action);
-                    }
-                }
-                None => {
-                    crate::metrics::waited("any", "idle", started.elapsed());
-                    return Ok(sandbox);
-                }
-                Some(lease) => {
-                    let result = crate::wait::join(
-                        &self.rt,
-                        &ctx,
-                        lease.action,
-                        lease.fence,
-                        &lease.holder,
-                        deadline,
-                        started,
-                    )
-                    .await;
-                    match result {
-                        Ok(_) | Err(Error::OutcomeUnknown { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+        let mut lp = Loop::new(
+            team,
+            id,
+            &keys.record,
+            &self.rt.env.lifecycle,
+            self.rt.settings.poll_interval,
+            Mode::Idle,
+            started.into_std(),
+            deadline.map(Instant::into_std),
+        );
+        let mut io = crate::wait::Io::new(&self.rt, &ctx);
+        let mut input = Input::Start;
+        let answer = loop {
+            match lp.step(input, crate::wait::Io::now()) {
+                Next::Answer(r) => break r?,
+                next => input = io.perform(next).await,
             }
+        };
+        match answer {
+            Answer::Idle(sandbox) => {
+                crate::metrics::waited("any", "idle", started.elapsed());
+                Ok(*sandbox)
+            }
+            _ => Err(Error::Corrupt {
+                detail: "wait_idle answered like begin".into(),
+            }),
         }
     }
 

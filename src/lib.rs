@@ -91,6 +91,7 @@ pub mod lifecycle;
 mod metrics;
 mod notify;
 mod ops;
+mod protocol;
 mod record;
 mod redact;
 mod reservation;

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -57,8 +57,15 @@ pub(crate) enum Wake {
     Resubscribed,
 }
 
+/// How many notices of one sandbox a waiter may fall behind before it is
+/// told to re-check instead (a lagging receiver loses the oldest).
+const BACKLOG: usize = 16;
+
+/// One sandbox's waiters. Every waiter gets every notice in order (a
+/// broadcast queue, not a latest-value cell): a notice that follows an
+/// outcome must not hide it.
 struct SandboxSlot {
-    tx: watch::Sender<Option<Notice>>,
+    tx: broadcast::Sender<Notice>,
     refs: usize,
 }
 
@@ -224,12 +231,11 @@ impl Notifier {
             .sandboxes
             .entry(id.to_string())
             .or_insert_with(|| SandboxSlot {
-                tx: watch::channel(None).0,
+                tx: broadcast::channel(BACKLOG).0,
                 refs: 0,
             });
         slot.refs += 1;
-        let mut rx = slot.tx.subscribe();
-        rx.mark_unchanged();
+        let rx = slot.tx.subscribe();
         let subscribed = route.subscribed.subscribe();
         drop(teams);
         let mut epoch = self.shared.epoch.subscribe();
@@ -268,7 +274,7 @@ impl Notifier {
 }
 
 enum Rx {
-    Sandbox(watch::Receiver<Option<Notice>>),
+    Sandbox(broadcast::Receiver<Notice>),
     Team(watch::Receiver<u64>),
 }
 
@@ -299,12 +305,11 @@ impl Watch {
     pub(crate) async fn next(&mut self) -> Wake {
         let notice = async {
             match &mut self.rx {
-                Rx::Sandbox(rx) => match rx.changed().await {
-                    Ok(()) => match rx.borrow_and_update().clone() {
-                        Some(n) => Wake::Notice(n),
-                        None => Wake::Resubscribed,
-                    },
-                    Err(_) => std::future::pending().await,
+                Rx::Sandbox(rx) => match rx.recv().await {
+                    Ok(n) => Wake::Notice(n),
+                    // Notices were lost to this waiter: re-check.
+                    Err(broadcast::error::RecvError::Lagged(_)) => Wake::Resubscribed,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
                 },
                 Rx::Team(rx) => match rx.changed().await {
                     Ok(()) => Wake::Notice(Notice::Changed),
@@ -400,7 +405,8 @@ fn deliver(shared: &Shared, channel: &str, payload: &str) {
     if let Some(id) = id
         && let Some(slot) = route.sandboxes.get(&id)
     {
-        slot.tx.send_replace(Some(notice));
+        // No receiver is not an error: the waiters left meanwhile.
+        let _ = slot.tx.send(notice);
     }
 }
 
@@ -683,6 +689,26 @@ mod tests {
         assert!(parse("o s1 x kill succeeded").is_none());
         assert!(parse("o s1 7 kill exploded").is_none());
         assert!(parse("z s1").is_none());
+    }
+
+    /// Two notices delivered before the waiter looks: it gets both, in
+    /// order (a latest-value cell kept only the second, and a joiner
+    /// missed its outcome until the next poll).
+    #[tokio::test]
+    async fn a_notice_after_an_outcome_does_not_hide_it() {
+        let notifier = Notifier::disabled();
+        let mut w = notifier.watch("t", "s1", "sbx:{t}:notify");
+        deliver(
+            &notifier.shared,
+            "sbx:{t}:notify",
+            "o s1 7 pause succeeded ",
+        );
+        deliver(&notifier.shared, "sbx:{t}:notify", "c s1");
+        assert!(matches!(
+            w.next().await,
+            Wake::Notice(Notice::Ended { fence: 7, .. })
+        ));
+        assert!(matches!(w.next().await, Wake::Notice(Notice::Changed)));
     }
 
     #[test]

@@ -66,14 +66,18 @@ impl Runtime {
         self.calls.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// How long a queued waiter keeps its place without re-checking: long
-    /// enough for a few polls, never longer than its own lease.
+    /// How long a queued waiter keeps its place without re-checking: a few
+    /// polls, never longer than its lease (a waiter that died blocks nobody
+    /// beyond that), and never under 2 s whatever its lease. The place is
+    /// about the waiter's liveness: the script tells a queued waiter to
+    /// re-check within half its place, so a place outlives the waiter's
+    /// next re-check even when the lease is not longer than the poll
+    /// interval (a place that ran out first sent a live waiter to the back).
     pub(crate) fn queue_place(&self, lease: Duration) -> Duration {
-        let polls = self
-            .settings
+        self.settings
             .poll_interval
             .saturating_mul(4)
-            .max(Duration::from_secs(2));
-        polls.min(lease)
+            .min(lease)
+            .max(Duration::from_secs(2))
     }
 }

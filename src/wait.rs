@@ -7,26 +7,23 @@
 //! did not read from Redis or from a notice the script published in the
 //! same step as the outcome.
 //!
-//! Fair waiting is decided in Redis (`lua/include/queue.lua`); here a
-//! queued request only waits for the moment worth re-checking.
+//! What to do when is decided by the pure step function
+//! (`protocol::step`); this module only performs it: runs the scripts,
+//! subscribes, sleeps. Fair waiting is decided in Redis
+//! (`lua/include/queue.lua`).
 
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use crate::error::{Error, Result};
-use crate::lifecycle::{Action, Outcome};
+use crate::error::Error;
 use crate::notify::{Notice, Wake, Watch};
 use crate::ops::Ctx;
+use crate::ops::inspect::inspect;
 use crate::ops::settle::{Settled, settle};
+use crate::protocol::step::{Call, Input, Next, Woke};
 use crate::runtime::Runtime;
-
-/// How a transition ended, as a waiter learned it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Ended {
-    pub outcome: Outcome,
-    pub reason: String,
-}
 
 /// Bound on waiting for a subscription to come up before the first check.
 fn subscribe_bound(rt: &Runtime) -> Duration {
@@ -46,111 +43,71 @@ pub(crate) async fn watch_ready(rt: &Runtime, ctx: &Ctx<'_>) -> Watch {
     w
 }
 
-fn timeout(ctx: &Ctx<'_>, started: Instant) -> Error {
-    Error::Timeout {
-        team: ctx.team.into(),
-        id: ctx.id.into(),
-        waited: started.elapsed(),
-    }
+/// Performs what a request loop's step function asks (everything but its
+/// own begin call, which the caller runs): scripts every loop shares,
+/// the one subscription (made when first asked for), sleeps.
+pub(crate) struct Io<'a> {
+    rt: &'a Runtime,
+    ctx: &'a Ctx<'a>,
+    watch: Option<Watch>,
 }
 
-/// Waits for transition `fence` (of `action`, held by `holder`) to end and
-/// returns how: the joiner's wait.
-pub(crate) async fn join(
-    rt: &Runtime,
-    ctx: &Ctx<'_>,
-    action: Action,
-    fence: u64,
-    holder: &str,
-    deadline: Option<Instant>,
-    started: Instant,
-) -> Result<Ended> {
-    let mut watch = watch_ready(rt, ctx).await;
-    loop {
-        let left = match settle(&rt.env, ctx, fence, holder, false, "lease expired").await? {
-            Settled::Ended {
-                outcome, reason, ..
-            } => return Ok(Ended { outcome, reason }),
-            Settled::Abandoned { action, reason } => {
-                crate::metrics::abandoned(action);
-                return Ok(Ended {
-                    outcome: Outcome::Abandoned,
-                    reason,
-                });
-            }
-            Settled::Unknown => {
-                return Err(Error::OutcomeUnknown {
-                    team: ctx.team.into(),
-                    id: ctx.id.into(),
-                    action,
-                    fence,
-                });
-            }
-            Settled::Live(left) => left,
-        };
-        let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            return Err(timeout(ctx, started));
+impl<'a> Io<'a> {
+    pub(crate) fn new(rt: &'a Runtime, ctx: &'a Ctx<'a>) -> Io<'a> {
+        Io {
+            rt,
+            ctx,
+            watch: None,
         }
-        // Wake at the poll interval, or just after the lease deadline (the
-        // check then records `abandoned`), whichever is first.
-        let mut wake = now
-            + rt.settings
-                .poll_interval
-                .min(left + Duration::from_millis(2))
-                .max(Duration::from_millis(5));
-        if let Some(d) = deadline {
-            wake = wake.min(d);
-        }
-        loop {
-            tokio::select! {
-                w = watch.next() => match w {
-                    Wake::Notice(Notice::Ended { fence: f, outcome, reason, .. }) if f == fence => {
-                        return Ok(Ended { outcome, reason });
-                    }
-                    // An older transition's news: ours is still running.
-                    Wake::Notice(Notice::Ended { fence: f, .. }) if f < fence => continue,
-                    Wake::Notice(Notice::Changed) => continue,
-                    _ => break,
-                },
-                _ = tokio::time::sleep_until(wake) => break,
+    }
+
+    /// The current time, as the step function takes it.
+    pub(crate) fn now() -> std::time::Instant {
+        Instant::now().into_std()
+    }
+
+    /// Performs `next` (not an answer) and returns what it brought.
+    pub(crate) async fn perform(&mut self, next: Next) -> Input {
+        let (rt, ctx) = (self.rt, self.ctx);
+        match next {
+            Next::Call(Call::Settle { fence, holder }) => {
+                let r = settle(&rt.env, ctx, fence, &holder, false, "lease expired").await;
+                if let Ok(Settled::Abandoned { action, .. }) = &r {
+                    crate::metrics::abandoned(*action);
+                }
+                Input::Settled(r)
             }
+            Next::Call(Call::Inspect) => Input::Inspected(inspect(&rt.env, ctx).await),
+            Next::Call(Call::Begin) | Next::Answer(_) => Input::Begun(Err(Error::Corrupt {
+                detail: "the request loop asked the wrong performer".into(),
+            })),
+            Next::Subscribe => {
+                if self.watch.is_none() {
+                    self.watch = Some(watch_ready(rt, ctx).await);
+                }
+                Input::Subscribed
+            }
+            Next::SleepUntil(t) => Input::Woke(
+                sleep(self.watch.as_mut(), Instant::from_std(t))
+                    .instrument(tracing::debug_span!("wait", team = %ctx.team, sandbox = %ctx.id))
+                    .await,
+            ),
         }
     }
 }
 
-/// A queued request's wait: until a notice or resubscription for the
-/// sandbox, the moment the script named (`wake`: the lease deadline, the
-/// head's place running out), or the poll interval. `fence`: the
-/// transition in flight, whose older news is ignored.
-pub(crate) async fn turn(
-    rt: &Runtime,
-    ctx: &Ctx<'_>,
-    watch: &mut Watch,
-    fence: Option<u64>,
-    wake: Duration,
-    deadline: Option<Instant>,
-    started: Instant,
-) -> Result<()> {
-    let now = Instant::now();
-    if deadline.is_some_and(|d| now >= d) {
-        return Err(timeout(ctx, started));
-    }
-    let mut until = now
-        + rt.settings
-            .poll_interval
-            .min(wake + Duration::from_millis(2))
-            .max(Duration::from_millis(2));
-    if let Some(d) = deadline {
-        until = until.min(d);
-    }
-    loop {
-        tokio::select! {
-            w = watch.next() => match w {
-                Wake::Notice(Notice::Ended { fence: f, .. }) if fence.is_some_and(|ours| f < ours) => continue,
-                _ => return Ok(()),
-            },
-            _ = tokio::time::sleep_until(until) => return Ok(()),
-        }
+/// Sleeps until `until` or the next notice for the sandbox, and says which.
+async fn sleep(watch: Option<&mut Watch>, until: Instant) -> Woke {
+    let Some(watch) = watch else {
+        tokio::time::sleep_until(until).await;
+        return Woke::Timer;
+    };
+    tokio::select! {
+        w = watch.next() => match w {
+            Wake::Notice(Notice::Ended { fence, outcome, reason, .. }) => Woke::Ended { fence, outcome, reason },
+            Wake::Notice(Notice::Changed) => Woke::Changed,
+            Wake::Resubscribed => Woke::Resubscribed,
+        },
+        _ = tokio::time::sleep_until(until) => Woke::Timer,
     }
 }

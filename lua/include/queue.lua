@@ -32,3 +32,16 @@ local function queue_string(q)
   for i, e in ipairs(q) do words[i] = e.h .. '@' .. int(e.d) end
   return table.concat(words, ' ')
 end
+
+-- The record's `queue` field as q leaves it, for one HSET: appends the
+-- field to `fields` while anyone is queued, else removes it at once
+-- (HDEL), so that a waiter who leaves an otherwise empty queue leaves the
+-- record as it found it.
+local function queue_put(key, q, fields)
+  if #q > 0 then
+    fields[#fields + 1] = 'queue'
+    fields[#fields + 1] = queue_string(q)
+  else
+    redis.call('HDEL', key, 'queue')
+  end
+end
