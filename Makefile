@@ -162,8 +162,9 @@ demo:
 	@$(call APT_ENSURE,redis-server:redis-server)
 	$(CARGO) run --release -p sandboxctl -- demo
 
+# Both benchmark programs (benches/, package sandbox-coordinator-bench).
 bench:
-	$(CARGO) bench
+	$(CARGO) bench -p sandbox-coordinator-bench
 
 # The race-and-fault suite's soak profile (tests/linearizability.rs `soak`):
 # every scenario of tests/linearizability.rs and tests/faults.rs in turn,
