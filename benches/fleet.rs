@@ -4,8 +4,8 @@
 //! (`INFO commandstats` usec of the script calls).
 //!
 //! ```text
-//! cargo bench -p sandbox-coordinator-bench --bench fleet            # private redis-server on loopback
-//! cargo bench -p sandbox-coordinator-bench --bench fleet -- --quick # 1,000 / 10,000 sandboxes (smoke)
+//! cargo bench --bench fleet            # private redis-server on loopback
+//! cargo bench --bench fleet -- --quick # 1,000 / 10,000 sandboxes (smoke)
 //! ```
 
 use std::net::TcpListener;

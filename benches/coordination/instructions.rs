@@ -83,7 +83,7 @@ pub fn measure(n: usize) -> Result<Instructions> {
     let mut result = Instructions {
         n,
         command: format!(
-            "cargo bench -p sandbox-coordinator-bench --bench coordination -- --dump-scripts DIR && \
+            "cargo bench --bench coordination -- --dump-scripts DIR && \
              python3 benches/coordination/lua_cost.py --scripts DIR -n {n}"
         ),
         ..Default::default()

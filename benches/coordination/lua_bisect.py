@@ -22,7 +22,7 @@ the lines between the cuts. Run on the same server as lua_cost.py
       recorded_outcome (the GET only when the lease does not match: a
       candidate cut, same replies)
 
-    cargo bench -p sandbox-coordinator-bench --bench coordination -- --dump-scripts DIR
+    cargo bench --bench coordination -- --dump-scripts DIR
     python3 benches/coordination/lua_bisect.py --scripts DIR [-n N] [--redis-server BIN]
 """
 import argparse

@@ -21,7 +21,7 @@ finish needs the fence its begin returned). A marker command (ECHO) between
 phases makes callgrind dump and zero its counters (`--dump-before=echoCommand`),
 so each phase is one dump part.
 
-    cargo bench -p sandbox-coordinator-bench --bench coordination -- --dump-scripts DIR
+    cargo bench --bench coordination -- --dump-scripts DIR
     python3 benches/coordination/lua_cost.py --scripts DIR [-n N] [--profile]
 
 DIR holds the library's assembled scripts (`scripts::assemble` with the
@@ -298,7 +298,7 @@ def load_scripts(d):
         path = os.path.join(d, name + ".lua")
         if not os.path.exists(path):
             sys.exit(f"{path} missing: write the scripts with "
-                     "`cargo bench -p sandbox-coordinator-bench --bench coordination -- --dump-scripts DIR`")
+                     "`cargo bench --bench coordination -- --dump-scripts DIR`")
         scripts[name] = read(d, name + ".lua")
     m = re.search(r"^local LIFECYCLE = '([^']+)'", scripts["finish"], re.M)
     if not m:

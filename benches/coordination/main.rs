@@ -4,10 +4,10 @@
 //!
 //! ```text
 //! make bench                   # both benches, full runs (coordination: ~6.5 min)
-//! cargo bench -p sandbox-coordinator-bench --bench coordination -- --quick   # smoke run, < 30 s (CI)
-//! cargo bench -p sandbox-coordinator-bench --bench coordination -- --docs    # also rewrites docs/BENCHMARKS.md
-//! cargo bench -p sandbox-coordinator-bench --bench coordination -- --dump-scripts DIR  # what lua_cost.py counts
-//! cargo bench -p sandbox-coordinator-bench --bench coordination -- --help    # every option
+//! cargo bench --bench coordination -- --quick   # smoke run, < 30 s (CI)
+//! cargo bench --bench coordination -- --docs    # also rewrites docs/BENCHMARKS.md
+//! cargo bench --bench coordination -- --dump-scripts DIR  # what lua_cost.py counts
+//! cargo bench --bench coordination -- --help    # every option
 //! ```
 //!
 //! Sections, one module each:
@@ -355,7 +355,7 @@ fn main() {
     if !args.bench && !args.run && !args.quick {
         eprintln!(
             "coordination bench: run it with `make bench` or \
-             `cargo bench -p sandbox-coordinator-bench --bench coordination -- [--quick]` \
+             `cargo bench --bench coordination -- [--quick]` \
              (or pass --run)"
         );
         return;
@@ -497,12 +497,9 @@ async fn meta(args: &Args, admin: &Admin, server: &Server, threads: usize) -> Re
         .filter(|a| a != "--bench")
         .collect();
     let command = if passed.is_empty() {
-        "cargo bench -p sandbox-coordinator-bench --bench coordination".to_string()
+        "cargo bench --bench coordination".to_string()
     } else {
-        format!(
-            "cargo bench -p sandbox-coordinator-bench --bench coordination -- {}",
-            passed.join(" ")
-        )
+        format!("cargo bench --bench coordination -- {}", passed.join(" "))
     };
     let date = std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
