@@ -1,5 +1,8 @@
 # Developer entry points. `make test` is the project's test command (CI runs it
-# from .ci/run). It works with or without Docker:
+# from .ci/run). It first installs what it needs and is missing (`make deps`:
+# redis-server, redis-tools and openssl from apt as root, else it prints the
+# apt-get command; cargo-nextest with cargo install). It works with or
+# without Docker:
 #   * Docker answers  -> builds the local Redis image once and the integration
 #                        tests run every Redis in its own container (faults on);
 #   * no Docker       -> the tests spawn native `redis-server` processes.
@@ -61,7 +64,46 @@ SKIP_FILTER :=
 SKIP_NOTE := containers: every test runs
 endif
 
-.PHONY: all redis-image test test-valkey test-clean fmt fmt-check clippy demo bench
+.PHONY: all deps redis-image test test-valkey test-clean fmt fmt-check clippy demo bench
+
+# What the tests need beyond Rust, as `package:command` pairs: Debian's
+# redis-server, redis-tools (redis-cli) and openssl (the TLS harness makes
+# its certificates with it). The cluster, TLS and replication harnesses run
+# native servers even when Docker answers, so these are needed either way.
+# With REDIS_TEST_SERVER=valkey (make test-valkey): valkey-server and
+# valkey-tools, from bookworm-backports on Debian 12 (.ci/run adds that
+# suite).
+ifeq ($(REDIS_TEST_SERVER),valkey)
+TEST_PACKAGES := redis-server:redis-server redis-tools:redis-cli openssl:openssl valkey-server:valkey-server valkey-tools:valkey-cli
+else
+TEST_PACKAGES := redis-server:redis-server redis-tools:redis-cli openssl:openssl
+endif
+
+# $(call APT_ENSURE,package:command ...): installs, with apt-get as root,
+# each package whose command is missing; otherwise prints the exact
+# command to run and fails.
+define APT_ENSURE
+missing=""; \
+for pc in $(1); do command -v "$${pc#*:}" >/dev/null 2>&1 || missing="$$missing $${pc%%:*}"; done; \
+if [ -n "$$missing" ]; then \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing$$missing (apt-get install -y$$missing)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	else \
+		echo "missing:$$missing. Run 'sudo apt-get install -y$$missing' (Debian/Ubuntu), then 'make $(or $(MAKECMDGOALS),$@)' again"; \
+		exit 1; \
+	fi; \
+fi
+endef
+
+# Installs what `make test` needs when it is missing (see TEST_PACKAGES),
+# and cargo-nextest (`cargo install --locked cargo-nextest`).
+deps:
+	@$(call APT_ENSURE,$(TEST_PACKAGES))
+	@if ! $(CARGO) nextest --version >/dev/null 2>&1; then \
+		echo "installing cargo-nextest (cargo install --locked cargo-nextest)"; \
+		$(CARGO) install --locked cargo-nextest; \
+	fi
 
 all: fmt-check clippy test
 
@@ -82,7 +124,9 @@ CLEAN_TEST_CONTAINERS = true
 endif
 
 ifeq ($(DOCKER_OK),yes)
-test: redis-image
+test: deps redis-image
+else
+test: deps
 endif
 # Doctests first so that nextest's summary is the last thing printed. The
 # doctest runs against a private server that .ci/with-redis starts for it.
@@ -115,19 +159,12 @@ clippy:
 # The demo runs against a private redis-server that sandboxctl starts on a
 # unix socket; install Debian's package first if it is missing.
 demo:
-	@if ! command -v redis-server >/dev/null 2>&1; then \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing redis-server (apt-get install redis-server)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
-		else \
-			echo "redis-server is not installed: run 'sudo apt-get install redis-server' (Debian/Ubuntu), then 'make demo' again"; \
-			exit 1; \
-		fi; \
-	fi
+	@$(call APT_ENSURE,redis-server:redis-server)
 	$(CARGO) run --release -p sandboxctl -- demo
 
+# Both benchmark programs (benches/, package sandbox-coordinator-bench).
 bench:
-	$(CARGO) bench
+	$(CARGO) bench -p sandbox-coordinator-bench
 
 # The race-and-fault suite's soak profile (tests/linearizability.rs `soak`):
 # every scenario of tests/linearizability.rs and tests/faults.rs in turn,

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use crate::Result;
-use crate::server::{ADMIN_NAME, Admin};
+use crate::server::{ADMIN_NAME, Admin, is_admin};
 
 /// Calls of one command per transition.
 #[derive(Debug, Clone, Copy, Default)]
@@ -114,14 +114,6 @@ impl Count {
 pub fn trim(x: f64) -> String {
     let s = format!("{x:.2}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-/// Commands the bench's own admin connection sends, left out of the count.
-pub fn is_admin(name: &str) -> bool {
-    name == "info"
-        || name.starts_with("slowlog")
-        || name.starts_with("config")
-        || name.starts_with("client")
 }
 
 /// Runs `op` `n` times one after the other, twice: once with the slow log

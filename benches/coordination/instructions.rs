@@ -12,7 +12,7 @@ use sandbox_coordinator::Lifecycle;
 use sandbox_coordinator::scripts::{ScriptOptions, assemble};
 
 use crate::Result;
-use crate::report::Side;
+use crate::side::Side;
 
 /// Instructions per call of one side's two steps.
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,7 +60,7 @@ pub fn dump_scripts(dir: &Path) -> Result<usize> {
 
 /// Runs `lua_cost.py` on freshly dumped scripts, `n` transitions per side.
 pub fn measure(n: usize) -> Result<Instructions> {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/coordination");
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("coordination");
     let dir = std::env::temp_dir().join(format!("sbx-bench-scripts-{}", std::process::id()));
     dump_scripts(&dir)?;
     let out = Command::new("python3")

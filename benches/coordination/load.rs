@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Result;
-use crate::server::{Admin, CommandStats};
+use crate::server::{Admin, CommandStats, is_admin};
 use crate::stats::own_cpu_seconds;
 
 /// One closed-loop measurement.
@@ -67,7 +67,7 @@ impl Run {
     fn weighted_us(&self, weight: impl Fn(&str) -> f64) -> f64 {
         self.stats
             .iter()
-            .filter(|(name, _)| !crate::commands::is_admin(name))
+            .filter(|(name, _)| !is_admin(name))
             .map(|(name, (_, usec))| *usec as f64 * weight(name))
             .sum()
     }

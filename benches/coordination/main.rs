@@ -3,11 +3,11 @@
 //! machines drift.
 //!
 //! ```text
-//! make bench                                          # = cargo bench: full run, ~6.5 min
-//! cargo bench --bench coordination -- --quick         # smoke run, < 30 s (CI)
-//! cargo bench --bench coordination -- --docs          # full run, also rewrites docs/BENCHMARKS.md
-//! cargo bench --bench coordination -- --dump-scripts DIR   # the scripts lua_cost.py counts
-//! cargo bench --bench coordination -- --help          # every option
+//! make bench                   # both benches, full runs (coordination: ~6.5 min)
+//! cargo bench --bench coordination -- --quick   # smoke run, < 30 s (CI)
+//! cargo bench --bench coordination -- --docs    # also rewrites docs/BENCHMARKS.md
+//! cargo bench --bench coordination -- --dump-scripts DIR  # what lua_cost.py counts
+//! cargo bench --bench coordination -- --help    # every option
 //! ```
 //!
 //! Sections, one module each:
@@ -29,9 +29,10 @@
 //! - [`scale`]: throughput and memory with 1e3, 1e5, 1e6 sandboxes.
 //! - [`report`] and [`plots`]: the tables, verdicts and SVGs.
 //!
-//! [`server`] starts the private `redis-server` (loopback TCP, free port,
-//! no persistence) unless `--url`/`REDIS_URL` names one; [`load`] is the
-//! closed-loop driver and the command pool; [`stats`] the percentiles.
+//! [`side`] names the four sides; [`server`] starts the private
+//! `redis-server` (loopback TCP, free port, no persistence) unless
+//! `--url`/`REDIS_URL` names one; [`load`] is the closed-loop driver and the
+//! command pool; [`stats`] the percentiles.
 //!
 //! Throughput rounds are interleaved (ceiling, minimal, ours, reference,
 //! ceiling, …) on one connection strategy at a time, and the median per side
@@ -49,6 +50,7 @@ mod reference;
 mod report;
 mod scale;
 mod server;
+mod side;
 mod stats;
 mod wakeup;
 
@@ -66,8 +68,9 @@ use crate::limit::Limit;
 use crate::minimal::Minimal;
 use crate::ours::Fleet;
 use crate::reference::Reference;
-use crate::report::{Meta, Point, Results, Sequential, Side};
+use crate::report::{Meta, Point, Results, Sequential};
 use crate::server::{Admin, Server};
+use crate::side::Side;
 use crate::stats::Summary;
 use crate::wakeup::Path;
 
@@ -117,7 +120,7 @@ struct Args {
     #[arg(long)]
     threads: Option<usize>,
     /// Where report.md and the SVGs go.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench"))]
+    #[arg(long, default_value_os_t = workspace().join("target/bench"))]
     out: PathBuf,
     /// Also rewrite the generated block of docs/BENCHMARKS.md and
     /// docs/bench-throughput.svg, docs/bench-wakeup.svg.
@@ -326,6 +329,12 @@ impl Progress {
     }
 }
 
+/// The repository's root (this package is its `benches/` directory).
+fn workspace() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(PathBuf::from).unwrap_or(here)
+}
+
 fn main() {
     // cargo-nextest lists the tests of every target, this one included
     // (`--list --format terse`): there are none.
@@ -346,7 +355,8 @@ fn main() {
     if !args.bench && !args.run && !args.quick {
         eprintln!(
             "coordination bench: run it with `make bench` or \
-             `cargo bench --bench coordination -- [--quick]` (or pass --run)"
+             `cargo bench --bench coordination -- [--quick]` \
+             (or pass --run)"
         );
         return;
     }
@@ -433,7 +443,7 @@ async fn run(args: Args, threads: usize) -> Result<()> {
     plots::wakeup(&results, &args.out.join("bench-wakeup.svg"))?;
     eprintln!("wrote {}/{{report.md, bench-*.svg}}", args.out.display());
     if args.docs {
-        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs");
+        let docs = workspace().join("docs");
         std::fs::create_dir_all(&docs)?;
         let md = docs.join("BENCHMARKS.md");
         let existing = std::fs::read_to_string(&md).ok();

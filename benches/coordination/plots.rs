@@ -9,7 +9,8 @@ use plotters::prelude::*;
 
 use crate::Result;
 use crate::conns::Strategy;
-use crate::report::{Point, Results, Side};
+use crate::report::{Point, Results};
+use crate::side::Side;
 use crate::stats::ms;
 use crate::wakeup::Path;
 

@@ -28,6 +28,14 @@ use crate::Result;
 /// Name the admin connection gives itself (`CLIENT SETNAME`).
 pub const ADMIN_NAME: &str = "bench-admin";
 
+/// Commands the bench's own admin connection sends, left out of the count.
+pub fn is_admin(name: &str) -> bool {
+    name == "info"
+        || name.starts_with("slowlog")
+        || name.starts_with("config")
+        || name.starts_with("client")
+}
+
 /// The server under test.
 pub struct Server {
     pub url: String,

@@ -11,9 +11,12 @@
 //!   functions of a [`workload::Profile`] (CI: short and bounded; soak:
 //!   `SOAK_DURATION`, more clients);
 //! - [`report`]: counters, the progress bar and the summary table;
-//! - [`replay`]: reads a rendered history back, to replay it as a test.
+//! - [`replay`]: reads a rendered history back, to replay it as a test;
+//! - [`brute`]: an exhaustive search and random small histories, the
+//!   second opinion the checker's reductions are tested against.
 #![allow(dead_code)]
 
+pub mod brute;
 pub mod checker;
 pub mod model;
 pub mod recorder;
@@ -79,6 +82,12 @@ impl Handmade {
     /// Marks the last call's unknown answer as settled by its `to` time.
     pub fn settled(mut self) -> Self {
         self.entries.last_mut().expect("a call").settled = true;
+        self
+    }
+
+    /// Replaces the answer of call `i` (in the order they were added).
+    pub fn answer(mut self, i: usize, ret: Ret) -> Self {
+        self.entries[i].ret = Some(ret);
         self
     }
 

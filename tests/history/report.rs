@@ -37,7 +37,11 @@ pub struct Tally {
     pub removals: u64,
     pub expiries: u64,
     pub histories: u64,
+    /// Histories shown to have no linearization.
     pub violations: u64,
+    /// Histories the checker could not decide within its budget: neither
+    /// passed nor shown wrong (a soak with any fails, like a violation).
+    pub undecided: u64,
     pub rounds: u64,
     /// Durations of `begin` calls answered by a join (time spent waiting
     /// for another holder), in microseconds.
@@ -142,7 +146,8 @@ impl Tally {
 
     pub fn add_verdict(&mut self, scenario: &str, verdict: &Verdict) {
         self.histories += verdict.histories as u64;
-        self.violations += verdict.violations.len() as u64;
+        self.violations += (verdict.violations.len() - verdict.undecided) as u64;
+        self.undecided += verdict.undecided as u64;
         self.rounds += 1;
         match self.by_scenario.iter_mut().find(|(s, _, _)| s == scenario) {
             Some((_, rounds, histories)) => {
@@ -179,6 +184,7 @@ impl Tally {
             expiries,
             histories,
             violations,
+            undecided,
             rounds
         );
         self.waits_us.extend(&other.waits_us);
@@ -207,8 +213,13 @@ impl Tally {
     /// One line for the progress bar.
     pub fn brief(&self) -> String {
         format!(
-            "ops {} started {} joined {} histories {} violations {}",
-            self.operations, self.started, self.joined, self.histories, self.violations
+            "ops {} started {} joined {} histories {} violations {} undecided {}",
+            self.operations,
+            self.started,
+            self.joined,
+            self.histories,
+            self.violations,
+            self.undecided
         )
     }
 
@@ -247,6 +258,10 @@ impl Tally {
             ("rounds", self.rounds.to_string()),
             ("histories checked", self.histories.to_string()),
             ("violations", self.violations.to_string()),
+            (
+                "undecided (check budget ran out)",
+                self.undecided.to_string(),
+            ),
             ("max wait (joined begin)", format!("{wait_max:.1?}")),
             ("p99 wait (joined begin)", format!("{wait_p99:.1?}")),
             ("max wake-up after the end", format!("{wake_max:.1?}")),

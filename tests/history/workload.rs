@@ -197,19 +197,25 @@ impl Outcome {
             msg.push_str(&format!("problem: {p}\n"));
         }
         for v in self.violations.iter().take(3) {
+            let verdict = if v.undecided {
+                "was not decided"
+            } else {
+                "is not linearizable"
+            };
             msg.push_str(&format!(
-                "--- sandbox {} is not linearizable: {}\n{}",
+                "--- sandbox {} {verdict}: {}\n{}",
                 v.sandbox,
                 v.why,
                 v.excerpt()
             ));
         }
+        let undecided = self.violations.iter().filter(|v| v.undecided).count();
         assert!(
             self.problems.is_empty() && self.violations.is_empty(),
-            "{}: {} problems, {} non-linearizable histories\n{msg}",
+            "{}: {} problems, {} non-linearizable histories, {undecided} undecided\n{msg}",
             self.scenario,
             self.problems.len(),
-            self.violations.len()
+            self.violations.len() - undecided
         );
     }
 
