@@ -495,12 +495,23 @@ impl Coordinator {
     /// Adds the team's slot to the namespace's slot registry (for
     /// [`due_for_eviction_all`](Coordinator::due_for_eviction_all)) after a
     /// script reported it missing; marks it listed once that succeeded.
+    /// A registry of another type (damaged) is logged and counted, not an
+    /// error: the caller's write has happened; `repair` reports it.
     async fn list_slot(&self, keys: &TeamKeys) -> Result<()> {
         let env = &self.rt.env;
         let route = crate::connection::Route::default();
-        env.link
+        let added = env
+            .link
             .query(redis::cmd("SADD").arg(env.ns.slots()).arg(keys.slot), route)
-            .await?;
+            .await;
+        if let Err(Error::Redis(e)) = &added
+            && e.code() == Some("WRONGTYPE")
+        {
+            crate::metrics::damaged("slot");
+            tracing::warn!(registry = %env.ns.slots(), "the slot registry is not a set: slot not listed");
+            return Ok(());
+        }
+        added?;
         env.link
             .query(
                 redis::cmd("SET")
@@ -918,12 +929,20 @@ impl Coordinator {
 
     /// Sweeps index entries whose record vanished (each by a script that
     /// declares the record key, so a slot migration cannot fool it).
+    /// Housekeeping only: a sweep that fails (an id no key can name, a
+    /// transient error) is logged and left for the next call or `repair`.
     async fn sweep(&self, orphans: Vec<(String, String)>) -> Result<()> {
         let calls = orphans
             .iter()
             .map(|(team, id)| ops::due::sweep(&self.rt.env, team, id));
-        for swept in futures_util::future::join_all(calls).await {
-            swept?;
+        for (swept, (team, id)) in futures_util::future::join_all(calls)
+            .await
+            .iter()
+            .zip(&orphans)
+        {
+            if let Err(e) = swept {
+                tracing::warn!(team = %team, sandbox = %id, error = %e, "stale index entry not swept");
+            }
         }
         Ok(())
     }
@@ -932,35 +951,43 @@ impl Coordinator {
     /// across every team of the namespace, oldest first, at most `limit`
     /// (1 to 100,000). Reads the namespace's slot registry, then one script
     /// per slot that has teams (each touching that slot only, so it works
-    /// unchanged on Redis Cluster), concurrently.
+    /// unchanged on Redis Cluster), concurrently. A team (or a slot's team
+    /// set) with a key of another type is skipped — logged, counted in
+    /// `sandbox_coordinator_damaged_skipped_total`, reported by
+    /// [`repair`](Coordinator::repair) — and every other team is answered.
     ///
     /// Cancel safety: safe to drop.
     pub async fn due_for_eviction_all(&self, limit: usize) -> Result<Vec<(String, String)>> {
         let limit = bounds::count("limit", limit, 100_000)?;
         let env = &self.rt.env;
-        let slots: Vec<u16> = match env
-            .link
-            .query(
-                redis::cmd("SMEMBERS").arg(env.ns.slots()),
-                crate::connection::Route::default(),
-            )
-            .await?
-        {
-            redis::Value::Array(items) | redis::Value::Set(items) => items
-                .iter()
-                .filter_map(|v| match v {
-                    redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let slots = self.registered_slots().await?;
         let calls = slots.iter().map(|&slot| ops::due::slot(env, slot, limit));
         let mut all = Vec::new();
         let mut orphans = Vec::new();
-        for found in futures_util::future::join_all(calls).await {
-            let found = found?;
-            all.extend(found.due);
+        for (found, slot) in futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .zip(&slots)
+        {
+            let found = match found {
+                Err(Error::Corrupt { detail }) => {
+                    crate::metrics::damaged("slot");
+                    tracing::warn!(slot, %detail, "damaged slot skipped by due_for_eviction_all");
+                    continue;
+                }
+                other => other?,
+            };
+            for (team, detail) in &found.damaged {
+                crate::metrics::damaged("team");
+                tracing::warn!(team = %team, %detail, "damaged team skipped by due_for_eviction_all");
+            }
+            // An entry no key can name (a damaged index) is left to repair.
+            all.extend(
+                found
+                    .due
+                    .into_iter()
+                    .filter(|(team, id, _)| env.ns.sandbox(team, id).is_ok()),
+            );
             orphans.extend(found.orphans);
         }
         self.sweep(orphans).await?;
