@@ -1162,11 +1162,7 @@ impl Coordinator {
         if let Some(l) = limit {
             team_limit_arg(l)?;
         }
-        let (previous, unlisted, replication) =
-            ops::team_limit::set(&self.rt.env, team, &keys, limit).await?;
-        if unlisted {
-            self.list_slot(&keys).await?;
-        }
+        let (previous, replication) = ops::team_limit::set(&self.rt.env, &keys, limit).await?;
         ops::replicated("set_team_limit", replication)?;
         Ok(previous)
     }
