@@ -119,8 +119,10 @@ pub(crate) async fn sweep(env: &Env, team: &str, id: &str) -> Result<bool, Error
             &keys.team.key("expiry"),
             &keys.team.key("tombs"),
             &keys.team.key("ids"),
+            &keys.team.key("team"),
+            &keys.team.slot_key("teams"),
         ],
-        &[id],
+        &[id, &keys.team.prefix, team],
         Send::Retried { write: true },
         Route::default(),
     )
