@@ -997,8 +997,10 @@ impl Coordinator {
     }
 
     /// Deletes a sandbox's record and its index entries. Refused while a
-    /// transition holds the lease, waiters are queued or the id is
-    /// reserved ([`Error::Busy`]). Returns false if there was no record.
+    /// transition holds the lease or the id is reserved ([`Error::Busy`]).
+    /// Requests queued to re-decide do not hold it back (a delete is final,
+    /// and a queue that never empties must not block it): they are woken
+    /// and get [`Error::NotFound`]. Returns false if there was no record.
     ///
     /// Not retried internally, and an [`Error::Redis`] that
     /// [`is_retryable`](Error::is_retryable) is no invitation to retry
