@@ -1287,8 +1287,11 @@ impl Coordinator {
     /// set, slots missing from the registry. Records are found with `SCAN`
     /// (the one operation that does; it needs `+scan`, see `sandboxctl acl
     /// --admin`), every check and fix is made inside one script per team on
-    /// the state at that moment, so a repair beside live traffic changes
-    /// nothing that is right.
+    /// the state at that moment (with every key it touches declared, so
+    /// under a slot migration it runs where the keys are or is refused with
+    /// a retryable error), so a repair beside live traffic changes nothing
+    /// that is right. A team or slot with a key of another type is reported
+    /// (problem `type`) and left as it is; the other teams are repaired.
     ///
     /// Cancel safety: safe to drop; each team's repair is atomic.
     pub async fn repair(&self, dry_run: bool) -> Result<RepairReport> {
@@ -1304,9 +1307,25 @@ impl Coordinator {
             }
         }
         // Teams known to the slot sets but without records (indexes only).
-        for slot in self.registered_slots().await? {
-            for team in self.smembers(&env.ns.slot_teams(slot)).await? {
-                teams.entry(team).or_default();
+        let (registered, registry_sound) = match self.registered_slots().await {
+            Err(Error::Corrupt { .. }) => {
+                report.drift.push(type_drift("", "slots", env.ns.slots()));
+                (Vec::new(), false)
+            }
+            other => (other?, true),
+        };
+        for &slot in &registered {
+            match self.smembers(&env.ns.slot_teams(slot)).await {
+                Err(Error::Corrupt { .. }) => {
+                    report
+                        .drift
+                        .push(type_drift("", "teams", env.ns.slot_teams(slot)));
+                }
+                got => {
+                    for team in got? {
+                        teams.entry(team).or_default();
+                    }
+                }
             }
         }
         for key in self.scan(&format!("{}:{{*}}:ids", env.ns.prefix())).await? {
@@ -1317,7 +1336,6 @@ impl Coordinator {
                 teams.entry(team.to_string()).or_default();
             }
         }
-        let registered = self.registered_slots().await?;
         for (team, ids) in &teams {
             let Ok(keys) = env.ns.team(team) else {
                 continue;
@@ -1326,7 +1344,7 @@ impl Coordinator {
             report.records += ids.len();
             let mut drift = ops::repair::team(env, team, &keys, ids, dry_run).await?;
             let has_records = !ids.is_empty();
-            if has_records && !registered.contains(&keys.slot) {
+            if registry_sound && has_records && !registered.contains(&keys.slot) {
                 drift.push(crate::sandbox::Drift {
                     team: team.clone(),
                     index: "slots".into(),
@@ -1382,6 +1400,8 @@ impl Coordinator {
             .collect())
     }
 
+    /// The members of the set `key`; [`Error::Corrupt`] if it is a key of
+    /// another type.
     async fn smembers(&self, key: &str) -> Result<Vec<String>> {
         let value = self
             .rt
@@ -1391,7 +1411,13 @@ impl Coordinator {
                 redis::cmd("SMEMBERS").arg(key),
                 crate::connection::Route::default(),
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                Error::Redis(r) if r.code() == Some("WRONGTYPE") => Error::Corrupt {
+                    detail: format!("{key} is not a set"),
+                },
+                e => e,
+            })?;
         Ok(strings(value))
     }
 
@@ -1457,6 +1483,16 @@ impl Coordinator {
 }
 
 /// `(team, id)` of a record key `<ns>:{<team>}:rec:<id>`.
+/// A key of another type found by `repair`, reported as drift.
+fn type_drift(team: &str, index: &str, key: String) -> crate::sandbox::Drift {
+    crate::sandbox::Drift {
+        team: team.to_string(),
+        index: index.to_string(),
+        problem: "type".to_string(),
+        id: key,
+    }
+}
+
 fn parse_record_key(prefix: &str, key: &str) -> Option<(String, String)> {
     let rest = key.strip_prefix(prefix)?.strip_prefix(":{")?;
     let (team, rest) = rest.split_once("}:")?;
