@@ -605,7 +605,7 @@ async fn damage(
         }
     };
     match rng.random_range(0..8) {
-        0 | 1 | 2 => {
+        0..=2 => {
             let field = *pick(rng, RECORD_FIELDS);
             match value(rng) {
                 None => raw(conn, &["HDEL", &rec, field]).await,
