@@ -16,7 +16,7 @@
 //! <ns>:{<team>}:resv              zset    id -> deadline of every reservation
 //! <ns>:{<team>}:team              hash    limit, floor, listed, tok:<id>
 //! <ns>:{<team>}:notify            channel the team's wake-ups (SPUBLISH on Cluster)
-//! <ns>:{<slot tag>}:teams         set     the teams whose {team} hashes to that slot
+//! <ns>:{<slot tag>}:teams         set     the teams with records whose {team} hashes to that slot
 //! <ns>:{<slot tag>}:listed        string  "1" once the slot is in <ns>:slots
 //! <ns>:slots                      set     the slots that have teams
 //! ```
