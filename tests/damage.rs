@@ -7,8 +7,8 @@
 //! refused.
 //!
 //! `DAMAGE_SEED` (default 16) and `DAMAGE_SECONDS` (default 15) tune the
-//! fuzzer: `DAMAGE_SECONDS=600 cargo nextest run --test damage -E
-//! 'test(damage_fuzzer)' --no-capture` runs it for ten minutes.
+//! fuzzer: `DAMAGE_SECONDS=600 cargo test --test damage damage_fuzzer --
+//! --nocapture` runs it for ten minutes (nextest stops a test after 3).
 
 mod fixture;
 mod support;
