@@ -12,6 +12,10 @@
   (the floor), and above every fence handed out before a loss of data as
   long as the server clock does not go back.
 
+  Starting from a tombstone (a rule such as `kill_deletes_paused`) makes
+  the record live again in the same step: back in the expiry index, out of
+  the tombstone index, its tombstone TTL cleared.
+
   A record in an in-flight state whose lease ended without an outcome is
   "stuck": its holder died. Nothing is decided on it until its outcome
   `abandoned` is recorded: the reply "stuck" names the transition, and the
@@ -143,12 +147,25 @@ if decision == 'start' and not behind then
   local fence = int(math.max(now_us, r.fence_n + 1, r.floor_n + 1))
   local fields = {'state', IN_FLIGHT, 'fence', fence, 'action', ACTION, 'holder', HOLDER,
                   'until_ms', int(now + LEASE_MS), 'started_ms', int(now)}
+  local end_n = r.end_n
   if PULL_END and r.end_n > now then
-    -- The index first: the one write that can fail (a key of another type).
-    local ok = redis.pcall('ZADD', TP .. 'expiry', now, ID)
-    if type(ok) == 'table' then return wrongtype(ok, TP .. 'expiry', 'sorted set') end
+    end_n = now
     fields[#fields + 1] = 'end_ms'
     fields[#fields + 1] = int(now)
+  end
+  if is_tombstone(r.state) then
+    -- Leaving a tombstone (a kill that deletes a paused sandbox): the
+    -- record is live again in every index, and no longer expires, in this
+    -- same step. The checks first: the writes below cannot fail after them.
+    local bad = foreign_indexes({'expiry', 'tombs'}, nil)
+    if bad then return bad end
+    redis.call('ZADD', TP .. 'expiry', end_n, ID)
+    redis.call('ZREM', TP .. 'tombs', ID)
+    redis.call('PERSIST', REC)
+  elseif end_n ~= r.end_n then
+    -- The index first: the one write that can fail (a key of another type).
+    local ok = redis.pcall('ZADD', TP .. 'expiry', end_n, ID)
+    if type(ok) == 'table' then return wrongtype(ok, TP .. 'expiry', 'sorted set') end
   end
   local next_up = leave_queue(fields)
   redis.call('HSET', REC, unpack(fields))

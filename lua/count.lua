@@ -23,8 +23,11 @@ local TP = ARGV[1]
 --!include errors.lua
 --!include clock.lua
 --!include record.lua
+--!include indexes.lua
 
 local now = clock()
+local bad = foreign_indexes({'resv', 'team'}, nil)
+if bad then return bad end
 local ids = redis.pcall('ZRANGE', KEYS[1], 0, -1)
 if ids.err then return wrongtype(ids, KEYS[1], 'sorted set') end
 local n = {live = 0, inflight = 0, resumable = 0, final = 0}

@@ -40,6 +40,7 @@ local TEAM, RESTAMP, SLOT = ARGV[3], ARGV[4] == '1', ARGV[5]
 --!include errors.lua
 --!include clock.lua
 --!include record.lua
+--!include indexes.lua
 
 local now = clock()
 local v = redis.pcall('HGET', REC, 'v')
@@ -81,6 +82,10 @@ if last_fence ~= '' then
     fields[#fields + 1] = action
   end
 end
+-- Every key written below must be of its type: checked before the first
+-- write (Redis does not roll back a script that fails half-way).
+local bad = foreign_indexes({'expiry', 'tombs', 'ids', 'team'}, {{SLOT .. 'teams', 'set'}})
+if bad then return bad end
 redis.call('HSET', REC, unpack(fields))
 
 redis.call('ZADD', TP .. 'ids', 0, ID)

@@ -94,10 +94,12 @@ local held = redis.call('ZSCORE', TP .. 'resv', ID)
 if held and tonumber(held) > now and team[4] ~= TOKEN then return {'busy', '0', 'reserve'} end
 local limit = team_limit(team[1], DEFAULT_LIMIT)
 if limit then
-  sweep_reservations(now)
   local taken = places_taken(now, ID)
   if taken + 1 > limit then return {'team_limit', int(taken), int(limit)} end
 end
+
+-- Every check has passed: the writes begin (expired reservations first).
+sweep_reservations(now)
 
 -- Consume this id's reservation, if any: its place is now the record's.
 redis.call('ZREM', TP .. 'resv', ID)

@@ -1,7 +1,9 @@
 --[[
   remove.lua — delete a sandbox record and its index entries. Refused while
-  a transition holds the lease or the id is reserved (waiters queued to
-  re-decide then find the record gone).
+  a transition holds the lease or the id is reserved. Requests queued to
+  re-decide do not hold it back (a delete is final; a queue that never
+  empties must not block it): they are told, and find the record gone.
+  The team's last record takes the team out of its slot's team set.
   Outcome keys are left to expire (late joiners still learn how the last
   transitions ended). The record's fence is kept as the team's floor, so a
   later record with this id starts above it.
@@ -9,10 +11,12 @@
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
     KEYS[2..5]           <ns>:{<team>}:expiry, :tombs, :ids, :team
+    KEYS[6] slot teams   <ns>:{<tag of the team's slot>}:teams
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] expected execution id, or "" for any (pinned remove: a removal
             racing a resume cannot delete the new incarnation)
+    ARGV[4] team id
 
   Output:
     {"removed", state, exec}
@@ -23,11 +27,11 @@
 
   Example:
     redis-cli --eval DIR/remove.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' \
-      'sbx:{t}:team' , 'sbx:{t}:' s1 ''
+      'sbx:{t}:team' 'sbx:{#557}:teams' , 'sbx:{t}:' s1 '' t
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
-local EXPECT = ARGV[3]
+local EXPECT, TEAM = ARGV[3], ARGV[4]
 
 --!generated
 --!include errors.lua
@@ -40,7 +44,7 @@ local EXPECT = ARGV[3]
 local now = clock()
 local r, err = load_record(REC)
 if err then return err end
-err = foreign_indexes({'expiry', 'tombs', 'ids', 'team'}, nil)
+err = foreign_indexes({'expiry', 'tombs', 'ids', 'team'}, {{KEYS[6], 'set'}})
 if err then return err end
 if not r then
   drop_from_indexes(ID)
@@ -54,5 +58,6 @@ local highest = math.max(r.fence_n, r.floor_n)
 if highest > floor then redis.call('HSET', TP .. 'team', 'floor', int(highest)) end
 redis.call('DEL', REC)
 drop_from_indexes(ID)
+unlist_if_empty(KEYS[6], TEAM)
 notify('c ' .. ID)
 return {'removed', r.state, r.exec}

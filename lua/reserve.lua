@@ -10,7 +10,8 @@
   ("exists"). For a resume ("resume") the record must be a resumable
   tombstone: none is "not_found", any other state "exists". while a transition holds the lease or the id is already
   reserved ("busy"), and when the team's places are all taken
-  ("team_limit"). Expired reservations are swept first.
+  ("team_limit"). Expired reservations do not count, and are swept once
+  every check has passed.
 
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
@@ -54,11 +55,14 @@ if r then
   if r.holder ~= '' and r.until_n > now then return {'busy', r.fence, r.action} end
   if class_of(r.state) ~= 'resumable' then return {'exists', r.exec, r.state} end
 end
-sweep_reservations(now)
-if redis.call('ZSCORE', TP .. 'resv', ID) then return {'busy', '0', 'reserve'} end
+local held = redis.call('ZSCORE', TP .. 'resv', ID)
+if held and tonumber(held) > now then return {'busy', '0', 'reserve'} end
 local limit = team_limit(redis.call('HGET', TP .. 'team', 'limit'), DEFAULT_LIMIT)
 local taken = places_taken(now, nil)
 if limit and taken + 1 > limit then return {'team_limit', int(taken), int(limit)} end
+-- Every check has passed: the writes begin (expired reservations first;
+-- a refusal above wrote nothing).
+sweep_reservations(now)
 local deadline = now + TTL_MS
 redis.call('ZADD', TP .. 'resv', deadline, ID)
 redis.call('HSET', TP .. 'team', 'tok:' .. ID, TOKEN)

@@ -4,23 +4,32 @@
   eviction, a tombstone's expiry). Does nothing if the record exists. The
   record is a declared key, so under a slot migration Redis runs this where
   the record really is (ASK): an index entry is never swept for a record
-  that merely has not been migrated yet.
+  that merely has not been migrated yet. The team's last record takes the
+  team out of its slot's team set.
 
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
-    KEYS[2..4]           <ns>:{<team>}:expiry, :tombs, :ids
+    KEYS[2..5]           <ns>:{<team>}:expiry, :tombs, :ids, :team
+    KEYS[6] slot teams   <ns>:{<tag of the team's slot>}:teams
     ARGV[1] sandbox id
+    ARGV[2] team prefix  "<ns>:{<team>}:"
+    ARGV[3] team id
 
   Output:
     {"swept"} | {"present"}
 
   Example:
-    redis-cli --eval DIR/sweep.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' , s1
+    redis-cli --eval DIR/sweep.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' \
+      'sbx:{t}:team' 'sbx:{#557}:teams' , s1 'sbx:{t}:' t
 ]]
+
+local TP = ARGV[2]
 
 --!generated
 --!include errors.lua
+--!include indexes.lua
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'present'} end
 for i = 2, 4 do redis.pcall('ZREM', KEYS[i], ARGV[1]) end
+unlist_if_empty(KEYS[6], ARGV[3])
 return {'swept'}

@@ -3,27 +3,24 @@
   not tombstones, plus live reservations). Every server enforces the same
   number, read from here in the same script that registers or reserves.
   Lowering a limit below what is taken refuses new places only; nothing is
-  evicted. Waiters for a free place are told.
+  evicted. Waiters for a free place are told. (A limit does not put the
+  team in its slot's team set: that set holds the teams that have records,
+  for fleet-wide eviction.)
 
   Input:
     KEYS[1] team hash    <ns>:{<team>}:team
-    KEYS[2] slot teams   <ns>:{<tag of the team's slot>}:teams
-    KEYS[3] slot listed  <ns>:{<tag of the team's slot>}:listed
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] the limit, or "" to clear it
-    ARGV[3] team id
-    ARGV[4] slot prefix "<ns>:{<tag of the team's slot>}:"
 
   Output:
-    {"ok", previous_or_empty, slot_unlisted}
+    {"ok", previous_or_empty}
+    {"corrupt", detail}        the team hash is not a hash; nothing written
 
   Example:
-    redis-cli --eval DIR/team_limit.lua 'sbx:{t}:team' 'sbx:{#557}:teams' 'sbx:{#557}:listed' , \
-      'sbx:{t}:' 10 t 'sbx:{#557}:'
+    redis-cli --eval DIR/team_limit.lua 'sbx:{t}:team' , 'sbx:{t}:' 10
 ]]
 
-local TP, LIMIT, TEAM, SLOT = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-
+local TP, LIMIT = ARGV[1], ARGV[2]
 
 --!generated
 --!include errors.lua
@@ -34,10 +31,7 @@ if type(before) == 'table' then return wrongtype(before, KEYS[1], 'hash') end
 if LIMIT == '' then
   redis.call('HDEL', KEYS[1], 'limit')
 else
-  redis.call('HSET', KEYS[1], 'limit', LIMIT, 'listed', '1')
-  redis.call('SADD', SLOT .. 'teams', TEAM)
+  redis.call('HSET', KEYS[1], 'limit', LIMIT)
 end
 notify('c')
-local unlisted = '0'
-if redis.call('EXISTS', SLOT .. 'listed') == 0 then unlisted = '1' end
-return {'ok', before or '', unlisted}
+return {'ok', before or ''}

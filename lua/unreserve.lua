@@ -14,6 +14,7 @@
 
   Output:
     {"released"} | {"none"}
+    {"corrupt", detail}        an index of another type; nothing written
 
   Example:
     redis-cli --eval DIR/unreserve.lua 'sbx:{t}:rec:s1' 'sbx:{t}:resv' 'sbx:{t}:team' , 'sbx:{t}:' s1 tok1
@@ -25,8 +26,11 @@ local TOKEN = ARGV[3]
 --!generated
 --!include errors.lua
 --!include notify.lua
+--!include indexes.lua
 
-local held = redis.pcall('HGET', TP .. 'team', 'tok:' .. ID)
+local bad = foreign_indexes({'resv', 'team'}, nil)
+if bad then return bad end
+local held = redis.call('HGET', TP .. 'team', 'tok:' .. ID)
 if held ~= TOKEN then return {'none'} end
 redis.call('ZREM', TP .. 'resv', ID)
 redis.call('HDEL', TP .. 'team', 'tok:' .. ID)

@@ -4,6 +4,8 @@
 //! `sandboxctl acl` prints them for
 //! `redis-cli ACL SETUSER coord $(sandboxctl acl) '>secret'`.
 
+use crate::error::Error;
+
 /// Commands the library sends itself (connections, scripts, the slot
 /// registry, notifications, topology and `ASKING` redirects on Redis
 /// Cluster). Not `CLIENT SETINFO`: redis-rs sends it on connect and ignores
@@ -110,8 +112,13 @@ const ADMIN: &[&str] = &[
 /// The ACL rules for `namespace`, space-separated: `resetkeys
 /// resetchannels -@all` then the namespace's keys (`~<ns>:*`) and channels
 /// (`&<ns>:*`) and the commands used. With `admin`, also what the operator
-/// tools need.
-pub fn acl_rules(namespace: &str, admin: bool) -> String {
+/// tools need. A namespace that is not one ([`validate_namespace`]: glob
+/// characters would widen the patterns to other namespaces' keys, a space
+/// would split a rule) is refused with [`Error::InvalidInput`].
+///
+/// [`validate_namespace`]: crate::keys::validate_namespace
+pub fn acl_rules(namespace: &str, admin: bool) -> Result<String, Error> {
+    crate::keys::validate_namespace(namespace)?;
     let mut rules = vec![
         "on".to_string(),
         "resetkeys".to_string(),
@@ -125,7 +132,7 @@ pub fn acl_rules(namespace: &str, admin: bool) -> String {
         commands.extend(ADMIN);
     }
     rules.extend(commands.into_iter().map(|c| format!("+{c}")));
-    rules.join(" ")
+    Ok(rules.join(" "))
 }
 
 #[cfg(test)]
@@ -134,11 +141,27 @@ mod tests {
 
     #[test]
     fn rules_name_the_namespace_and_no_dangerous_command() {
-        let rules = acl_rules("sbx", false);
+        let rules = acl_rules("sbx", false).unwrap();
         assert!(rules.contains("~sbx:* &sbx:*"));
         for bad in ["+flushall", "+@all", "+keys", "+scan", "+config"] {
             assert!(!rules.split(' ').any(|r| r == bad), "{bad}");
         }
-        assert!(acl_rules("sbx", true).split(' ').any(|r| r == "+scan"));
+        assert!(
+            acl_rules("sbx", true)
+                .unwrap()
+                .split(' ')
+                .any(|r| r == "+scan")
+        );
+    }
+
+    /// `s*` would make the rules `~s*:*`: every namespace starting with s.
+    #[test]
+    fn acl_rules_refuse_a_namespace_with_glob_characters() {
+        for ns in ["s*", "s?", "s[ab]", "s\\x", "s^", "a b", ""] {
+            assert!(
+                matches!(acl_rules(ns, false), Err(Error::InvalidInput { .. })),
+                "{ns:?}"
+            );
+        }
     }
 }

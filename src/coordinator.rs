@@ -497,12 +497,23 @@ impl Coordinator {
     /// Adds the team's slot to the namespace's slot registry (for
     /// [`due_for_eviction_all`](Coordinator::due_for_eviction_all)) after a
     /// script reported it missing; marks it listed once that succeeded.
+    /// A registry of another type (damaged) is logged and counted, not an
+    /// error: the caller's write has happened; `repair` reports it.
     async fn list_slot(&self, keys: &TeamKeys) -> Result<()> {
         let env = &self.rt.env;
         let route = crate::connection::Route::default();
-        env.link
+        let added = env
+            .link
             .query(redis::cmd("SADD").arg(env.ns.slots()).arg(keys.slot), route)
-            .await?;
+            .await;
+        if let Err(Error::Redis(e)) = &added
+            && e.code() == Some("WRONGTYPE")
+        {
+            crate::metrics::damaged("slot");
+            tracing::warn!(registry = %env.ns.slots(), "the slot registry is not a set: slot not listed");
+            return Ok(());
+        }
+        added?;
         env.link
             .query(
                 redis::cmd("SET")
@@ -812,12 +823,20 @@ impl Coordinator {
 
     /// Sweeps index entries whose record vanished (each by a script that
     /// declares the record key, so a slot migration cannot fool it).
+    /// Housekeeping only: a sweep that fails (an id no key can name, a
+    /// transient error) is logged and left for the next call or `repair`.
     async fn sweep(&self, orphans: Vec<(String, String)>) -> Result<()> {
         let calls = orphans
             .iter()
             .map(|(team, id)| ops::due::sweep(&self.rt.env, team, id));
-        for swept in futures_util::future::join_all(calls).await {
-            swept?;
+        for (swept, (team, id)) in futures_util::future::join_all(calls)
+            .await
+            .iter()
+            .zip(&orphans)
+        {
+            if let Err(e) = swept {
+                tracing::warn!(team = %team, sandbox = %id, error = %e, "stale index entry not swept");
+            }
         }
         Ok(())
     }
@@ -826,35 +845,43 @@ impl Coordinator {
     /// across every team of the namespace, oldest first, at most `limit`
     /// (1 to 100,000). Reads the namespace's slot registry, then one script
     /// per slot that has teams (each touching that slot only, so it works
-    /// unchanged on Redis Cluster), concurrently.
+    /// unchanged on Redis Cluster), concurrently. A team (or a slot's team
+    /// set) with a key of another type is skipped — logged, counted in
+    /// `sandbox_coordinator_damaged_skipped_total`, reported by
+    /// [`repair`](Coordinator::repair) — and every other team is answered.
     ///
     /// Cancel safety: safe to drop.
     pub async fn due_for_eviction_all(&self, limit: usize) -> Result<Vec<(String, String)>> {
         let limit = bounds::count("limit", limit, 100_000)?;
         let env = &self.rt.env;
-        let slots: Vec<u16> = match env
-            .link
-            .query(
-                redis::cmd("SMEMBERS").arg(env.ns.slots()),
-                crate::connection::Route::default(),
-            )
-            .await?
-        {
-            redis::Value::Array(items) | redis::Value::Set(items) => items
-                .iter()
-                .filter_map(|v| match v {
-                    redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let slots = self.registered_slots().await?;
         let calls = slots.iter().map(|&slot| ops::due::slot(env, slot, limit));
         let mut all = Vec::new();
         let mut orphans = Vec::new();
-        for found in futures_util::future::join_all(calls).await {
-            let found = found?;
-            all.extend(found.due);
+        for (found, slot) in futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .zip(&slots)
+        {
+            let found = match found {
+                Err(Error::Corrupt { detail }) => {
+                    crate::metrics::damaged("slot");
+                    tracing::warn!(slot, %detail, "damaged slot skipped by due_for_eviction_all");
+                    continue;
+                }
+                other => other?,
+            };
+            for (team, detail) in &found.damaged {
+                crate::metrics::damaged("team");
+                tracing::warn!(team = %team, %detail, "damaged team skipped by due_for_eviction_all");
+            }
+            // An entry no key can name (a damaged index) is left to repair.
+            all.extend(
+                found
+                    .due
+                    .into_iter()
+                    .filter(|(team, id, _)| env.ns.sandbox(team, id).is_ok()),
+            );
             orphans.extend(found.orphans);
         }
         self.sweep(orphans).await?;
@@ -864,8 +891,10 @@ impl Coordinator {
     }
 
     /// Deletes a sandbox's record and its index entries. Refused while a
-    /// transition holds the lease, waiters are queued or the id is
-    /// reserved ([`Error::Busy`]). Returns false if there was no record.
+    /// transition holds the lease or the id is reserved ([`Error::Busy`]).
+    /// Requests queued to re-decide do not hold it back (a delete is final,
+    /// and a queue that never empties must not block it): they are woken
+    /// and get [`Error::NotFound`]. Returns false if there was no record.
     ///
     /// Not retried internally, and an [`Error::Redis`] that
     /// [`is_retryable`](Error::is_retryable) is no invitation to retry
@@ -1029,11 +1058,7 @@ impl Coordinator {
         if let Some(l) = limit {
             team_limit_arg(l)?;
         }
-        let (previous, unlisted, replication) =
-            ops::team_limit::set(&self.rt.env, team, &keys, limit).await?;
-        if unlisted {
-            self.list_slot(&keys).await?;
-        }
+        let (previous, replication) = ops::team_limit::set(&self.rt.env, &keys, limit).await?;
         ops::replicated("set_team_limit", replication)?;
         Ok(previous)
     }
@@ -1156,8 +1181,11 @@ impl Coordinator {
     /// set, slots missing from the registry. Records are found with `SCAN`
     /// (the one operation that does; it needs `+scan`, see `sandboxctl acl
     /// --admin`), every check and fix is made inside one script per team on
-    /// the state at that moment, so a repair beside live traffic changes
-    /// nothing that is right.
+    /// the state at that moment (with every key it touches declared, so
+    /// under a slot migration it runs where the keys are or is refused with
+    /// a retryable error), so a repair beside live traffic changes nothing
+    /// that is right. A team or slot with a key of another type is reported
+    /// (problem `type`) and left as it is; the other teams are repaired.
     ///
     /// Cancel safety: safe to drop; each team's repair is atomic.
     pub async fn repair(&self, dry_run: bool) -> Result<RepairReport> {
@@ -1173,9 +1201,25 @@ impl Coordinator {
             }
         }
         // Teams known to the slot sets but without records (indexes only).
-        for slot in self.registered_slots().await? {
-            for team in self.smembers(&env.ns.slot_teams(slot)).await? {
-                teams.entry(team).or_default();
+        let (registered, registry_sound) = match self.registered_slots().await {
+            Err(Error::Corrupt { .. }) => {
+                report.drift.push(type_drift("", "slots", env.ns.slots()));
+                (Vec::new(), false)
+            }
+            other => (other?, true),
+        };
+        for &slot in &registered {
+            match self.smembers(&env.ns.slot_teams(slot)).await {
+                Err(Error::Corrupt { .. }) => {
+                    report
+                        .drift
+                        .push(type_drift("", "teams", env.ns.slot_teams(slot)));
+                }
+                got => {
+                    for team in got? {
+                        teams.entry(team).or_default();
+                    }
+                }
             }
         }
         for key in self.scan(&format!("{}:{{*}}:ids", env.ns.prefix())).await? {
@@ -1186,7 +1230,6 @@ impl Coordinator {
                 teams.entry(team.to_string()).or_default();
             }
         }
-        let registered = self.registered_slots().await?;
         for (team, ids) in &teams {
             let Ok(keys) = env.ns.team(team) else {
                 continue;
@@ -1195,7 +1238,7 @@ impl Coordinator {
             report.records += ids.len();
             let mut drift = ops::repair::team(env, team, &keys, ids, dry_run).await?;
             let has_records = !ids.is_empty();
-            if has_records && !registered.contains(&keys.slot) {
+            if registry_sound && has_records && !registered.contains(&keys.slot) {
                 drift.push(crate::sandbox::Drift {
                     team: team.clone(),
                     index: "slots".into(),
@@ -1251,6 +1294,8 @@ impl Coordinator {
             .collect())
     }
 
+    /// The members of the set `key`; [`Error::Corrupt`] if it is a key of
+    /// another type.
     async fn smembers(&self, key: &str) -> Result<Vec<String>> {
         let value = self
             .rt
@@ -1260,7 +1305,13 @@ impl Coordinator {
                 redis::cmd("SMEMBERS").arg(key),
                 crate::connection::Route::default(),
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                Error::Redis(r) if r.code() == Some("WRONGTYPE") => Error::Corrupt {
+                    detail: format!("{key} is not a set"),
+                },
+                e => e,
+            })?;
         Ok(strings(value))
     }
 
@@ -1326,6 +1377,16 @@ impl Coordinator {
 }
 
 /// `(team, id)` of a record key `<ns>:{<team>}:rec:<id>`.
+/// A key of another type found by `repair`, reported as drift.
+fn type_drift(team: &str, index: &str, key: String) -> crate::sandbox::Drift {
+    crate::sandbox::Drift {
+        team: team.to_string(),
+        index: index.to_string(),
+        problem: "type".to_string(),
+        id: key,
+    }
+}
+
 fn parse_record_key(prefix: &str, key: &str) -> Option<(String, String)> {
     let rest = key.strip_prefix(prefix)?.strip_prefix(":{")?;
     let (team, rest) = rest.split_once("}:")?;

@@ -16,7 +16,7 @@
 //! <ns>:{<team>}:resv              zset    id -> deadline of every reservation
 //! <ns>:{<team>}:team              hash    limit, floor, listed, tok:<id>
 //! <ns>:{<team>}:notify            channel the team's wake-ups (SPUBLISH on Cluster)
-//! <ns>:{<slot tag>}:teams         set     the teams whose {team} hashes to that slot
+//! <ns>:{<slot tag>}:teams         set     the teams with records whose {team} hashes to that slot
 //! <ns>:{<slot tag>}:listed        string  "1" once the slot is in <ns>:slots
 //! <ns>:slots                      set     the slots that have teams
 //! ```
@@ -64,6 +64,27 @@ pub fn validate_id(what: &'static str, value: &str) -> Result<(), Error> {
             what,
             value: truncate(value),
             why,
+        }),
+    }
+}
+
+/// Checks a namespace: an id (see [`validate_id`]) without the characters
+/// a key pattern reads as a glob (`* ? [ ] \ ^`). The namespace goes into
+/// the ACL rules' key and channel patterns (`~<ns>:*`) and the SCAN patterns
+/// of the operator tools: `s*` would widen them to other namespaces' keys.
+pub fn validate_namespace(value: &str) -> Result<(), Error> {
+    validate_id("namespace", value)?;
+    match value
+        .chars()
+        .find(|c| matches!(c, '*' | '?' | '[' | ']' | '\\' | '^'))
+    {
+        None => Ok(()),
+        Some(c) => Err(Error::InvalidInput {
+            what: "namespace",
+            value: truncate(value),
+            why: format!(
+                "contains {c:?}, which a key pattern reads as a glob: the ACL rules would allow keys of other namespaces"
+            ),
         }),
     }
 }
@@ -138,9 +159,10 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    /// A namespace with a validated prefix (default `sbx`).
+    /// A namespace with a validated prefix (default `sbx`; see
+    /// [`validate_namespace`]).
     pub fn new(prefix: &str) -> Result<Namespace, Error> {
-        validate_id("namespace", prefix)?;
+        validate_namespace(prefix)?;
         Ok(Namespace {
             prefix: prefix.to_string(),
         })

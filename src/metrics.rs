@@ -19,6 +19,7 @@ pub(crate) const CANCELLED: &str = "sandbox_coordinator_cancelled_total";
 pub(crate) const RELOADS: &str = "sandbox_coordinator_script_reloads_total";
 pub(crate) const REDIS_ERRORS: &str = "sandbox_coordinator_redis_errors_total";
 pub(crate) const NOTIFICATIONS: &str = "sandbox_coordinator_notifications_total";
+pub(crate) const DAMAGED: &str = "sandbox_coordinator_damaged_skipped_total";
 
 /// Describes every metric (idempotent; called when a coordinator is built).
 pub(crate) fn describe() {
@@ -60,6 +61,15 @@ pub(crate) fn describe() {
         NOTIFICATIONS,
         "wake-up notifications received on this coordinator's subscription"
     );
+    describe_counter!(
+        DAMAGED,
+        "teams or slots a fleet-wide read skipped because a key of theirs is damaged (another type), by what (team, slot)"
+    );
+}
+
+/// A fleet-wide read skipped a damaged team or slot (logged with its name).
+pub(crate) fn damaged(what: &'static str) {
+    counter!(DAMAGED, "what" => what).increment(1);
 }
 
 pub(crate) fn begin(action: Action, decision: &'static str) {

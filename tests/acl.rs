@@ -83,7 +83,7 @@ async fn create_user(conn: &mut Conn, user: &str, rules: &str) {
 
 /// The printed rules without `+<command>` (which they must contain).
 fn rules_without(namespace: &str, command: &str) -> String {
-    let rules = acl_rules(namespace, false);
+    let rules = acl_rules(namespace, false).unwrap();
     let rule = format!("+{command}");
     assert!(
         rules.split(' ').any(|r| r == rule),
@@ -430,7 +430,7 @@ async fn the_printed_rules_are_accepted_by_the_server_as_they_are() {
     let mut admin = redis.client().await;
     let info = redis.server_info().await;
     for admin_rules in [false, true] {
-        let rules = acl_rules(&redis.namespace(), admin_rules);
+        let rules = acl_rules(&redis.namespace(), admin_rules).unwrap();
         if let Err(e) = set_user(&mut admin, USER, &words(&rules)).await {
             panic!("{info} refuses `ACL SETUSER {USER} {rules} >...`: {e}");
         }
@@ -444,7 +444,7 @@ async fn the_acl_user_runs_the_core_scenarios_with_username_and_password() {
     let redis = TestRedis::start().await;
     let ns = redis.namespace();
     let admin = redis.client().await;
-    create_user(&mut admin.clone(), USER, &acl_rules(&ns, false)).await;
+    create_user(&mut admin.clone(), USER, &acl_rules(&ns, false).unwrap()).await;
     let coord = ok("build", as_user(&redis.url(), &ns, USER).build().await);
     let joiner = ok("build", as_user(&redis.url(), &ns, USER).build().await);
     core_scenarios(&coord, &joiner, "team-a", async || {
@@ -459,7 +459,7 @@ async fn the_acl_user_runs_the_core_scenarios_with_credentials_in_the_url() {
     let redis = TestRedis::start().await;
     let ns = redis.namespace();
     let admin = redis.client().await;
-    create_user(&mut admin.clone(), USER, &acl_rules(&ns, false)).await;
+    create_user(&mut admin.clone(), USER, &acl_rules(&ns, false).unwrap()).await;
     let url = url_as(&redis.url(), USER);
     let build = || {
         Coordinator::builder(url.clone())
@@ -485,7 +485,7 @@ async fn the_acl_user_is_denied_keys_channels_and_commands_outside_the_namespace
     let redis = TestRedis::start().await;
     let ns = redis.namespace();
     let mut admin = redis.client().await;
-    create_user(&mut admin, USER, &acl_rules(&ns, false)).await;
+    create_user(&mut admin, USER, &acl_rules(&ns, false).unwrap()).await;
     let _: () = redis::cmd("SET")
         .arg("other:kept")
         .arg("1")
@@ -559,7 +559,12 @@ async fn the_acl_user_is_denied_keys_channels_and_commands_outside_the_namespace
 async fn repair_and_migrate_as_the_plain_user_fail_with_no_permission_naming_scan() {
     let redis = TestRedis::start().await;
     let ns = redis.namespace();
-    create_user(&mut redis.client().await, USER, &acl_rules(&ns, false)).await;
+    create_user(
+        &mut redis.client().await,
+        USER,
+        &acl_rules(&ns, false).unwrap(),
+    )
+    .await;
     let coord = ok("build", as_user(&redis.url(), &ns, USER).build().await);
     ok("register", coord.register(sandbox("s1", "e1")).await);
     for (what, result) in [
@@ -585,7 +590,7 @@ async fn repair_and_migrate_work_with_the_admin_rules() {
     let redis = TestRedis::start().await;
     let ns = redis.namespace();
     let mut admin = redis.client().await;
-    create_user(&mut admin, USER, &acl_rules(&ns, true)).await;
+    create_user(&mut admin, USER, &acl_rules(&ns, true).unwrap()).await;
     let coord = ok("build", as_user(&redis.url(), &ns, USER).build().await);
     ok("register", coord.register(sandbox("s1", "e1")).await);
     ok("register", coord.register(sandbox("s2", "e2")).await);
@@ -737,6 +742,7 @@ async fn a_user_missing_any_one_command_is_refused_cleanly_by_every_operation() 
     let mut admin = redis.client().await;
     let full = fixture::coordinator(&redis).await;
     let commands: Vec<String> = acl_rules(&ns, false)
+        .unwrap()
         .split(' ')
         .filter_map(|r| r.strip_prefix('+'))
         .map(str::to_string)
@@ -924,7 +930,7 @@ async fn a_user_missing_any_one_command_is_refused_cleanly_by_every_operation() 
 async fn the_acl_user_runs_the_core_scenarios_on_a_redis_cluster() {
     let cluster = TestCluster::start_with(ClusterOptions::new(3, 0)).await;
     let ns = "aclc";
-    create_user_on_every_node(&cluster, USER, &acl_rules(ns, false)).await;
+    create_user_on_every_node(&cluster, USER, &acl_rules(ns, false).unwrap()).await;
     let coord = ok("build", cluster_as_user(&cluster, ns, USER).build().await);
     let joiner = ok("build", cluster_as_user(&cluster, ns, USER).build().await);
     assert!(coord.is_cluster());
@@ -968,7 +974,7 @@ async fn without_spublish_build_on_a_cluster_is_refused_with_no_permission_and_w
 async fn the_acl_user_keeps_working_while_its_teams_slot_is_being_moved() {
     let cluster = TestCluster::start_with(ClusterOptions::new(3, 0)).await;
     let ns = "aclc";
-    create_user_on_every_node(&cluster, USER, &acl_rules(ns, false)).await;
+    create_user_on_every_node(&cluster, USER, &acl_rules(ns, false).unwrap()).await;
     let full = Coordinator::builder_cluster(cluster.seed_urls())
         .namespace(ns)
         .build()

@@ -603,9 +603,39 @@ async fn moving_a_teams_slot_during_transitions_loses_or_doubles_nothing() {
         .into_iter()
         .find(|m| !m.owns(slot))
         .unwrap();
+    // Repairs run all through the move (the slot half moved): each finds
+    // nothing to fix, or is refused with a retryable error (TRYAGAIN: its
+    // declared keys are split between the nodes), or is still being
+    // retried when its second is up. None takes a record that has already
+    // moved for a dangling index entry (the dry run after the move finds
+    // no drift).
     let mut moving = cluster.begin_slot_move(slot, &to.id).await;
+    let repairs = {
+        let (coord, stop) = (coord.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let (mut repaired, mut refused, mut pending) = (0, 0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                match timeout(Duration::from_secs(1), coord.repair(false)).await {
+                    Ok(Ok(report)) => {
+                        assert!(
+                            report.drift.is_empty(),
+                            "a repair during the move: {:?}",
+                            report.drift
+                        );
+                        repaired += 1;
+                    }
+                    Ok(Err(e)) => {
+                        assert!(e.is_retryable(), "a repair during the move: {e:?}");
+                        refused += 1;
+                    }
+                    Err(_) => pending += 1,
+                }
+            }
+            (repaired, refused, pending)
+        })
+    };
     while moving.migrate_batch(3).await > 0 {
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let report = moving.finish().await;
     eprintln!(
@@ -620,6 +650,11 @@ async fn moving_a_teams_slot_during_transitions_loses_or_doubles_nothing() {
             .expect("a call stuck after the move")
             .unwrap();
     }
+    let (repaired, refused, pending) = timeout(BOUND, repairs).await.unwrap().unwrap();
+    eprintln!(
+        "repairs around the move: {repaired} found nothing, {refused} refused (retryable), \
+         {pending} still retrying after 1 s"
+    );
     let fences = fences.lock().unwrap().clone();
     let total: usize = fences.values().map(Vec::len).sum();
     for (i, f) in fences.iter() {
@@ -639,6 +674,8 @@ async fn moving_a_teams_slot_during_transitions_loses_or_doubles_nothing() {
         .await;
         assert_eq!(sb.state, State::Running, "{id}");
     }
+    let after = retrying("repair", || coord.repair(true)).await;
+    assert!(after.drift.is_empty(), "after the move: {:?}", after.drift);
     // A joiner after the move is woken by a notification from the new owner.
     let slow = on_cluster(&cluster, &ns, Duration::from_secs(30)).await;
     let t = started(

@@ -44,6 +44,20 @@ local function drop_from_indexes(id)
   redis.pcall('ZREM', TP .. 'ids', id)
 end
 
+-- A team whose last record went (no entry left in ids, expiry or tombs)
+-- leaves its slot's team set `teams_key` (and its `listed` mark, so that
+-- its next record lists it again): fleet-wide eviction reads only teams
+-- that have records. (pcall: an index of another type leaves the team
+-- listed, for repair to report.)
+local function unlist_if_empty(teams_key, team)
+  for _, name in ipairs({'ids', 'expiry', 'tombs'}) do
+    local n = redis.pcall('ZCARD', TP .. name)
+    if type(n) ~= 'number' or n > 0 then return end
+  end
+  redis.pcall('SREM', teams_key, team)
+  redis.pcall('HDEL', TP .. 'team', 'listed')
+end
+
 -- Expired reservations no longer hold a place: forget them.
 local function sweep_reservations(now)
   local gone = redis.call('ZRANGEBYSCORE', TP .. 'resv', '-inf', now)

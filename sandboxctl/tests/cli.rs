@@ -930,7 +930,7 @@ fn acl_rules_of(ns: &str, admin: bool) -> Vec<String> {
     assert_eq!(text.lines().count(), 1, "one line of rules: {text}");
     assert_eq!(
         text.trim_end(),
-        sandbox_coordinator::acl_rules(ns, admin),
+        sandbox_coordinator::acl_rules(ns, admin).unwrap(),
         "not the library's rules"
     );
     text.split_whitespace().map(str::to_string).collect()

@@ -9,11 +9,13 @@ use crate::ops::{Env, Send, call};
 /// A due sandbox: team, id, end time (ms).
 pub(crate) type Due = (String, String, u64);
 
-/// What a due script found: the due sandboxes, and (team, id) of stale
-/// index entries to sweep.
+/// What a due script found: the due sandboxes, (team, id) of stale index
+/// entries to sweep, and (team, what is wrong) of the teams skipped because
+/// an index of theirs is damaged.
 pub(crate) struct Found {
     pub due: Vec<Due>,
     pub orphans: Vec<(String, String)>,
+    pub damaged: Vec<(String, String)>,
 }
 
 pub(crate) async fn team(
@@ -40,6 +42,7 @@ pub(crate) async fn team(
     let mut found = Found {
         due: Vec::with_capacity(n),
         orphans: Vec::new(),
+        damaged: Vec::new(),
     };
     for k in 0..n {
         let i = 3 + 2 * k;
@@ -76,6 +79,7 @@ pub(crate) async fn slot(env: &Env, slot: u16, limit: usize) -> Result<Found, Er
     let mut found = Found {
         due: Vec::with_capacity(n),
         orphans: Vec::new(),
+        damaged: Vec::new(),
     };
     for k in 0..n {
         let i = 3 + 3 * k;
@@ -86,6 +90,14 @@ pub(crate) async fn slot(env: &Env, slot: u16, limit: usize) -> Result<Found, Er
         ));
     }
     let mut i = 3 + 3 * n;
+    let d = reply.usize(i)?;
+    i += 1;
+    for _ in 0..d {
+        found
+            .damaged
+            .push((reply.str(i).to_string(), reply.str(i + 1).to_string()));
+        i += 2;
+    }
     while i + 1 < reply.len() {
         found
             .orphans
@@ -107,8 +119,10 @@ pub(crate) async fn sweep(env: &Env, team: &str, id: &str) -> Result<bool, Error
             &keys.team.key("expiry"),
             &keys.team.key("tombs"),
             &keys.team.key("ids"),
+            &keys.team.key("team"),
+            &keys.team.slot_key("teams"),
         ],
-        &[id],
+        &[id, &keys.team.prefix, team],
         Send::Retried { write: true },
         Route::default(),
     )

@@ -20,8 +20,9 @@ pub(crate) async fn remove(
             &ctx.keys.team.key("tombs"),
             &ctx.keys.team.key("ids"),
             &ctx.keys.team.key("team"),
+            &ctx.keys.team.slot_key("teams"),
         ],
-        &[&ctx.keys.team.prefix, ctx.id, expect],
+        &[&ctx.keys.team.prefix, ctx.id, expect, ctx.team],
         Send::Once { write: true },
         Route::default(),
     )

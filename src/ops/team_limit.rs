@@ -5,20 +5,19 @@ use crate::error::Error;
 use crate::keys::TeamKeys;
 use crate::ops::{Env, Send, call};
 
-/// The previous limit, whether the slot must be registered, the replication.
+/// The previous limit and the replication.
 pub(crate) async fn set(
     env: &Env,
-    team: &str,
     keys: &TeamKeys,
     limit: Option<usize>,
-) -> Result<(Option<usize>, bool, Replication), Error> {
+) -> Result<(Option<usize>, Replication), Error> {
     let hash = keys.key("team");
     let limit_s = limit.map(|n| n.to_string()).unwrap_or_default();
     let (reply, replication) = call(
         env,
         &env.scripts.team_limit,
-        &[&hash, &keys.slot_key("teams"), &keys.slot_key("listed")],
-        &[&keys.prefix, &limit_s, team, &keys.slot_prefix],
+        &[&hash],
+        &[&keys.prefix, &limit_s],
         Send::Retried { write: true },
         Route::default(),
     )
@@ -26,5 +25,5 @@ pub(crate) async fn set(
     if reply.status() != "ok" {
         return Err(reply.refusal(&hash, &env.digest));
     }
-    Ok((reply.str(1).parse().ok(), reply.str(2) == "1", replication))
+    Ok((reply.str(1).parse().ok(), replication))
 }
