@@ -1038,7 +1038,7 @@ async fn a_password_in_the_url_is_shown_by_neither_debug_nor_redis() {
     let redis = TestRedis::start().await;
     let ns = redis.namespace();
     let admin = redis.client().await;
-    create_user(&mut admin.clone(), USER, &acl_rules(&ns, false)).await;
+    create_user(&mut admin.clone(), USER, &acl_rules(&ns, false).unwrap()).await;
     let url = url_as(&redis.url(), USER);
     let builder = Coordinator::builder(url.clone()).namespace(ns);
     let debug = format!("{builder:?}");

@@ -733,17 +733,9 @@ struct Answer {
     /// `get` read it before the call (settled, no lease, no queue, no
     /// reservation), if it gives exactly one.
     expected: Option<Decision>,
-    /// The record was in flight with no action (issue 16 point 1).
-    hot_loop_class: bool,
 }
 
-async fn call(
-    rng: &mut StdRng,
-    coord: &Coordinator,
-    conn: &mut redis::aio::MultiplexedConnection,
-    scene: &Scene,
-    label: &mut String,
-) -> Answer {
+async fn call(rng: &mut StdRng, coord: &Coordinator, scene: &Scene, label: &mut String) -> Answer {
     let team = if rng.random_bool(0.85) {
         scene.t.clone()
     } else {
@@ -756,10 +748,8 @@ async fn call(
     };
     let short = Duration::from_millis(300);
     let mut expected = None;
-    let mut hot_loop_class = false;
     let op = rng.random_range(0..13);
     *label = format!("operation {op} on {team}/{id}");
-    hot_loop_class = hot_loop_class || settled_elsewhere(coord, conn, &team, id).await;
     let (what, result) = match op {
         0..=3 => {
             let action = *pick(rng, &[Action::Pause, Action::Kill, Action::Snapshot]);
@@ -787,7 +777,6 @@ async fn call(
                     expected = Some(coord.lifecycle().decide(sb.state, LeaseView::None, action));
                 }
             }
-            hot_loop_class = in_flight_without_action(coord, conn, &team, id).await;
             let got = coord.begin(&team, id, action, opts).await;
             let result = match got {
                 Ok(Begun::Started(t)) => {
@@ -814,7 +803,6 @@ async fn call(
             )
         }
         5 => {
-            hot_loop_class = in_flight_without_action(coord, conn, &team, id).await;
             let r = coord.wait_idle(&team, id, short).await;
             (
                 format!("wait_idle {team}/{id}"),
@@ -875,81 +863,7 @@ async fn call(
         what,
         result,
         expected,
-        hot_loop_class,
     }
-}
-
-/// Whether the record is in an in-flight state with an empty `action`
-/// field: begin answers "stuck" and settle "unknown" for ever — the
-/// request-loop hot loop of issue 16 point 1, fixed on another branch.
-async fn in_flight_without_action(
-    coord: &Coordinator,
-    conn: &mut redis::aio::MultiplexedConnection,
-    team: &str,
-    id: &str,
-) -> bool {
-    let rec = coord.namespace().sandbox(team, id).unwrap().record;
-    let Ok(v) = redis::cmd("HMGET")
-        .arg(&rec)
-        .arg("state")
-        .arg("action")
-        .query_async::<Vec<Option<String>>>(conn)
-        .await
-    else {
-        return false;
-    };
-    let in_flight = v[0]
-        .as_deref()
-        .and_then(|s| s.parse::<State>().ok())
-        .is_some_and(|s| {
-            matches!(
-                coord.lifecycle().class(s),
-                sandbox_coordinator::StateClass::InFlight(_)
-            )
-        });
-    in_flight && v[1].as_deref().unwrap_or("").is_empty()
-}
-
-/// Whether the record is stuck (in flight, lease ended, no outcome in the
-/// record) while an outcome key of its fence says the transition ended:
-/// begin answers "stuck", settle answers "outcome", for ever — the
-/// request-loop hot loop of issue 16 point 1, fixed on another branch.
-async fn settled_elsewhere(
-    coord: &Coordinator,
-    conn: &mut redis::aio::MultiplexedConnection,
-    team: &str,
-    id: &str,
-) -> bool {
-    let keys = coord.namespace().sandbox(team, id).unwrap();
-    let Ok(v) = redis::cmd("HMGET")
-        .arg(&keys.record)
-        .arg("state")
-        .arg("fence")
-        .arg("last_fence")
-        .query_async::<Vec<Option<String>>>(conn)
-        .await
-    else {
-        return false;
-    };
-    let in_flight = v[0]
-        .as_deref()
-        .and_then(|s| s.parse::<State>().ok())
-        .is_some_and(|s| {
-            matches!(
-                coord.lifecycle().class(s),
-                sandbox_coordinator::StateClass::InFlight(_)
-            )
-        });
-    let fence = v[1].clone().unwrap_or_default();
-    if !in_flight || v[2].as_deref() == Some(fence.as_str()) {
-        return false;
-    }
-    let out = format!("{}out:{id}:{fence}", keys.team.prefix);
-    redis::cmd("EXISTS")
-        .arg(&out)
-        .query_async::<i64>(conn)
-        .await
-        .is_ok_and(|n| n == 1)
 }
 
 /// Whether `result` is what a begin may answer for `decision`.
@@ -1031,31 +945,20 @@ async fn damage_fuzzer() {
         }
         let before = dump_connection(&mut conn).await;
         let calls_before = evalsha_calls(&conn).await;
-        let mut probe = conn.clone();
         let mut label = String::new();
         let answer = timeout(
             Duration::from_secs(5),
-            call(&mut rng, coord, &mut probe, &scene, &mut label),
+            call(&mut rng, coord, &scene, &mut label),
         )
         .await;
         let case = format!("seed {seed} case {cases}: {damages:?}");
         let Ok(answer) = answer else {
-            let tolerated =
-                settled_elsewhere(coord, &mut conn, &scene.t, "r5").await && label.contains("/r5");
-            if tolerated {
-                // Issue 16 point 1 (the request-loop hot loop, fixed by the
-                // h1-loops branch): begin and wait_idle on a stuck record
-                // whose outcome key says it ended loop between "stuck" and
-                // "outcome" past the caller's wait_timeout.
-                *outcomes.entry("point 1 hot loop (tolerated)").or_default() += 1;
-            } else {
-                note(format!("no answer within 5 s ({label})"), case);
-            }
+            note(format!("no answer within 5 s ({label})"), case);
             continue;
         };
         let calls = evalsha_calls(&conn).await - calls_before;
         let what = answer.what.split(' ').next().unwrap_or("").to_string();
-        if calls > 40 && !answer.hot_loop_class {
+        if calls > 40 {
             note(
                 format!("{what}: {calls} script calls"),
                 format!("{case} -> {} {:?}", answer.what, answer.result),
