@@ -9,6 +9,7 @@
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
     KEYS[2..5]           <ns>:{<team>}:expiry, :tombs, :ids, :team
+    KEYS[6] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] expected execution id, or "" for any (pinned remove: a removal
@@ -23,7 +24,7 @@
 
   Example:
     redis-cli --eval DIR/remove.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' \
-      'sbx:{t}:team' , 'sbx:{t}:' s1 ''
+      'sbx:{t}:team' 'sbx:{t}:seq' , 'sbx:{t}:' s1 ''
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
@@ -54,5 +55,5 @@ local highest = math.max(r.fence_n, r.floor_n)
 if highest > floor then redis.call('HSET', TP .. 'team', 'floor', int(highest)) end
 redis.call('DEL', REC)
 drop_from_indexes(ID)
-notify('c ' .. ID)
+announce(record_change(ID), 'c ' .. ID)
 return {'removed', r.state, r.exec}

@@ -16,6 +16,8 @@
 
   Input:
     KEYS[1] id index     <ns>:{<team>}:ids
+    KEYS[2] sequence     <ns>:{<team>}:seq (a repair that wrote announces "*":
+                         team views re-read the team)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] "1" for a dry run, else "0"
     ARGV[3] team id
@@ -28,7 +30,7 @@
     {"corrupt", detail}
 
   Example:
-    redis-cli --eval DIR/repair.lua 'sbx:{t}:ids' , 'sbx:{t}:' 1 t 'sbx:{#557}:' s1 s2
+    redis-cli --eval DIR/repair.lua 'sbx:{t}:ids' 'sbx:{t}:seq' , 'sbx:{t}:' 1 t 'sbx:{#557}:' s1 s2
 ]]
 
 local TP, DRY, TEAM, SLOT = ARGV[1], ARGV[2] == '1', ARGV[3], ARGV[4]
@@ -37,6 +39,7 @@ local TP, DRY, TEAM, SLOT = ARGV[1], ARGV[2] == '1', ARGV[3], ARGV[4]
 --!include errors.lua
 --!include clock.lua
 --!include record.lua
+--!include notify.lua
 
 local now = clock()
 local found = {}
@@ -151,6 +154,7 @@ if records > 0 and redis.call('SISMEMBER', SLOT .. 'teams', TEAM) == 0 then
   write('SADD', SLOT .. 'teams', TEAM)
   write('HSET', TP .. 'team', 'listed', '1')
 end
+if not DRY and #found > 0 then announce('*') end
 local out = {'repaired', int(#found / 3)}
 for _, v in ipairs(found) do out[#out + 1] = v end
 return out

@@ -9,18 +9,28 @@
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
     KEYS[2..4]           <ns>:{<team>}:expiry, :tombs, :ids
+    KEYS[5] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] sandbox id
+    ARGV[2] team prefix  "<ns>:{<team>}:"
 
   Output:
     {"swept"} | {"present"}
 
   Example:
-    redis-cli --eval DIR/sweep.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' , s1
+    redis-cli --eval DIR/sweep.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' 'sbx:{t}:seq' , s1 'sbx:{t}:'
 ]]
+
+local TP = ARGV[2]
 
 --!generated
 --!include errors.lua
+--!include notify.lua
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'present'} end
-for i = 2, 4 do redis.pcall('ZREM', KEYS[i], ARGV[1]) end
+local dropped = 0
+for i = 2, 4 do
+  local n = redis.pcall('ZREM', KEYS[i], ARGV[1])
+  if type(n) == 'number' then dropped = dropped + n end
+end
+if dropped > 0 then announce('x ' .. ARGV[1]) end
 return {'swept'}

@@ -9,6 +9,7 @@
     KEYS[1] team hash    <ns>:{<team>}:team
     KEYS[2] slot teams   <ns>:{<tag of the team's slot>}:teams
     KEYS[3] slot listed  <ns>:{<tag of the team's slot>}:listed
+    KEYS[4] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] the limit, or "" to clear it
     ARGV[3] team id
@@ -18,7 +19,7 @@
     {"ok", previous_or_empty, slot_unlisted}
 
   Example:
-    redis-cli --eval DIR/team_limit.lua 'sbx:{t}:team' 'sbx:{#557}:teams' 'sbx:{#557}:listed' , \
+    redis-cli --eval DIR/team_limit.lua 'sbx:{t}:team' 'sbx:{#557}:teams' 'sbx:{#557}:listed' 'sbx:{t}:seq' , \
       'sbx:{t}:' 10 t 'sbx:{#557}:'
 ]]
 
@@ -37,7 +38,9 @@ else
   redis.call('HSET', KEYS[1], 'limit', LIMIT, 'listed', '1')
   redis.call('SADD', SLOT .. 'teams', TEAM)
 end
-notify('c')
+local shown = LIMIT
+if shown == '' then shown = '-' end
+announce('l ' .. shown, 'c')
 local unlisted = '0'
 if redis.call('EXISTS', SLOT .. 'listed') == 0 then unlisted = '1' end
 return {'ok', before or '', unlisted}

@@ -23,6 +23,8 @@
 //!   `succeed`/`fail`, and a `Drop` that fails it; its lease is kept alive
 //!   by the coordinator's one lease keeper.
 //! - [`Reservation`]: a place of a team's limit held for a slow create.
+//! - [`TeamView`]: a live local model of one team, kept by the team's
+//!   announcements (reads cost no Redis time).
 //! - `lua/`: one script per operation assembled from shared pieces (see
 //!   [`scripts`]); `ops` holds each script's arguments and typed reply.
 //! - [`keys`]: the Redis layout, hash slots and id validation; [`Error`]:
@@ -96,6 +98,7 @@ mod runtime;
 mod sandbox;
 pub mod scripts;
 mod transition;
+mod view;
 mod wait;
 
 pub use acl::acl_rules;
@@ -115,3 +118,4 @@ pub use sandbox::{
     Page, Registration, RepairReport, Sandbox, TeamCount,
 };
 pub use transition::{MAX_REASON_LEN, Transition};
+pub use view::{TeamView, ViewUpdate, ViewUpdates, ViewedLease, ViewedSandbox};

@@ -60,6 +60,7 @@ pub(crate) fn describe() {
         NOTIFICATIONS,
         "wake-up notifications received on this coordinator's subscription"
     );
+    crate::view::describe();
 }
 
 pub(crate) fn begin(action: Action, decision: &'static str) {

@@ -107,8 +107,9 @@ pub(crate) async fn sweep(env: &Env, team: &str, id: &str) -> Result<bool, Error
             &keys.team.key("expiry"),
             &keys.team.key("tombs"),
             &keys.team.key("ids"),
+            &keys.team.key("seq"),
         ],
-        &[id],
+        &[id, &keys.team.prefix],
         Send::Retried { write: true },
         Route::default(),
     )

@@ -20,6 +20,7 @@ pub(crate) async fn remove(
             &ctx.keys.team.key("tombs"),
             &ctx.keys.team.key("ids"),
             &ctx.keys.team.key("team"),
+            &ctx.keys.team.key("seq"),
         ],
         &[&ctx.keys.team.prefix, ctx.id, expect],
         Send::Once { write: true },

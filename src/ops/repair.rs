@@ -25,7 +25,7 @@ pub(crate) async fn team(
     let (reply, _) = call(
         env,
         &env.scripts.repair,
-        &[&ids],
+        &[&ids, &keys.key("seq")],
         &args,
         Send::Retried { write: true },
         Route::default(),

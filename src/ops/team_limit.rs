@@ -17,7 +17,12 @@ pub(crate) async fn set(
     let (reply, replication) = call(
         env,
         &env.scripts.team_limit,
-        &[&hash, &keys.slot_key("teams"), &keys.slot_key("listed")],
+        &[
+            &hash,
+            &keys.slot_key("teams"),
+            &keys.slot_key("listed"),
+            &keys.key("seq"),
+        ],
         &[&keys.prefix, &limit_s, team, &keys.slot_prefix],
         Send::Retried { write: true },
         Route::default(),
