@@ -501,7 +501,10 @@ async fn repair_finds_and_fixes_each_kind_of_drift() {
     repaired.retain(|k, _| !k.ends_with(":seq"));
     let mut healthy = healthy;
     healthy.retain(|k, _| !k.ends_with(":seq"));
-    assert_eq!(repaired, healthy, "repair did not restore the sound indexes");
+    assert_eq!(
+        repaired, healthy,
+        "repair did not restore the sound indexes"
+    );
 }
 
 /// A repair that runs again and again beside a race of four coordinators

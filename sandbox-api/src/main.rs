@@ -26,6 +26,7 @@ mod node;
 mod node_client;
 mod shutdown;
 mod telemetry;
+mod views;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -34,6 +34,7 @@ mod sandboxes;
 mod script_cache;
 mod server;
 mod table;
+mod team_changes;
 mod watch;
 
 use std::path::PathBuf;
@@ -167,6 +168,10 @@ enum Command {
         /// Exit after this many notifications.
         #[arg(long, value_name = "N")]
         count: Option<u64>,
+        /// With --team: print every change of the team's sandboxes as its
+        /// live view applies it (state, fence, removal), not only outcomes.
+        #[arg(long, requires = "team")]
+        changes: bool,
     },
 }
 
@@ -339,7 +344,14 @@ async fn dispatch(cli: Cli, url: String, embedded: bool) -> anyhow::Result<Verdi
             fence,
             reason,
         } => repair::abandon(&server, &team, &id, fence, &reason, json).await,
-        Command::Watch { team, count } => watch::watch(&server, team.as_deref(), count, json).await,
+        Command::Watch {
+            team: Some(team),
+            count,
+            changes: true,
+        } => team_changes::follow(&server, &team, count, json).await,
+        Command::Watch { team, count, .. } => {
+            watch::watch(&server, team.as_deref(), count, json).await
+        }
     }
 }
 

@@ -64,6 +64,17 @@ impl Server {
             .with_context(|| format!("cannot connect to {}", shown_url(&self.url)))
     }
 
+    /// A coordinator like [`Self::coordinator`] but with its notification
+    /// subscription, for a live team view (`watch --changes`).
+    pub async fn following_coordinator(&self) -> anyhow::Result<Coordinator> {
+        Coordinator::builder(self.url.clone())
+            .namespace(self.namespace.prefix())
+            .lifecycle(self.lifecycle.clone())
+            .build()
+            .await
+            .with_context(|| format!("cannot connect to {}", shown_url(&self.url)))
+    }
+
     /// A plain multiplexed connection.
     pub async fn connection(&self) -> anyhow::Result<MultiplexedConnection> {
         let client = self.client()?;
