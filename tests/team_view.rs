@@ -197,7 +197,7 @@ async fn step(coord: &Coordinator, rng: &mut u64) {
         }
         _ => {
             if let Ok(Begun::Started(t)) = coord.begin(TEAM, &id, action, opts).await {
-                if (*rng >> 30) % 4 == 0 {
+                if (*rng >> 30).is_multiple_of(4) {
                     let _ = t.fail("test").await;
                 } else {
                     let _ = t.succeed().await;

@@ -50,7 +50,9 @@ local function record_change(id)
     words[#words + 1] = v
   end
   words[#words + 1] = (f[8] and string.match(f[8], '@(%d+)$')) or '-'
-  local ttl = redis.call('PTTL', key)
+  -- (Only tombstones expire: the others skip the PTTL.)
+  local ttl = -1
+  if is_tombstone(f[1]) then ttl = redis.call('PTTL', key) end
   if ttl > 0 then words[#words + 1] = tostring(ttl) else words[#words + 1] = '-' end
   return table.concat(words, ' ')
 end

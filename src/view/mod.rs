@@ -596,7 +596,7 @@ fn apply(shared: &Shared, payload: &str) -> Option<&'static str> {
         (applied, model.seq)
     };
     match applied {
-        Applied::Applied => {
+        Applied::Next => {
             let lag = now.duration_since(at).unwrap_or_default();
             metrics::histogram!(LAG).record(lag.as_secs_f64());
             *shared

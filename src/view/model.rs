@@ -167,7 +167,7 @@ pub(crate) struct Model {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Applied {
     /// The next change: applied.
-    Applied,
+    Next,
     /// Already applied (at or before the model's sequence): ignored.
     Old,
     /// A sequence number was skipped: the model cannot follow.
@@ -216,7 +216,7 @@ impl Model {
         }
         self.seq = a.seq;
         self.change(a.change);
-        Applied::Applied
+        Applied::Next
     }
 }
 
@@ -267,7 +267,7 @@ pub(crate) fn assemble(pages: Vec<Page>, received: &[Announcement]) -> Result<Mo
     // (read later); the rest came from the first page.
     for a in received {
         match model.apply(a.clone()) {
-            Applied::Applied | Applied::Old => {}
+            Applied::Next | Applied::Old => {}
             Applied::Gap => return Err(Unassembled::Gap),
             Applied::Reread => return Err(Unassembled::Reread),
         }
@@ -346,17 +346,17 @@ mod tests {
         };
         assert_eq!(
             m.apply(ann(5, "s s1 running e1 0 1 - - - - -")),
-            Applied::Applied
+            Applied::Next
         );
         assert_eq!(m.apply(ann(5, "x s1")), Applied::Old);
         assert_eq!(m.apply(ann(7, "x s1")), Applied::Gap);
         assert_eq!(m.sandboxes.len(), 1);
-        assert_eq!(m.apply(ann(6, "r s2 99")), Applied::Applied);
+        assert_eq!(m.apply(ann(6, "r s2 99")), Applied::Next);
         assert_eq!(m.reservations.get("s2"), Some(&99));
         // A register consumes the reservation.
         assert_eq!(
             m.apply(ann(7, "s s2 running e1 0 1 - - - - -")),
-            Applied::Applied
+            Applied::Next
         );
         assert!(m.reservations.is_empty());
         assert_eq!(m.apply(ann(8, "*")), Applied::Reread);
