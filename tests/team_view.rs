@@ -327,3 +327,77 @@ async fn a_view_answers_while_redis_is_unreachable_and_says_since_when() {
     .await;
     converges(&view, &a, Duration::from_secs(3)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_on_a_cluster_follows_its_team_through_a_slot_move() {
+    use support::cluster::{ClusterOptions, TestCluster, slot_of};
+    let cluster = TestCluster::start_with(ClusterOptions::new(3, 0)).await;
+    let ns = format!("tv{}", std::process::id());
+    let on_cluster = || async {
+        Coordinator::builder_cluster(cluster.seed_urls())
+            .namespace(ns.as_str())
+            .poll_interval(Duration::from_millis(200))
+            .build()
+            .await
+            .expect("a coordinator on the cluster")
+    };
+    let (writer, viewer) = (on_cluster().await, on_cluster().await);
+    let team = cluster.teams_on_every_master(1).remove(0);
+    let new = |id: &str| sandbox_coordinator::NewSandbox {
+        team: team.clone(),
+        ..sandbox(id, "e1")
+    };
+    writer.register(new("s1")).await.unwrap();
+    let view = viewer.team_view(&team).await.unwrap();
+    assert_eq!(view.list().len(), 1);
+    let to = cluster
+        .masters()
+        .into_iter()
+        .find(|m| !m.owns(slot_of(&team)))
+        .unwrap();
+    let mover = cluster.move_slot(slot_of(&team), &to.id);
+    let writes = async {
+        for i in 2..12 {
+            // Through the move: retryable errors are retried.
+            for _ in 0..50 {
+                match writer.register(new(&format!("s{i}"))).await {
+                    Ok(_) => break,
+                    Err(e) if e.is_retryable() => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    };
+    tokio::join!(mover, writes);
+    let start = tokio::time::Instant::now();
+    loop {
+        let truth: Vec<Row> = writer
+            .list(&team)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s.id.clone(),
+                    s.execution.clone(),
+                    s.state,
+                    s.fence,
+                    s.end_ms(),
+                )
+            })
+            .collect();
+        if from_view(&view.list()) == truth {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the view never caught up: {:?} vs {truth:?} ({:?})",
+            from_view(&view.list()),
+            view.resyncs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(view.list().len(), 11);
+}
