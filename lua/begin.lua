@@ -35,6 +35,7 @@
     KEYS[2] expiry index <ns>:{<team>}:expiry
     KEYS[3] tombstones   <ns>:{<team>}:tombs
     KEYS[4] id index     <ns>:{<team>}:ids
+    KEYS[5] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] team prefix  "<ns>:{<team>}:" (the other keys of the team and its
                          channel are named from it; all in the team's slot)
     ARGV[2] sandbox id
@@ -62,7 +63,7 @@
     {"corrupt", detail} | {"schema", version} | {"lifecycle", digest}
 
   Example (after `sandboxctl scripts --dump DIR`):
-    redis-cli --eval DIR/begin_pause.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' , \
+    redis-cli --eval DIR/begin_pause.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' 'sbx:{t}:seq' , \
       'sbx:{t}:' s1 cli/1 30000 '' 0 4000
 ]]
 
@@ -169,7 +170,7 @@ if decision == 'start' and not behind then
   end
   local next_up = leave_queue(fields)
   redis.call('HSET', REC, unpack(fields))
-  if next_up then notify('c ' .. ID) end
+  announce(record_change(ID), next_up and ('c ' .. ID) or nil)
   return {'started', fence, int(LEASE_MS), r.exec}
 end
 

@@ -6,6 +6,7 @@
 
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
+    KEYS[2] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] fence
@@ -18,7 +19,7 @@
     {"corrupt", detail} | {"schema", version}
 
   Example:
-    redis-cli --eval DIR/extend.lua 'sbx:{t}:rec:s1' , 'sbx:{t}:' s1 1796235699297393 cli/1 30000
+    redis-cli --eval DIR/extend.lua 'sbx:{t}:rec:s1' 'sbx:{t}:seq' , 'sbx:{t}:' s1 1796235699297393 cli/1 30000
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
@@ -28,6 +29,7 @@ local FENCE, HOLDER, LEASE_MS = ARGV[3], ARGV[4], tonumber(ARGV[5])
 --!include errors.lua
 --!include clock.lua
 --!include record.lua
+--!include notify.lua
 
 local now = clock()
 local r, err = load_record(REC)
@@ -35,4 +37,5 @@ if err then return err end
 if not r then return {'fenced', ''} end
 if r.fence ~= FENCE or r.holder ~= HOLDER or r.until_n <= now then return {'fenced', r.fence} end
 redis.call('HSET', REC, 'until_ms', int(now + LEASE_MS))
+announce(record_change(ID))
 return {'extended', int(LEASE_MS)}

@@ -16,6 +16,7 @@
     KEYS[2] outcome      <ns>:{<team>}:out:<id>:<fence>
     KEYS[3] expiry index <ns>:{<team>}:expiry
     KEYS[4] tombstones   <ns>:{<team>}:tombs
+    KEYS[5] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] fence of the transition
@@ -32,7 +33,7 @@
 
   Example:
     redis-cli --eval DIR/finish.lua 'sbx:{t}:rec:s1' 'sbx:{t}:out:s1:1796235699297393' 'sbx:{t}:expiry' \
-      'sbx:{t}:tombs' , 'sbx:{t}:' s1 1796235699297393 cli/1 pause succeeded ''
+      'sbx:{t}:tombs' 'sbx:{t}:seq' , 'sbx:{t}:' s1 1796235699297393 cli/1 pause succeeded ''
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]

@@ -23,6 +23,7 @@
     KEYS[2..6]           <ns>:{<team>}:expiry, :tombs, :ids, :resv, :team
     KEYS[7] slot teams   <ns>:{<tag of the team's slot>}:teams
     KEYS[8] slot listed  <ns>:{<tag of the team's slot>}:listed
+    KEYS[9] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] execution id
@@ -48,7 +49,7 @@
 
   Example:
     redis-cli --eval DIR/register.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' \
-      'sbx:{t}:resv' 'sbx:{t}:team' 'sbx:{#557}:teams' 'sbx:{#557}:listed' , \
+      'sbx:{t}:resv' 'sbx:{t}:team' 'sbx:{#557}:teams' 'sbx:{#557}:listed' 'sbx:{t}:seq' , \
       'sbx:{t}:' s1 e1 in 3600000 '{}' '' t 'sbx:{#557}:' ''
 ]]
 
@@ -117,7 +118,7 @@ if r then
   redis.call('ZREM', TP .. 'tombs', ID)
   redis.call('HSET', REC, 'state', INITIAL, 'exec', EXEC, 'end_ms', int(end_n), 'data', DATA, 'resv', '')
   redis.call('PERSIST', REC)
-  notify('c ' .. ID)
+  announce(record_change(ID), 'c ' .. ID)
   return registered('resumed', unlisted, r.exec, now)
 end
 
@@ -131,4 +132,5 @@ end
 redis.call('HSET', REC, unpack(fields))
 redis.call('ZADD', TP .. 'ids', 0, ID)
 redis.call('ZREM', TP .. 'tombs', ID)
+announce(record_change(ID))
 return registered('created', unlisted, '', now)

@@ -12,6 +12,7 @@
     KEYS[1] record       <ns>:{<team>}:rec:<id>
     KEYS[2..5]           <ns>:{<team>}:expiry, :tombs, :ids, :team
     KEYS[6] slot teams   <ns>:{<tag of the team's slot>}:teams
+    KEYS[7] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] expected execution id, or "" for any (pinned remove: a removal
@@ -27,7 +28,7 @@
 
   Example:
     redis-cli --eval DIR/remove.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' \
-      'sbx:{t}:team' 'sbx:{#557}:teams' , 'sbx:{t}:' s1 '' t
+      'sbx:{t}:team' 'sbx:{#557}:teams' 'sbx:{t}:seq' , 'sbx:{t}:' s1 '' t
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
@@ -59,5 +60,5 @@ if highest > floor then redis.call('HSET', TP .. 'team', 'floor', int(highest)) 
 redis.call('DEL', REC)
 drop_from_indexes(ID)
 unlist_if_empty(KEYS[6], TEAM)
-notify('c ' .. ID)
+announce(record_change(ID), 'c ' .. ID)
 return {'removed', r.state, r.exec}

@@ -26,6 +26,8 @@
     KEYS[1..5]           <ns>:{<team>}:ids, :expiry, :tombs, :resv, :team
     KEYS[6] slot teams   <ns>:{<tag of the team's slot>}:teams
     KEYS[7..]            <ns>:{<team>}:rec:<id> of each candidate, in ARGV order
+    KEYS[last] sequence  <ns>:{<team>}:seq (after the records; a repair that wrote
+                         announces "*": team views re-read the team)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] "1" for a dry run, else "0"
     ARGV[3] team id
@@ -38,7 +40,7 @@
 
   Example:
     redis-cli --eval DIR/repair.lua 'sbx:{t}:ids' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:resv' \
-      'sbx:{t}:team' 'sbx:{#557}:teams' 'sbx:{t}:rec:s1' , 'sbx:{t}:' 1 t s1
+      'sbx:{t}:team' 'sbx:{#557}:teams' 'sbx:{t}:rec:s1' 'sbx:{t}:seq' , 'sbx:{t}:' 1 t s1
 ]]
 
 local TP, DRY, TEAM = ARGV[1], ARGV[2] == '1', ARGV[3]
@@ -48,6 +50,7 @@ local IDS, EXPIRY, TOMBS, RESV, TEAMHASH, TEAMS = KEYS[1], KEYS[2], KEYS[3], KEY
 --!include errors.lua
 --!include clock.lua
 --!include record.lua
+--!include notify.lua
 
 local now = clock()
 local found = {}
@@ -193,4 +196,5 @@ elseif records == 0 and (member or listed) and all_examined() then
   write('SREM', TEAMS, TEAM)
   write('HDEL', TEAMHASH, 'listed')
 end
+if not DRY and #found > 0 then announce('*') end
 return reply()

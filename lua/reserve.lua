@@ -16,6 +16,7 @@
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
     KEYS[2..4]           <ns>:{<team>}:expiry, :resv, :team
+    KEYS[5] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] token (unique per reservation; no spaces or '@')
@@ -30,7 +31,7 @@
     {"corrupt", detail} | {"schema", version} | {"lifecycle", digest}
 
   Example:
-    redis-cli --eval DIR/reserve.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:resv' 'sbx:{t}:team' , \
+    redis-cli --eval DIR/reserve.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:resv' 'sbx:{t}:team' 'sbx:{t}:seq' , \
       'sbx:{t}:' s1 tok1 30000 '' create
 ]]
 
@@ -42,6 +43,7 @@ local TOKEN, TTL_MS, DEFAULT_LIMIT, MODE = ARGV[3], tonumber(ARGV[4]), ARGV[5], 
 --!include clock.lua
 --!include record.lua
 --!include indexes.lua
+--!include notify.lua
 
 local now = clock()
 local r, err = load_record(REC)
@@ -67,6 +69,7 @@ local deadline = now + TTL_MS
 redis.call('ZADD', TP .. 'resv', deadline, ID)
 redis.call('HSET', TP .. 'team', 'tok:' .. ID, TOKEN)
 if r then redis.call('HSET', REC, 'resv', TOKEN .. '@' .. int(deadline)) end
+announce('r ' .. ID .. ' ' .. int(deadline))
 local shown = ''
 if limit then shown = int(limit) end
 return {'reserved', int(deadline), int(taken + 1), shown}

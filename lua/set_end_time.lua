@@ -5,6 +5,7 @@
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
     KEYS[2] expiry index <ns>:{<team>}:expiry
+    KEYS[3] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] end time mode: "at" (ARGV[4] is ms since the Unix epoch) |
@@ -20,7 +21,7 @@
     {"corrupt", detail} | {"schema", version}
 
   Example:
-    redis-cli --eval DIR/set_end_time.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' , 'sbx:{t}:' s1 in 60000 ''
+    redis-cli --eval DIR/set_end_time.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:seq' , 'sbx:{t}:' s1 in 60000 ''
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
@@ -31,6 +32,7 @@ local MODE, VALUE, EXPECT = ARGV[3], ARGV[4], ARGV[5]
 --!include clock.lua
 --!include record.lua
 --!include indexes.lua
+--!include notify.lua
 
 local now = clock()
 local r, err = load_record(REC)
@@ -44,4 +46,5 @@ local end_n = tonumber(VALUE)
 if MODE == 'in' then end_n = now + end_n end
 redis.call('HSET', REC, 'end_ms', int(end_n))
 redis.call('ZADD', TP .. 'expiry', end_n, ID)
+announce(record_change(ID))
 return {'ok', r.end_ms, int(end_n)}

@@ -8,6 +8,7 @@
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
     KEYS[2] outcome      <ns>:{<team>}:out:<id>:<fence>
+    KEYS[3] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] fence
@@ -30,7 +31,7 @@
                                            the record does not show
 
   Example:
-    redis-cli --eval DIR/settle.lua 'sbx:{t}:rec:s1' 'sbx:{t}:out:s1:1796235699297393' , \
+    redis-cli --eval DIR/settle.lua 'sbx:{t}:rec:s1' 'sbx:{t}:out:s1:1796235699297393' 'sbx:{t}:seq' , \
       'sbx:{t}:' s1 1796235699297393 '' check 'lease expired'
 ]]
 

@@ -11,6 +11,7 @@
     KEYS[1] record       <ns>:{<team>}:rec:<id>
     KEYS[2..5]           <ns>:{<team>}:expiry, :tombs, :ids, :team
     KEYS[6] slot teams   <ns>:{<tag of the team's slot>}:teams
+    KEYS[7] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] sandbox id
     ARGV[2] team prefix  "<ns>:{<team>}:"
     ARGV[3] team id
@@ -20,7 +21,7 @@
 
   Example:
     redis-cli --eval DIR/sweep.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' \
-      'sbx:{t}:team' 'sbx:{#557}:teams' , s1 'sbx:{t}:' t
+      'sbx:{t}:team' 'sbx:{#557}:teams' 'sbx:{t}:seq' , s1 'sbx:{t}:' t
 ]]
 
 local TP = ARGV[2]
@@ -28,8 +29,14 @@ local TP = ARGV[2]
 --!generated
 --!include errors.lua
 --!include indexes.lua
+--!include notify.lua
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'present'} end
-for i = 2, 4 do redis.pcall('ZREM', KEYS[i], ARGV[1]) end
+local dropped = 0
+for i = 2, 4 do
+  local n = redis.pcall('ZREM', KEYS[i], ARGV[1])
+  if type(n) == 'number' then dropped = dropped + n end
+end
 unlist_if_empty(KEYS[6], ARGV[3])
+if dropped > 0 then announce('x ' .. ARGV[1]) end
 return {'swept'}

@@ -9,6 +9,7 @@
 
   Input:
     KEYS[1] team hash    <ns>:{<team>}:team
+    KEYS[2] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] the limit, or "" to clear it
 
@@ -17,7 +18,7 @@
     {"corrupt", detail}        the team hash is not a hash; nothing written
 
   Example:
-    redis-cli --eval DIR/team_limit.lua 'sbx:{t}:team' , 'sbx:{t}:' 10
+    redis-cli --eval DIR/team_limit.lua 'sbx:{t}:team' 'sbx:{t}:seq' , 'sbx:{t}:' 10
 ]]
 
 local TP, LIMIT = ARGV[1], ARGV[2]
@@ -33,5 +34,7 @@ if LIMIT == '' then
 else
   redis.call('HSET', KEYS[1], 'limit', LIMIT)
 end
-notify('c')
+local shown = LIMIT
+if shown == '' then shown = '-' end
+announce('l ' .. shown, 'c')
 return {'ok', before or ''}

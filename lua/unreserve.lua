@@ -8,6 +8,7 @@
   Input:
     KEYS[1] record       <ns>:{<team>}:rec:<id>
     KEYS[2..3]           <ns>:{<team>}:resv, :team
+    KEYS[4] sequence     <ns>:{<team>}:seq (the team view's sequence, notify.lua)
     ARGV[1] team prefix  "<ns>:{<team>}:"
     ARGV[2] sandbox id
     ARGV[3] token
@@ -17,7 +18,7 @@
     {"corrupt", detail}        an index of another type; nothing written
 
   Example:
-    redis-cli --eval DIR/unreserve.lua 'sbx:{t}:rec:s1' 'sbx:{t}:resv' 'sbx:{t}:team' , 'sbx:{t}:' s1 tok1
+    redis-cli --eval DIR/unreserve.lua 'sbx:{t}:rec:s1' 'sbx:{t}:resv' 'sbx:{t}:team' 'sbx:{t}:seq' , 'sbx:{t}:' s1 tok1
 ]]
 
 local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
@@ -38,5 +39,5 @@ local resv = redis.pcall('HGET', REC, 'resv')
 if type(resv) == 'string' and string.sub(resv, 1, #TOKEN + 1) == TOKEN .. '@' then
   redis.call('HSET', REC, 'resv', '')
 end
-notify('c ' .. ID)
+announce('r ' .. ID .. ' -', 'c ' .. ID)
 return {'released'}

@@ -1047,6 +1047,24 @@ impl Coordinator {
         ops::count::count(&self.rt.env, &keys).await
     }
 
+    /// A live local view of `team` ([`TeamView`](crate::TeamView)): read
+    /// once (page by page), then kept by the team's announcements, so its
+    /// reads cost no Redis time. A team already viewed by this coordinator
+    /// shares that view. See [`TeamView`](crate::TeamView) for how stale a
+    /// read can be.
+    ///
+    /// Cancel safety: if dropped before the first read completes, nothing
+    /// stays subscribed for it.
+    pub async fn team_view(&self, team: &str) -> Result<crate::TeamView> {
+        let keys = self.rt.env.ns.team(team)?;
+        crate::view::open(&self.rt, team, keys).await
+    }
+
+    /// Team views held now (by anyone) on this coordinator.
+    pub fn team_views(&self) -> usize {
+        self.rt.views.held()
+    }
+
     /// Sets (or, with `None`, clears) the team's limit of places: sandboxes
     /// that are not tombstones (running or in flight) plus reservations.
     /// Stored in Redis, so every server enforces the same number. Returns

@@ -305,6 +305,17 @@ pub enum Error {
     /// No connection could be had from the pool.
     #[error("connection pool: {0}")]
     Pool(String),
+
+    /// A team view could not take its first snapshot in step with the
+    /// team's announcements (a team changing faster than it can be read,
+    /// or announcements lost on the way). Retry later.
+    #[error("the view of team {team} could not catch up with its announcements: {why}")]
+    ViewUnavailable {
+        /// Team id.
+        team: String,
+        /// What kept failing.
+        why: String,
+    },
 }
 
 impl Error {
@@ -323,7 +334,7 @@ impl Error {
             Error::Redis(e) => crate::connection::is_transient(e),
             Error::Pool(_) | Error::Busy { .. } | Error::Timeout { .. } => true,
             Error::EvictionInProgress { .. } | Error::TeamLimit { .. } => true,
-            Error::NotReplicated { .. } => true,
+            Error::NotReplicated { .. } | Error::ViewUnavailable { .. } => true,
             _ => false,
         }
     }

@@ -23,6 +23,8 @@
 //!   `succeed`/`fail`, and a `Drop` that fails it; its lease is kept alive
 //!   by the coordinator's one lease keeper.
 //! - [`Reservation`]: a place of a team's limit held for a slow create.
+//! - [`TeamView`]: a live local model of one team, kept by the team's
+//!   announcements (reads cost no Redis time).
 //! - `lua/`: one script per operation assembled from shared pieces (see
 //!   [`scripts`]); `ops` holds each script's arguments and typed reply.
 //! - [`keys`]: the Redis layout, hash slots and id validation; [`Error`]:
@@ -99,6 +101,7 @@ mod runtime;
 mod sandbox;
 pub mod scripts;
 mod transition;
+mod view;
 mod wait;
 
 pub use acl::acl_rules;
@@ -119,6 +122,7 @@ pub use sandbox::{
     Page, Registration, RepairReport, Sandbox, TeamCount,
 };
 pub use transition::{MAX_REASON_LEN, Transition};
+pub use view::{TeamView, ViewUpdate, ViewUpdates, ViewedLease, ViewedSandbox};
 
 /// The Rust code blocks of README.md, compiled and run as doctests (`make
 /// test` runs them against a private server; without `REDIS_URL` they

@@ -61,6 +61,7 @@ pub(crate) fn describe() {
         NOTIFICATIONS,
         "wake-up notifications received on this coordinator's subscription"
     );
+    crate::view::describe();
     describe_counter!(
         DAMAGED,
         "teams or slots a fleet-wide read skipped because a key of theirs is damaged (another type), by what (team, slot)"

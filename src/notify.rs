@@ -79,6 +79,8 @@ struct TeamRoute {
     subscribed: watch::Sender<bool>,
     /// When the last waiter left (unsubscribed after the linger).
     idle_since: Option<Instant>,
+    /// Every message of the channel as published, in order (team views).
+    raw: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 impl TeamRoute {
@@ -216,6 +218,7 @@ impl Notifier {
                 team_refs: 0,
                 subscribed: watch::channel(false).0,
                 idle_since: None,
+                raw: tokio::sync::broadcast::channel(RAW_BACKLOG).0,
             }
         });
         route.idle_since = None;
@@ -270,6 +273,55 @@ impl Notifier {
             epoch,
             subscribed,
         }
+    }
+}
+
+/// How many messages a team view may fall behind before it resyncs.
+const RAW_BACKLOG: usize = 16_384;
+
+/// A team view's hold on its team's channel: every message in order, the
+/// subscription's state and epoch. Holds the channel like a waiter.
+pub(crate) struct Tap {
+    /// Keeps the team's channel subscribed while the tap lives.
+    pub watch: Watch,
+    /// Every message of the channel (a lag means some were dropped).
+    pub messages: tokio::sync::broadcast::Receiver<Arc<str>>,
+    /// Bumped whenever messages may have been lost.
+    pub epoch: watch::Receiver<u64>,
+    /// Whether the team's channel is subscribed right now.
+    pub subscribed: watch::Receiver<bool>,
+}
+
+impl Notifier {
+    /// Taps every message of a team's channel (a team view).
+    pub(crate) fn tap(&self, team: &str, channel: &str) -> Tap {
+        let mut teams = self.shared.lock();
+        let route = self.team_route(&mut teams, team, channel);
+        route.team_refs += 1;
+        let mut rx = route.any.subscribe();
+        rx.mark_unchanged();
+        let messages = route.raw.subscribe();
+        let subscribed = route.subscribed.subscribe();
+        drop(teams);
+        let watch = Watch {
+            shared: Arc::clone(&self.shared),
+            team: team.to_string(),
+            id: None,
+            rx: Rx::Team(rx),
+            epoch: self.shared.epoch.subscribe(),
+            subscribed: subscribed.clone(),
+        };
+        Tap {
+            watch,
+            messages,
+            epoch: self.shared.epoch.subscribe(),
+            subscribed,
+        }
+    }
+
+    /// Whether this notifier has a connection at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.shared.control.is_some()
     }
 }
 
@@ -353,8 +405,13 @@ impl Drop for Watch {
     }
 }
 
-/// Parses `"o <id> <fence> <action> <outcome> <reason>"`, `"c <id>"`, `"c"`.
+/// Parses `"o <id> <fence> <action> <outcome> <reason>"`, `"c <id>"`, `"c"`
+/// (after a team view's announcement `"=<seq> ...\n"`, if any).
 fn parse(payload: &str) -> Option<(Option<String>, Notice)> {
+    let payload = match payload.strip_prefix('=') {
+        Some(view) => view.split_once('\n')?.1,
+        None => payload,
+    };
     let mut parts = payload.splitn(6, ' ');
     match parts.next()? {
         "o" => {
@@ -393,12 +450,18 @@ fn deliver(shared: &Shared, channel: &str, payload: &str) {
     let Some(team) = channel_team(channel) else {
         return;
     };
-    let Some((id, notice)) = parse(payload) else {
-        tracing::warn!(%payload, "unreadable notification");
-        return;
-    };
     let teams = shared.lock();
     let Some(route) = teams.get(team) else {
+        return;
+    };
+    if route.raw.receiver_count() > 0 {
+        let _ = route.raw.send(Arc::from(payload));
+    }
+    let Some((id, notice)) = parse(payload) else {
+        // A view's announcement alone wakes no waiter.
+        if !payload.starts_with('=') {
+            tracing::warn!(%payload, "unreadable notification");
+        }
         return;
     };
     route.any.send_modify(|n| *n += 1);
@@ -689,6 +752,11 @@ mod tests {
         assert!(parse("o s1 x kill succeeded").is_none());
         assert!(parse("o s1 7 kill exploded").is_none());
         assert!(parse("z s1").is_none());
+        assert_eq!(
+            parse("=7 x s1\nc s1"),
+            Some((Some("s1".into()), Notice::Changed))
+        );
+        assert!(parse("=7 s s1 running e1 0 5 - - - - -").is_none());
     }
 
     /// Two notices delivered before the waiter looks: it gets both, in

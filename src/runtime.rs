@@ -27,6 +27,8 @@ pub(crate) struct Runtime {
     pub settings: Settings,
     holder_prefix: String,
     calls: AtomicU64,
+    /// The team views, one per team (src/view/).
+    pub views: crate::view::Registry,
 }
 
 impl Runtime {
@@ -44,6 +46,7 @@ impl Runtime {
             settings,
             holder_prefix,
             calls: AtomicU64::new(0),
+            views: crate::view::Registry::default(),
         }
     }
 

@@ -187,6 +187,7 @@ scripts!(
     repair,
     sweep,
     permissions,
+    view,
 );
 
 impl Scripts {
@@ -338,7 +339,7 @@ mod tests {
             );
             assert!(s.source().contains("local SCHEMA = '2'"), "{}", s.name());
         }
-        assert_eq!(scripts.all().len(), 22);
+        assert_eq!(scripts.all().len(), 23);
     }
 
     #[test]

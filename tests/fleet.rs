@@ -496,9 +496,13 @@ async fn repair_finds_and_fixes_each_kind_of_drift() {
         coord.repair(false).await.unwrap().drift.is_empty(),
         "a second run found drift"
     );
+    // (The team's view sequence moved on: the repair announced itself.)
+    let mut repaired = dump_all(&redis).await;
+    repaired.retain(|k, _| !k.ends_with(":seq"));
+    let mut healthy = healthy;
+    healthy.retain(|k, _| !k.ends_with(":seq"));
     assert_eq!(
-        dump_all(&redis).await,
-        healthy,
+        repaired, healthy,
         "repair did not restore the sound indexes"
     );
 }

@@ -23,7 +23,8 @@ local function finish_transition(r, outcome, reason, now)
       return nil, wrongtype(added, TP .. 'tombs', 'sorted set')
     end
   end
-  record_outcome(r.fence, r.action, outcome, reason, {'state', next_state, 'holder', '', 'until_ms', ''})
+  -- (The expiry first: the announcement of record_outcome reads it back.)
   if is_tombstone(next_state) and TOMBSTONE_MS > 0 then redis.call('PEXPIRE', REC, TOMBSTONE_MS) end
+  record_outcome(r.fence, r.action, outcome, reason, {'state', next_state, 'holder', '', 'until_ms', ''})
   return next_state, nil
 end

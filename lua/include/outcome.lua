@@ -6,7 +6,9 @@
 --     joiner or a finish retried after a lost reply reads it back however
 --     many transitions ran meanwhile,
 --   * the notification "o <id> <fence> <action> <outcome> <reason>" on the
---     team's channel (PUBLISH, or SPUBLISH on Redis Cluster: same slot).
+--     team's channel (PUBLISH, or SPUBLISH on Redis Cluster: same slot),
+--     announced with the record's new state (notify.lua's announce: the
+--     including script declares <tp>seq).
 -- Uses REC, TP, ID of the including script, and notify.lua.
 
 local function record_outcome(fence, act, outcome, reason, fields)
@@ -21,7 +23,7 @@ local function record_outcome(fence, act, outcome, reason, fields)
   redis.call('HSET', REC, unpack(fields))
   redis.call('SET', TP .. 'out:' .. ID .. ':' .. fence, act .. ' ' .. outcome .. ' ' .. reason,
              'PX', OUTCOME_MS)
-  notify('o ' .. ID .. ' ' .. fence .. ' ' .. act .. ' ' .. outcome .. ' ' .. reason)
+  announce(record_change(ID), 'o ' .. ID .. ' ' .. fence .. ' ' .. act .. ' ' .. outcome .. ' ' .. reason)
 end
 
 -- The outcome recorded for `fence` of record `r` (nil when absent):

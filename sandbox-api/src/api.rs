@@ -5,7 +5,7 @@
 //! | endpoint | library calls |
 //! |---|---|
 //! | `POST /sandboxes` | `reserve` → node create → `Reservation::register` ([`flows::create`]) |
-//! | `GET /sandboxes` | `list` ([`flows::list`]) |
+//! | `GET /sandboxes` | the team's live view ([`crate::views`]; `x-view-seq`, `x-view-stale-ms`) |
 //! | `GET /sandboxes/{id}` | `get` |
 //! | `POST /sandboxes/{id}/pause` | `begin(Pause)` → node pause(fence) → `succeed`/`fail` |
 //! | `POST /sandboxes/{id}/resume` | `reserve_resume` → node resume → `Reservation::register` ([`flows::resume`]) |
@@ -115,6 +115,8 @@ pub struct App {
     pub settings: Settings,
     pub shutdown: Shutdown,
     pub metrics: PrometheusHandle,
+    /// The teams' live views, for `GET /sandboxes`.
+    pub views: crate::views::TeamViews,
 }
 
 /// The lifecycle of this API: the default one, except that a kill of a
@@ -157,6 +159,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         settings,
         shutdown: shutdown.clone(),
         metrics,
+        views: Default::default(),
     });
     let listener = crate::listen(&args.listen).await?;
     let draining = shutdown.clone();
@@ -300,9 +303,27 @@ async fn create(
 }
 
 /// `GET /sandboxes`.
-async fn list(State(app): AppState, Team(team): Team) -> Result<Json<Vec<SandboxView>>, ApiError> {
-    let sandboxes = flows::list(&app, &team).await?;
-    Ok(Json(sandboxes.into_iter().map(SandboxView::from).collect()))
+/// From the team's live view, with the sequence it reflects (`x-view-seq`)
+/// and how stale it may be (`x-view-stale-ms`, 0 while current).
+async fn list(State(app): AppState, Team(team): Team) -> Result<impl IntoResponse, ApiError> {
+    let listed = app.views.list(&app.coord, &team).await?;
+    let rows: Vec<SandboxView> = listed
+        .sandboxes
+        .into_iter()
+        .map(|s| SandboxView {
+            sandbox_id: s.id,
+            execution_id: s.execution,
+            state: SandboxStateName(s.state),
+            fence: s.fence,
+        })
+        .collect();
+    Ok((
+        [
+            ("x-view-seq", listed.seq.to_string()),
+            ("x-view-stale-ms", listed.stale.as_millis().to_string()),
+        ],
+        Json(rows),
+    ))
 }
 
 /// `GET /sandboxes/{id}`.

@@ -106,11 +106,6 @@ async fn reserve_resume(app: &App, team: &str, id: &str) -> Result<Reservation, 
     })
 }
 
-/// The team's sandboxes, by id.
-pub async fn list(app: &App, team: &str) -> Result<Vec<Sandbox>, ApiError> {
-    Ok(app.coord.list(team).await?)
-}
-
 /// The record of a new execution that ends `timeout` (at most
 /// [`crate::api::MAX_TIMEOUT`], checked by the handlers) after the Redis
 /// server's now, so this server's clock does not move eviction deadlines.

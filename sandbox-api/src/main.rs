@@ -28,6 +28,7 @@ mod node_client;
 mod redis_target;
 mod shutdown;
 mod telemetry;
+mod views;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -1335,3 +1335,114 @@ async fn malformed_bodies_are_refused_with_400_and_nothing_reaches_the_node() {
     let ops = fleet.node_ops().await;
     assert!(ops.is_empty(), "{ops:#?}");
 }
+
+/// `GET /sandboxes` with the view's headers: (status, ids and states,
+/// x-view-seq, x-view-stale-ms).
+async fn list_from_view(client: &Client, api: &str) -> (u16, Vec<(String, String)>, u64, u64) {
+    let r = client
+        .http
+        .get(format!("{api}/sandboxes"))
+        .header("X-Team-ID", TEAM)
+        .send()
+        .await
+        .expect("GET /sandboxes");
+    let header = |name: &str| -> u64 {
+        r.headers()
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (seq, stale) = (header("x-view-seq"), header("x-view-stale-ms"));
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    let rows = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["sandboxID"].as_str().unwrap().to_owned(),
+                s["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (status, rows, seq, stale)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_sandboxes_answers_from_the_teams_view_and_keeps_answering_without_redis() {
+    let mut fleet = Fleet::start("view", 2, &[], &["--redis-timeout-ms", "300"]).await;
+    let (a, b) = (fleet.api(0).to_owned(), fleet.api(1).to_owned());
+    let client = Client::new();
+    assert_eq!(create(&client, &a, TEAM, "s1").await.status, 201);
+    let (status, rows, seq, stale) = list_from_view(&client, &b).await;
+    assert_eq!((status, rows, stale), (200, pairs(&[("s1", "running")]), 0));
+    assert!(seq > 0, "the view's sequence");
+
+    // Later lists are answered from memory: 50 of them cost Redis at most
+    // the view's polls (one short script per poll interval), not 50 lists.
+    let mut redis = fleet.redis.as_ref().unwrap().client().await;
+    let before = fixture_evalsha(&mut redis).await;
+    for _ in 0..50 {
+        assert_eq!(list_from_view(&client, &b).await.0, 200);
+    }
+    let spent = fixture_evalsha(&mut redis).await - before;
+    assert!(spent <= 3, "50 lists ran {spent} scripts");
+
+    // A change made through the other server shows in the view.
+    assert_eq!(
+        on(&client, Method::POST, &a, TEAM, "s1", "/pause")
+            .await
+            .status,
+        204
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, rows, now_seq, _) = list_from_view(&client, &b).await;
+        if rows == pairs(&[("s1", "paused")]) {
+            assert!(now_seq > seq);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pause never showed: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Redis gone: lists still answer, from the last state, saying how stale.
+    fleet.stop_redis();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, rows, _, stale) = list_from_view(&client, &b).await;
+        assert_eq!((status, rows), (200, pairs(&[("s1", "paused")])));
+        if stale > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the view never said it was stale"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Writes fail clearly.
+    let r = on(&client, Method::DELETE, &b, TEAM, "s1", "").await;
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{r:?}");
+}
+
+/// EVALSHA calls so far (`INFO commandstats`).
+async fn fixture_evalsha(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

@@ -39,6 +39,7 @@ mod sandboxes;
 mod script_cache;
 mod server;
 mod table;
+mod team_changes;
 mod watch;
 
 use std::path::PathBuf;
@@ -171,6 +172,10 @@ enum Command {
         /// Exit after this many notifications.
         #[arg(long, value_name = "N")]
         count: Option<u64>,
+        /// With --team: print every change of the team's sandboxes as its
+        /// live view applies it (state, fence, removal), not only outcomes.
+        #[arg(long, requires = "team")]
+        changes: bool,
     },
 }
 
@@ -353,7 +358,14 @@ async fn dispatch(cli: Cli, target: RedisTarget, embedded: bool) -> anyhow::Resu
             fence,
             reason,
         } => repair::abandon(&server, &team, &id, fence, &reason, json).await,
-        Command::Watch { team, count } => watch::watch(&server, team.as_deref(), count, json).await,
+        Command::Watch {
+            team: Some(team),
+            count,
+            changes: true,
+        } => team_changes::follow(&server, &team, count, json).await,
+        Command::Watch { team, count, .. } => {
+            watch::watch(&server, team.as_deref(), count, json).await
+        }
     }
 }
 

@@ -74,6 +74,18 @@ impl Server {
             .with_context(|| format!("cannot connect to {}", self.target.shown()))
     }
 
+    /// A coordinator like [`Self::coordinator`] but with its notification
+    /// subscription, for a live team view (`watch --changes`).
+    pub async fn following_coordinator(&self) -> anyhow::Result<Coordinator> {
+        self.target
+            .builder()
+            .namespace(self.namespace.prefix())
+            .lifecycle(self.lifecycle.clone())
+            .build()
+            .await
+            .with_context(|| format!("cannot connect to {}", self.target.shown()))
+    }
+
     /// A plain connection (on a cluster, routed by each command's key).
     pub async fn connection(&self) -> anyhow::Result<Plain> {
         self.target.connection(TIMEOUT).await

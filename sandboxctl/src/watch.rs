@@ -45,6 +45,11 @@ fn channel_team(channel: &str) -> Option<&str> {
 /// empty. Other notices (`c ...`: a record changed for its waiters) are
 /// not outcomes: None.
 fn parse_notice(team: &str, payload: &str, received: SystemTime) -> Option<NoticeReport> {
+    // A team view's announcement "=<seq> ..." comes first, then the notice.
+    let payload = match payload.strip_prefix('=') {
+        Some(view) => view.split_once('\n')?.1,
+        None => payload,
+    };
     let mut parts = payload.splitn(6, ' ');
     if parts.next()? != "o" {
         return None;
@@ -140,7 +145,7 @@ pub async fn watch(
             let from = channel_team(msg.get_channel_name())
                 .unwrap_or("")
                 .to_string();
-            if payload.starts_with("c") {
+            if payload.starts_with('c') || (payload.starts_with('=') && !payload.contains("\no ")) {
                 continue;
             }
             let Some(notice) = parse_notice(&from, &payload, SystemTime::now()) else {
@@ -195,6 +200,13 @@ mod tests {
         assert_eq!(n.reason, "");
         assert!(parse_notice("t", "o s1 x kill succeeded", SystemTime::UNIX_EPOCH).is_none());
         assert!(parse_notice("t", "c s1", SystemTime::UNIX_EPOCH).is_none());
+        let n = parse_notice(
+            "t",
+            "=4 1700000000000 s s1 paused e1 9 1 pause - - - -\no s1 9 pause succeeded ",
+            SystemTime::UNIX_EPOCH,
+        )
+        .expect("parses after a view's announcement");
+        assert_eq!((n.id.as_str(), n.fence), ("s1", 9));
         assert_eq!(channel_team("sbx:{team-1}:notify"), Some("team-1"));
     }
 }

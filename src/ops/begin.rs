@@ -68,6 +68,7 @@ pub(crate) async fn begin(
             &ctx.keys.team.key("expiry"),
             &ctx.keys.team.key("tombs"),
             &ctx.keys.team.key("ids"),
+            &ctx.keys.team.key("seq"),
         ],
         &[
             &ctx.keys.team.prefix,

@@ -121,6 +121,7 @@ pub(crate) async fn sweep(env: &Env, team: &str, id: &str) -> Result<bool, Error
             &keys.team.key("ids"),
             &keys.team.key("team"),
             &keys.team.slot_key("teams"),
+            &keys.team.key("seq"),
         ],
         &[id, &keys.team.prefix, team],
         Send::Retried { write: true },

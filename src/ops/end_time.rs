@@ -15,7 +15,11 @@ pub(crate) async fn set_end_time(
     let (reply, replication) = call(
         env,
         &env.scripts.set_end_time,
-        &[&ctx.keys.record, &ctx.keys.team.key("expiry")],
+        &[
+            &ctx.keys.record,
+            &ctx.keys.team.key("expiry"),
+            &ctx.keys.team.key("seq"),
+        ],
         &[&ctx.keys.team.prefix, ctx.id, end.mode, &end.ms, expect],
         Send::Retried { write: true },
         Route::default(),

@@ -19,7 +19,7 @@ pub(crate) async fn extend(
     let (reply, _) = call(
         env,
         &env.scripts.extend,
-        &[&ctx.keys.record],
+        &[&ctx.keys.record, &ctx.keys.team.key("seq")],
         &[&ctx.keys.team.prefix, ctx.id, &fence_s, holder, &lease_ms],
         Send::Retried { write: true },
         Route::default(),

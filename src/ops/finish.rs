@@ -40,6 +40,7 @@ pub(crate) async fn finish(
             &ctx.keys.outcome(ctx.id, fence),
             &ctx.keys.team.key("expiry"),
             &ctx.keys.team.key("tombs"),
+            &ctx.keys.team.key("seq"),
         ],
         &[
             &ctx.keys.team.prefix,

@@ -43,6 +43,7 @@ pub(crate) async fn register(
             &ctx.keys.team.key("team"),
             &ctx.keys.team.slot_key("teams"),
             &ctx.keys.team.slot_key("listed"),
+            &ctx.keys.team.key("seq"),
         ],
         &[
             &ctx.keys.team.prefix,

@@ -21,6 +21,7 @@ pub(crate) async fn remove(
             &ctx.keys.team.key("ids"),
             &ctx.keys.team.key("team"),
             &ctx.keys.team.slot_key("teams"),
+            &ctx.keys.team.key("seq"),
         ],
         &[&ctx.keys.team.prefix, ctx.id, expect, ctx.team],
         Send::Once { write: true },

@@ -56,6 +56,8 @@ pub(crate) async fn team(
         keys.slot_key("teams"),
     ];
     key_names.extend(candidates.iter().map(|id| keys.key(&format!("rec:{id}"))));
+    // Last: the team view's sequence (repair.lua announces through it).
+    key_names.push(keys.key("seq"));
     let key_refs: Vec<&str> = key_names.iter().map(String::as_str).collect();
     let mut args: Vec<&str> = vec![&keys.prefix, if dry_run { "1" } else { "0" }, team];
     args.extend(candidates.iter().map(String::as_str));

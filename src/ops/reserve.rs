@@ -31,6 +31,7 @@ pub(crate) async fn reserve(
             &ctx.keys.team.key("expiry"),
             &ctx.keys.team.key("resv"),
             &ctx.keys.team.key("team"),
+            &ctx.keys.team.key("seq"),
         ],
         &[
             &ctx.keys.team.prefix,
@@ -63,6 +64,7 @@ pub(crate) async fn unreserve(env: &Env, ctx: &Ctx<'_>, token: &str) -> Result<b
             &ctx.keys.record,
             &ctx.keys.team.key("resv"),
             &ctx.keys.team.key("team"),
+            &ctx.keys.team.key("seq"),
         ],
         &[&ctx.keys.team.prefix, ctx.id, token],
         Send::Retried { write: true },

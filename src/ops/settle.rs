@@ -42,7 +42,11 @@ pub(crate) async fn settle(
     let (reply, _) = call(
         env,
         &env.scripts.settle,
-        &[&ctx.keys.record, &ctx.keys.outcome(ctx.id, fence)],
+        &[
+            &ctx.keys.record,
+            &ctx.keys.outcome(ctx.id, fence),
+            &ctx.keys.team.key("seq"),
+        ],
         &[
             &ctx.keys.team.prefix,
             ctx.id,

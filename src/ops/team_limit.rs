@@ -16,7 +16,7 @@ pub(crate) async fn set(
     let (reply, replication) = call(
         env,
         &env.scripts.team_limit,
-        &[&hash],
+        &[&hash, &keys.key("seq")],
         &[&keys.prefix, &limit_s],
         Send::Retried { write: true },
         Route::default(),
