@@ -341,24 +341,33 @@ async fn check_started(
     if stored_end != want_end {
         problems.push(format!("end_ms {stored_end}, want {want_end}"));
     }
-    if !lc
+    // A start makes the record live in every index, also a start from a
+    // tombstone state (it leaves the tombstone index in the same script).
+    let from_tombstone = lc
         .class(
             State::ALL
                 .into_iter()
                 .find(|s| s.as_str() == fields_before["state"])
                 .unwrap(),
         )
-        .is_tombstone()
-    {
-        let score = raw(conn, &["ZSCORE", &keys.team.key("expiry"), "s1"]).await;
-        if score != [want_end.to_string()] {
-            problems.push(format!("expiry index {score:?}, want {want_end}"));
+        .is_tombstone();
+    let score = raw(conn, &["ZSCORE", &keys.team.key("expiry"), "s1"]).await;
+    if score != [want_end.to_string()] {
+        problems.push(format!("expiry index {score:?}, want {want_end}"));
+    }
+    if from_tombstone {
+        let tomb = raw(conn, &["ZSCORE", &keys.team.key("tombs"), "s1"]).await;
+        if !tomb.is_empty() {
+            problems.push(format!("still in the tombstone index {tomb:?}"));
         }
     }
-    // Only the record and the expiry index may change.
+    // Only the record and the expiry index may change (and the tombstone
+    // index, which a start from a tombstone state leaves).
+    let tombs = keys.team.key("tombs");
     for (key, value) in before {
         let changed = after.get(key) != Some(value);
-        let allowed = [&keys.record, &keys.team.key("expiry")].contains(&key);
+        let allowed = [&keys.record, &keys.team.key("expiry")].contains(&key)
+            || (from_tombstone && key == &tombs);
         if changed && !allowed {
             problems.push(format!("{key} changed"));
         }
