@@ -16,7 +16,7 @@ use crate::ops::settle::Settled;
 use crate::sandbox::{Done, Sandbox};
 
 /// A script to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Call {
     /// `begin_<action>.lua` with this request's holder id.
     Begin,
@@ -81,7 +81,7 @@ pub(crate) enum Next {
 }
 
 /// Which loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Mode {
     Begin(Action),
     Idle,

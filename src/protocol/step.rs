@@ -31,7 +31,7 @@ pub(crate) const REPEATS: u32 = 3;
 /// Transport failures of a begin call retried (by its holder id).
 const BEGIN_RETRIES: u32 = 2;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Phase {
     /// A script call is out.
     Calling,
@@ -56,7 +56,7 @@ enum Phase {
 }
 
 /// One request's loop state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Loop<'a> {
     team: &'a str,
     id: &'a str,
@@ -321,6 +321,9 @@ impl<'a> Loop<'a> {
             }
             Decided::Join { fence, holder, .. } => {
                 self.queued = false;
+                if self.settles > 0 && self.past(now) {
+                    return Next::Answer(Err(self.timeout(now)));
+                }
                 self.joined = Some(now);
                 self.join(action, fence, holder)
             }
@@ -332,6 +335,9 @@ impl<'a> Loop<'a> {
             Decided::Wait { fence, wake } => {
                 self.waited.get_or_insert(now);
                 self.queued = true;
+                if self.past(now) {
+                    return Next::Answer(Err(self.timeout(now)));
+                }
                 if !self.subscribed {
                     self.phase = Phase::Queued {
                         fence,
@@ -339,9 +345,6 @@ impl<'a> Loop<'a> {
                         recheck: true,
                     };
                     return Next::Subscribe;
-                }
-                if self.past(now) {
-                    return Next::Answer(Err(self.timeout(now)));
                 }
                 let until = self.until(
                     now + self

@@ -7,6 +7,9 @@ use super::*;
 use crate::lifecycle::State;
 use crate::sandbox::{LastTransition, Lease};
 
+#[path = "model_tests.rs"]
+mod model;
+
 const RECORD: &str = "sbx:{t}:rec:s1";
 
 fn lifecycle() -> &'static Lifecycle {
@@ -465,4 +468,96 @@ fn unchanging_replies_end_without_a_deadline() {
         assert!(is_corrupt(&next), "{mode:?}: {next:?}");
         assert!(l.calls <= 3, "{mode:?}: {} calls", l.calls);
     }
+}
+
+/// Found by the model check (model_tests.rs): a begin woken late from its
+/// retry backoff (its reply was lost) finds its own lease expired, settles
+/// it, and on the re-decision joins the transition another request started
+/// meanwhile. Past the deadline that join is cut like a run of stuck
+/// transitions (after the first settle): the request answers `Timeout`
+/// instead of a fourth call begun after its deadline.
+#[test]
+fn a_join_found_after_a_late_settle_past_the_deadline_is_a_timeout() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut l = request(Mode::Begin(Action::Pause), t0, Some(ms(100)));
+    assert!(matches!(l.step(Input::Start, t0), Next::Call(Call::Begin)));
+    let lost = Input::Begun(Err(Error::Timeout {
+        team: "t".into(),
+        id: "s1".into(),
+        waited: Duration::ZERO,
+    }));
+    let Next::SleepUntil(t) = l.step(lost, t0) else {
+        panic!("a lost reply is retried after a backoff")
+    };
+    assert!(t < t0 + ms(100));
+    // Woken late, at the deadline.
+    let now = t0 + ms(100);
+    assert!(matches!(
+        l.step(Input::Woke(Woke::Timer), now),
+        Next::Call(Call::Begin)
+    ));
+    assert!(matches!(
+        l.step(stuck(1), now),
+        Next::Call(Call::Settle { fence: 1, .. })
+    ));
+    let ended = Settled::Ended {
+        action: Some(Action::Pause),
+        outcome: Outcome::Abandoned,
+        reason: "lease expired".into(),
+    };
+    assert!(matches!(
+        l.step(Input::Settled(Ok(ended)), now),
+        Next::Call(Call::Begin)
+    ));
+    let join = begun(Decided::Join {
+        fence: 2,
+        lease_left: ms(30),
+        holder: "h/2".into(),
+    });
+    let next = l.step(join, now);
+    assert!(
+        matches!(next, Next::Answer(Err(Error::Timeout { .. }))),
+        "{next:?}"
+    );
+    assert_eq!((l.calls, l.cancel()), (4, None));
+}
+
+/// Found by the model check: the same late begin, re-deciding after its
+/// settle, is queued behind a transition that started meanwhile. Past the
+/// deadline it answers `Timeout` (and cancels its place) instead of
+/// subscribing for a re-check, a fourth call begun after its deadline.
+#[test]
+fn a_first_wait_past_the_deadline_is_a_timeout_not_a_subscription() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut l = request(Mode::Begin(Action::Pause), t0, Some(ms(100)));
+    l.step(Input::Start, t0);
+    let lost = Input::Begun(Err(Error::Timeout {
+        team: "t".into(),
+        id: "s1".into(),
+        waited: Duration::ZERO,
+    }));
+    assert!(matches!(l.step(lost, t0), Next::SleepUntil(_)));
+    let now = t0 + ms(100);
+    l.step(Input::Woke(Woke::Timer), now);
+    l.step(stuck(2), now);
+    let abandoned = Settled::Abandoned {
+        action: Some(Action::Pause),
+        reason: "lease expired".into(),
+    };
+    assert!(matches!(
+        l.step(Input::Settled(Ok(abandoned)), now),
+        Next::Call(Call::Begin)
+    ));
+    let wait = begun(Decided::Wait {
+        fence: None,
+        wake: ms(1000),
+    });
+    let next = l.step(wait, now);
+    assert!(
+        matches!(next, Next::Answer(Err(Error::Timeout { .. }))),
+        "{next:?}"
+    );
+    assert_eq!((l.calls, l.cancel()), (4, Some("cancelled")));
 }
