@@ -50,6 +50,9 @@ pub(crate) struct Io<'a> {
     rt: &'a Runtime,
     ctx: &'a Ctx<'a>,
     watch: Option<Watch>,
+    /// The `wait` span: opened when the request first waits (subscribes),
+    /// it covers everything the request does from then until it answers.
+    span: Option<tracing::Span>,
 }
 
 impl<'a> Io<'a> {
@@ -58,6 +61,7 @@ impl<'a> Io<'a> {
             rt,
             ctx,
             watch: None,
+            span: None,
         }
     }
 
@@ -68,6 +72,17 @@ impl<'a> Io<'a> {
 
     /// Performs `next` (not an answer) and returns what it brought.
     pub(crate) async fn perform(&mut self, next: Next) -> Input {
+        if matches!(next, Next::Subscribe) && self.span.is_none() {
+            let ctx = self.ctx;
+            self.span = Some(tracing::debug_span!("wait", team = %ctx.team, sandbox = %ctx.id));
+        }
+        match self.span.clone() {
+            Some(span) => self.perform_inner(next).instrument(span).await,
+            None => self.perform_inner(next).await,
+        }
+    }
+
+    async fn perform_inner(&mut self, next: Next) -> Input {
         let (rt, ctx) = (self.rt, self.ctx);
         match next {
             Next::Call(Call::Settle { fence, holder }) => {
@@ -87,11 +102,9 @@ impl<'a> Io<'a> {
                 }
                 Input::Subscribed
             }
-            Next::SleepUntil(t) => Input::Woke(
-                sleep(self.watch.as_mut(), Instant::from_std(t))
-                    .instrument(tracing::debug_span!("wait", team = %ctx.team, sandbox = %ctx.id))
-                    .await,
-            ),
+            Next::SleepUntil(t) => {
+                Input::Woke(sleep(self.watch.as_mut(), Instant::from_std(t)).await)
+            }
         }
     }
 }

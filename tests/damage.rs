@@ -902,9 +902,9 @@ fn only_settled(before: &BTreeMap<String, String>, after: &BTreeMap<String, Stri
     // The settle announces its write to team views: the team's sequence
     // moves with it.
     let seq = format!("{}:seq", record.split_once(":rec:").map_or("", |(p, _)| p));
-    changed.iter().all(|k| {
-        k.contains(":out:") && before.get(*k).is_none() || **k == record || **k == seq
-    })
+    changed
+        .iter()
+        .all(|k| k.contains(":out:") && before.get(*k).is_none() || **k == record || **k == seq)
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {

@@ -357,7 +357,7 @@ async fn check_started(
     }
     if from_tombstone {
         let tomb = raw(conn, &["ZSCORE", &keys.team.key("tombs"), "s1"]).await;
-        if !tomb.is_empty() {
+        if tomb.iter().any(|s| !s.is_empty()) {
             problems.push(format!("still in the tombstone index {tomb:?}"));
         }
     }
