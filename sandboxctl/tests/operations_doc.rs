@@ -90,6 +90,12 @@ fn normalize(line: &str) -> (String, Vec<String>) {
         out.push(chars[i]);
         i += 1;
     }
+    // The server's own wording of a refusal differs between Redis and
+    // Valkey (the doc shows Redis 7's).
+    let out = out.replace(
+        "No permissions to access a key",
+        "this user has no permissions to access one of the keys used as arguments",
+    );
     (out.split_whitespace().collect::<Vec<_>>().join(" "), longs)
 }
 
