@@ -495,16 +495,23 @@ impl Coordinator {
     }
 
     /// Adds the team's slot to the namespace's slot registry (for
-    /// [`due_for_eviction_all`](Coordinator::due_for_eviction_all)) after a
-    /// script reported it missing; marks it listed once that succeeded.
+    /// [`due_for_eviction_all`](Coordinator::due_for_eviction_all)). A
+    /// register adds it *before* its script when this coordinator has not
+    /// listed the slot yet, so that no record ever exists in a slot the
+    /// registry does not list (a fleet-wide read or a repair between the
+    /// two steps, or a register dropped between them, would otherwise find
+    /// one). `mark` also sets the slot's `listed` marker, which a script
+    /// reads to report a slot whose registry entry may be missing.
     /// A registry of another type (damaged) is logged and counted, not an
-    /// error: the caller's write has happened; `repair` reports it.
-    async fn list_slot(&self, keys: &TeamKeys) -> Result<()> {
+    /// error; `repair` reports it.
+    async fn list_slot(&self, keys: &TeamKeys, mark: bool) -> Result<()> {
         let env = &self.rt.env;
-        let route = crate::connection::Route::default();
         let added = env
             .link
-            .query(redis::cmd("SADD").arg(env.ns.slots()).arg(keys.slot), route)
+            .query(
+                redis::cmd("SADD").arg(env.ns.slots()).arg(keys.slot),
+                crate::connection::Route::default(),
+            )
             .await;
         if let Err(Error::Redis(e)) = &added
             && e.code() == Some("WRONGTYPE")
@@ -514,12 +521,23 @@ impl Coordinator {
             return Ok(());
         }
         added?;
-        env.link
+        self.rt.listed.insert(keys.slot);
+        if mark {
+            self.mark_listed(keys).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets the slot's `listed` marker (the slot is in the registry).
+    async fn mark_listed(&self, keys: &TeamKeys) -> Result<()> {
+        self.rt
+            .env
+            .link
             .query(
                 redis::cmd("SET")
                     .arg(format!("{}listed", keys.slot_prefix))
                     .arg("1"),
-                route,
+                crate::connection::Route::default(),
             )
             .await?;
         Ok(())
@@ -566,12 +584,20 @@ impl Coordinator {
         let end = bounds::end_arg(new.end_time)?;
         let ctx = self.ctx(&new.team, &new.id, &keys);
         let span = tracing::info_span!("register", team = %new.team, sandbox = %new.id);
+        let listed_first = !self.rt.listed.contains(keys.team.slot);
+        if listed_first {
+            self.list_slot(&keys.team, false).await?;
+        }
         let registered =
             ops::register::register(&self.rt.env, &ctx, &new.execution, &end, &new.data, token)
                 .instrument(span)
                 .await?;
         if registered.slot_unlisted {
-            self.list_slot(&keys.team).await?;
+            if listed_first && self.rt.listed.contains(keys.team.slot) {
+                self.mark_listed(&keys.team).await?;
+            } else {
+                self.list_slot(&keys.team, true).await?;
+            }
         }
         ops::replicated("register", registered.replication)?;
         Ok((registered.sandbox, registered.how))
@@ -1264,7 +1290,7 @@ impl Coordinator {
                     id: keys.slot.to_string(),
                 });
                 if !dry_run {
-                    self.list_slot(&keys).await?;
+                    self.list_slot(&keys, true).await?;
                 }
             }
             report.drift.extend(drift);
@@ -1293,7 +1319,7 @@ impl Coordinator {
                 ops::migrate::Migrated::Converted { slot_unlisted } => {
                     converted += 1;
                     if slot_unlisted {
-                        self.list_slot(&keys.team).await?;
+                        self.list_slot(&keys.team, true).await?;
                     }
                 }
                 ops::migrate::Migrated::Restamped { .. } => restamped += 1,

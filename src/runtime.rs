@@ -29,6 +29,30 @@ pub(crate) struct Runtime {
     calls: AtomicU64,
     /// The team views, one per team (src/view/).
     pub views: crate::view::Registry,
+    /// The hash slots this coordinator has added to the slot registry.
+    pub listed: SlotSet,
+}
+
+/// A set of hash slots (one bit each), shared without a lock.
+#[derive(Debug)]
+pub(crate) struct SlotSet([AtomicU64; crate::keys::SLOTS as usize / 64]);
+
+impl Default for SlotSet {
+    fn default() -> SlotSet {
+        SlotSet(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl SlotSet {
+    pub(crate) fn contains(&self, slot: u16) -> bool {
+        let (word, bit) = (usize::from(slot / 64) % self.0.len(), slot % 64);
+        self.0[word].load(Ordering::Relaxed) & (1 << bit) != 0
+    }
+
+    pub(crate) fn insert(&self, slot: u16) {
+        let (word, bit) = (usize::from(slot / 64) % self.0.len(), slot % 64);
+        self.0[word].fetch_or(1 << bit, Ordering::Relaxed);
+    }
 }
 
 impl Runtime {
@@ -47,6 +71,7 @@ impl Runtime {
             holder_prefix,
             calls: AtomicU64::new(0),
             views: crate::view::Registry::default(),
+            listed: SlotSet::default(),
         }
     }
 
