@@ -64,6 +64,12 @@ fn drift_table(drift: &[Drift]) -> String {
     table.render()
 }
 
+/// Drift no script may fix: a record that does not parse, or a key of
+/// another type (both are left as they are for an operator).
+fn needs_a_hand_fix(d: &Drift) -> bool {
+    d.problem == "corrupt" || d.problem == "type"
+}
+
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -108,10 +114,22 @@ pub async fn repair(server: &Server, dry_run: bool, json: bool) -> anyhow::Resul
     let found = plural(report.drift.len(), "problem", "problems");
     text.push_str(&match (&left, report.drift.is_empty()) {
         (_, true) => format!("{examined}: no drift\n"),
-        (None, false) => format!(
-            "{examined}: {found} found; dry run, nothing was written \
-             (`sandboxctl repair` fixes them)\n"
-        ),
+        (None, false) => {
+            let by_hand = report.drift.iter().filter(|d| needs_a_hand_fix(d)).count();
+            let what = match by_hand {
+                0 => "`sandboxctl repair` fixes them".to_string(),
+                n if n == report.drift.len() => format!(
+                    "`sandboxctl repair` leaves {n} for a hand fix: \
+                     a corrupt record or a key of another type"
+                ),
+                n => format!(
+                    "`sandboxctl repair` fixes {} and leaves {n} for a hand fix: \
+                     a corrupt record or a key of another type",
+                    report.drift.len() - n
+                ),
+            };
+            format!("{examined}: {found} found; dry run, nothing was written ({what})\n")
+        }
         (Some(left), false) if left.is_empty() => {
             format!("{examined}: {found} found and fixed; a dry run after it finds none\n")
         }
