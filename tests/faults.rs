@@ -170,6 +170,10 @@ async fn lost_reply_setup(
         .unwrap();
     let b = fixture::coordinator(redis).await;
     b.register(fixture::sandbox("s1", "e1")).await.unwrap();
+    // `a` lists the team's slot once (its first register in a slot does,
+    // before the script), so its register below is one script call.
+    a.register(fixture::sandbox("warm", "e1")).await.unwrap();
+    assert!(a.remove(TEAM, "warm").await.unwrap());
     (chaos, a, b)
 }
 
