@@ -550,8 +550,7 @@ async fn a_damaged_team_sequence_is_corrupt_before_any_write() {
                                     detail: "reported".into(),
                                 })
                             }
-                            Ok(r) => Ok(drop(r)),
-                            Err(e) => Err(e),
+                            other => other.map(drop),
                         },
                     ),
                 }
