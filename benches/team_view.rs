@@ -11,6 +11,7 @@
 //! ```text
 //! cargo bench --bench team_view            # 10,000 sandboxes, 10 s of load
 //! cargo bench --bench team_view -- --quick # 1,000 sandboxes, 3 s (smoke)
+//! cargo bench --bench team_view -- --announce  # only the announcements' cost
 //! ```
 //!
 //! Wall-clock figures (staleness, list time) depend on the machine's load;
@@ -117,10 +118,26 @@ async fn connect(url: &str) -> Result<Coordinator> {
     Ok(Coordinator::builder(url).pool_size(4).build().await?)
 }
 
-/// The begin_snapshot and finish scripts, and the same with `announce`
-/// stubbed out (the wake-up message still published, as before views).
+/// The begin_snapshot and finish scripts, and the same with everything the
+/// announcements do stubbed out: the check of the team's sequence before
+/// the writes, reading the record back, the INCR and the announcement (the
+/// wake-up message still published, as before views).
 fn script_pair(stub: bool) -> (String, String) {
     let all = assemble(&Lifecycle::sandbox(), ScriptOptions::default());
+    let stubs = [
+        (
+            "local function announce(change, message)\n",
+            "local function announce(change, message)\n  if message then redis.call(PUBLISH, TP .. 'notify', message) end\n  do return end\n",
+        ),
+        (
+            "local function record_change(id)\n",
+            "local function record_change(id)\n  do return '' end\n",
+        ),
+        (
+            "local function sequence_refusal()\n",
+            "local function sequence_refusal()\n  do return nil end\n",
+        ),
+    ];
     let get = |name: &str| {
         let mut s = all
             .iter()
@@ -129,15 +146,10 @@ fn script_pair(stub: bool) -> (String, String) {
             .source()
             .to_string();
         if stub {
-            s = s
-                .replace(
-                    "local function announce(change, message)\n",
-                    "local function announce(change, message)\n  if message then redis.call(PUBLISH, TP .. 'notify', message) end\n  do return end\n",
-                )
-                .replace(
-                    "local function record_change(id)\n",
-                    "local function record_change(id)\n  do return '' end\n",
-                );
+            for (from, to) in stubs {
+                assert!(s.contains(from), "{name} has no {from:?} to stub");
+                s = s.replace(from, to);
+            }
         }
         s
     };
@@ -206,9 +218,10 @@ async fn ab(
     subscribers: usize,
 ) -> Result<()> {
     let n = if quick { 300 } else { 2_000 };
+    let rounds = if quick { 5 } else { 9 };
     let (with, without) = (script_pair(false), script_pair(true));
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
+    for _ in 0..rounds {
         let (c, u) = raw_transitions(stats, writer, &with, "ab-1", n).await?;
         a.push(2.0 * u as f64 / c as f64);
         let (c, u) = raw_transitions(stats, writer, &without, "ab-1", n).await?;
@@ -216,11 +229,11 @@ async fn ab(
     }
     a.sort_by(f64::total_cmp);
     b.sort_by(f64::total_cmp);
-    let (with_us, without_us) = (a[2], b[2]);
+    let (with_us, without_us) = (a[rounds / 2], b[rounds / 2]);
     println!(
         "announcements, {subscribers} subscribers: a transition (begin + finish) costs {with_us:.2} µs \
          of Redis time with them, {without_us:.2} µs without: +{:.2} µs (+{:.1}%) \
-         (medians of 5 alternated rounds of {n}; rounds {a:.1?} vs {b:.1?})",
+         (medians of {rounds} alternated rounds of {n}; rounds {a:.1?} vs {b:.1?})",
         with_us - without_us,
         (with_us / without_us - 1.0) * 100.0
     );
@@ -233,12 +246,16 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    let announce_only = std::env::args().any(|a| a == "--announce");
     let (team_size, load_secs): (usize, u64) = if quick { (1_000, 3) } else { (10_000, 10) };
     let server = start_server()?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let client = redis::Client::open(server.url.as_str())?;
     let mut stats = client.get_multiplexed_async_connection().await?;
     let writer = connect(&server.url).await?;
+    if announce_only {
+        return announcements_only(&server.url, &mut stats, &writer, quick).await;
+    }
 
     // The team.
     let t = Instant::now();
@@ -453,5 +470,33 @@ async fn main() -> Result<()> {
     println!("resyncs per view: {list_times:?}");
 
     ab(&mut stats, &writer, quick, VIEWS).await?;
+    Ok(())
+}
+
+/// `--announce`: only what the announcements add to a transition's Redis
+/// time, with nobody subscribed and with a view in each of 8 coordinators
+/// (on a team of one sandbox).
+async fn announcements_only(
+    url: &str,
+    stats: &mut redis::aio::MultiplexedConnection,
+    writer: &Coordinator,
+    quick: bool,
+) -> Result<()> {
+    writer
+        .register(NewSandbox {
+            team: TEAM.into(),
+            id: "ab-1".into(),
+            execution: "e1".into(),
+            end_time: Duration::from_secs(3600).into(),
+            data: "{}".into(),
+        })
+        .await?;
+    ab(stats, writer, quick, 0).await?;
+    let mut views = Vec::new();
+    for _ in 0..VIEWS {
+        let c = connect(url).await?;
+        views.push((c.team_view(TEAM).await?, c));
+    }
+    ab(stats, writer, quick, VIEWS).await?;
     Ok(())
 }

@@ -154,6 +154,8 @@ if decision == 'start' and not behind then
     fields[#fields + 1] = 'end_ms'
     fields[#fields + 1] = int(now)
   end
+  local bad = sequence_refusal()
+  if bad then return bad end
   if is_tombstone(r.state) then
     -- Leaving a tombstone (a kill that deletes a paused sandbox): the
     -- record is live again in every index, and no longer expires, in this

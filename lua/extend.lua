@@ -36,6 +36,8 @@ local r, err = load_record(REC)
 if err then return err end
 if not r then return {'fenced', ''} end
 if r.fence ~= FENCE or r.holder ~= HOLDER or r.until_n <= now then return {'fenced', r.fence} end
+local bad = sequence_refusal()
+if bad then return bad end
 redis.call('HSET', REC, 'until_ms', int(now + LEASE_MS))
 announce(record_change(ID))
 return {'extended', int(LEASE_MS)}

@@ -99,6 +99,10 @@ if limit then
   if taken + 1 > limit then return {'team_limit', int(taken), int(limit)} end
 end
 
+-- (announce() below must not fail after the writes.)
+err = sequence_refusal()
+if err then return err end
+
 -- Every check has passed: the writes begin (expired reservations first).
 sweep_reservations(now)
 

@@ -54,6 +54,8 @@ end
 if r.holder ~= '' and r.until_n > now then return {'busy', r.fence, r.action} end
 if r.resv_n > now then return {'busy', r.fence, 'reserve'} end
 if EXPECT ~= '' and r.exec ~= EXPECT then return {'exec_mismatch', r.exec} end
+err = sequence_refusal()
+if err then return err end
 local floor = uint(redis.call('HGET', TP .. 'team', 'floor') or '') or 0
 local highest = math.max(r.fence_n, r.floor_n)
 if highest > floor then redis.call('HSET', TP .. 'team', 'floor', int(highest)) end

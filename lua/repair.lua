@@ -36,7 +36,8 @@
   Output:
     {"repaired", n, then n times: index, problem, id}
       problem: dangling | missing | score | token | field | ttl | corrupt | type
-      (for "type" the id is the team's)
+      (for "type" the id is the team's; index "seq": the team's sequence is
+      damaged, and nothing is written, since the announcement would fail)
 
   Example:
     redis-cli --eval DIR/repair.lua 'sbx:{t}:ids' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:resv' \
@@ -74,6 +75,9 @@ for _, k in ipairs(kinds) do
   local t = redis.call('TYPE', k[1])['ok']
   if t ~= 'none' and t ~= k[3] then note(k[2], 'type', TEAM) end
 end
+-- A damaged sequence: announce() would fail after the fixes (reported,
+-- nothing written, like an index of another type).
+if sequence_refusal() then note('seq', 'type', TEAM) end
 if #found > 0 then return reply() end
 
 local candidates, seen = {}, {}

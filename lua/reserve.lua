@@ -62,6 +62,8 @@ if held and tonumber(held) > now then return {'busy', '0', 'reserve'} end
 local limit = team_limit(redis.call('HGET', TP .. 'team', 'limit'), DEFAULT_LIMIT)
 local taken = places_taken(now, nil)
 if limit and taken + 1 > limit then return {'team_limit', int(taken), int(limit)} end
+err = sequence_refusal()
+if err then return err end
 -- Every check has passed: the writes begin (expired reservations first;
 -- a refusal above wrote nothing).
 sweep_reservations(now)

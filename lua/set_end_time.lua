@@ -42,6 +42,8 @@ if err then return err end
 if not r then return {'not_found'} end
 if EXPECT ~= '' and r.exec ~= EXPECT then return {'exec_mismatch', r.exec} end
 if is_tombstone(r.state) then return {'settled', r.state} end
+err = sequence_refusal()
+if err then return err end
 local end_n = tonumber(VALUE)
 if MODE == 'in' then end_n = now + end_n end
 redis.call('HSET', REC, 'end_ms', int(end_n))

@@ -18,6 +18,7 @@
 
   Output:
     {"swept"} | {"present"}
+    {"corrupt", detail}        the team's sequence is damaged; nothing written
 
   Example:
     redis-cli --eval DIR/sweep.lua 'sbx:{t}:rec:s1' 'sbx:{t}:expiry' 'sbx:{t}:tombs' 'sbx:{t}:ids' \
@@ -32,6 +33,8 @@ local TP = ARGV[2]
 --!include notify.lua
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'present'} end
+local bad = sequence_refusal()
+if bad then return bad end
 local dropped = 0
 for i = 2, 4 do
   local n = redis.pcall('ZREM', KEYS[i], ARGV[1])

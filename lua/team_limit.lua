@@ -15,7 +15,8 @@
 
   Output:
     {"ok", previous_or_empty}
-    {"corrupt", detail}        the team hash is not a hash; nothing written
+    {"corrupt", detail}        the team hash is not a hash, or the team's
+                               sequence is damaged; nothing written
 
   Example:
     redis-cli --eval DIR/team_limit.lua 'sbx:{t}:team' 'sbx:{t}:seq' , 'sbx:{t}:' 10
@@ -29,6 +30,8 @@ local TP, LIMIT = ARGV[1], ARGV[2]
 
 local before = redis.pcall('HGET', KEYS[1], 'limit')
 if type(before) == 'table' then return wrongtype(before, KEYS[1], 'hash') end
+local bad = sequence_refusal()
+if bad then return bad end
 if LIMIT == '' then
   redis.call('HDEL', KEYS[1], 'limit')
 else

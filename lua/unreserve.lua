@@ -15,7 +15,8 @@
 
   Output:
     {"released"} | {"none"}
-    {"corrupt", detail}        an index of another type; nothing written
+    {"corrupt", detail}        an index of another type, or the team's
+                               sequence damaged; nothing written
 
   Example:
     redis-cli --eval DIR/unreserve.lua 'sbx:{t}:rec:s1' 'sbx:{t}:resv' 'sbx:{t}:team' 'sbx:{t}:seq' , 'sbx:{t}:' s1 tok1
@@ -33,6 +34,8 @@ local bad = foreign_indexes({'resv', 'team'}, nil)
 if bad then return bad end
 local held = redis.call('HGET', TP .. 'team', 'tok:' .. ID)
 if held ~= TOKEN then return {'none'} end
+bad = sequence_refusal()
+if bad then return bad end
 redis.call('ZREM', TP .. 'resv', ID)
 redis.call('HDEL', TP .. 'team', 'tok:' .. ID)
 local resv = redis.pcall('HGET', REC, 'resv')

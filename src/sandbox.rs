@@ -225,7 +225,7 @@ pub struct Drift {
     /// Team id.
     pub team: String,
     /// The index (`ids`, `expiry`, `tombs`, `resv`, `team`, `teams`,
-    /// `slots`) or `record`.
+    /// `slots`), `seq` (the team's sequence) or `record`.
     pub index: String,
     /// `dangling` (an entry without a record), `missing`, `score`,
     /// `token`, `field` or `corrupt` (a record no script can use; left as

@@ -250,6 +250,7 @@ async fn every_script_refuses_each_wrong_typed_key_before_writing() {
         (tk.slot_key("teams"), "string"),
         (tk.slot_key("listed"), "hash"),
         (coord.namespace().slots(), "string"),
+        (tk.key("seq"), "hash"),
     ];
     let mut findings = Vec::new();
     let mut calls = 0;
@@ -373,6 +374,209 @@ async fn wrong_type(conn: &mut redis::aio::MultiplexedConnection, key: &str, kin
         "zset" => raw(conn, &["ZADD", key, "1", "m"]).await,
         _ => raw(conn, &["RPUSH", key, "x"]).await,
     };
+}
+
+// ----- the team's sequence (team views) ----------------------------------------------------
+
+/// Damage to the team's sequence `<ns>:{team}:seq` (team views): a key of
+/// each other type, and a string that is no sequence number.
+const SEQUENCE_DAMAGE: &[&str] = &["hash", "set", "zset", "list", "x", "9223372036854775807"];
+
+/// The scene of the sequence test: s1 running and due, s2 paused, s3
+/// running, s4 under a started pause (watchdog off), s5 stuck (pausing, its
+/// lease long gone), s6 reserved, s7's record vanished behind the
+/// library's back (its index entries left, due: a sweep or a repair drops
+/// them).
+async fn sequence_scene(
+    redis: &TestRedis,
+    coord: &Coordinator,
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> (Transition, sandbox_coordinator::Reservation) {
+    fixture::clear_namespace(redis).await;
+    coord.register(due(TEAM, "s1")).await.unwrap();
+    coord.register(sandbox("s2", "e1")).await.unwrap();
+    run(coord, TEAM, "s2", Action::Pause).await;
+    coord.register(sandbox("s3", "e1")).await.unwrap();
+    coord.register(sandbox("s4", "e1")).await.unwrap();
+    let held = started(
+        coord
+            .begin(
+                TEAM,
+                "s4",
+                Action::Pause,
+                BeginOptions::default().watchdog(false),
+            )
+            .await
+            .unwrap(),
+    );
+    coord.register(sandbox("s5", "e1")).await.unwrap();
+    let rec = |id: &str| coord.namespace().sandbox(TEAM, id).unwrap().record;
+    raw(
+        conn,
+        &[
+            "HSET",
+            &rec("s5"),
+            "state",
+            "pausing",
+            "fence",
+            "5000",
+            "action",
+            "pause",
+            "holder",
+            "dead/1",
+            "until_ms",
+            "1",
+            "started_ms",
+            "1",
+        ],
+    )
+    .await;
+    let reservation = coord
+        .reserve(TEAM, "s6", Duration::from_secs(60))
+        .await
+        .unwrap();
+    coord.register(due(TEAM, "s7")).await.unwrap();
+    raw(conn, &["DEL", &rec("s7")]).await;
+    (held, reservation)
+}
+
+/// Every script that announces to team views bumps the team's sequence
+/// with an INCR after its writes; a damaged sequence (a key of another
+/// type, a string that is no number, a number at the end of its range)
+/// would fail that INCR with the writes already done (Redis does not roll
+/// back a script). So each of them reads the sequence before its first
+/// write and refuses with `Corrupt`, nothing written: register, resume,
+/// begin (a start, a start out of a tombstone, a settle of a stuck record),
+/// succeed, fail, extend, set_end_time, remove, reserve, release,
+/// set_team_limit; the sweep of a vanished record writes nothing either
+/// (housekeeping: its caller answers), and a repair reports the sequence
+/// and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_team_sequence_is_corrupt_before_any_write() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator_with(&redis, kill_deletes_paused).await;
+    let mut conn = redis.client().await;
+    let seq = coord.namespace().team(TEAM).unwrap().key("seq");
+    let opts = || {
+        BeginOptions::default()
+            .wait_timeout(Duration::from_millis(300))
+            .watchdog(false)
+    };
+    let mut findings = Vec::new();
+    for damage in SEQUENCE_DAMAGE {
+        for op in 0..15 {
+            let (held, reservation) = sequence_scene(&redis, &coord, &mut conn).await;
+            // (Kept until after the dump: a handle dropped earlier would
+            // finish or give back in the background meanwhile.)
+            let (mut held, mut reservation) = (Some(held), Some(reservation));
+            match *damage {
+                "x" | "9223372036854775807" => {
+                    raw(&mut conn, &["SET", &seq, damage]).await;
+                }
+                kind => wrong_type(&mut conn, &seq, kind).await,
+            }
+            let before = dump_connection(&mut conn).await;
+            let (name, got) = timeout(BOUND, async {
+                match op {
+                    0 => (
+                        "register",
+                        coord.register(sandbox("s9", "e1")).await.map(drop),
+                    ),
+                    1 => (
+                        "resume",
+                        coord.register(sandbox("s2", "e2")).await.map(drop),
+                    ),
+                    2 => (
+                        "begin pause",
+                        coord
+                            .begin(TEAM, "s1", Action::Pause, opts())
+                            .await
+                            .map(drop),
+                    ),
+                    3 => (
+                        "begin kill of paused",
+                        coord
+                            .begin(TEAM, "s2", Action::Kill, opts())
+                            .await
+                            .map(drop),
+                    ),
+                    4 => (
+                        "begin over a stuck record",
+                        coord
+                            .begin(TEAM, "s5", Action::Pause, opts())
+                            .await
+                            .map(drop),
+                    ),
+                    5 => ("extend", held.as_ref().unwrap().extend().await.map(drop)),
+                    6 => ("succeed", held.take().unwrap().succeed().await),
+                    7 => ("fail", held.take().unwrap().fail("x").await),
+                    8 => (
+                        "set_end_time",
+                        coord
+                            .set_end_time(TEAM, "s1", Duration::from_secs(60), None)
+                            .await
+                            .map(drop),
+                    ),
+                    9 => ("remove", coord.remove(TEAM, "s3").await.map(drop)),
+                    10 => (
+                        "reserve",
+                        coord
+                            .reserve(TEAM, "s8", Duration::from_secs(5))
+                            .await
+                            .map(drop),
+                    ),
+                    11 => (
+                        "release",
+                        reservation.take().unwrap().release().await.map(drop),
+                    ),
+                    12 => (
+                        "set_team_limit",
+                        coord.set_team_limit(TEAM, Some(5)).await.map(drop),
+                    ),
+                    13 => (
+                        "due_for_eviction (sweep)",
+                        match coord.due_for_eviction(TEAM, 10).await {
+                            Ok(_) => Err(Error::Corrupt {
+                                detail: "housekeeping".into(),
+                            }),
+                            Err(e) => Err(e),
+                        },
+                    ),
+                    _ => (
+                        "repair",
+                        match coord.repair(false).await {
+                            Ok(r) if r.drift.iter().any(|d| d.index == "seq") => {
+                                Err(Error::Corrupt {
+                                    detail: "reported".into(),
+                                })
+                            }
+                            other => other.map(drop),
+                        },
+                    ),
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("operation {op} hung"));
+            let after = dump_connection(&mut conn).await;
+            if !matches!(got, Err(Error::Corrupt { .. })) {
+                findings.push(format!("{name} with the sequence {damage}: {got:?}"));
+            }
+            if after != before {
+                findings.push(format!(
+                    "{name} with the sequence {damage} wrote:\n{}",
+                    fixture::dump_diff(&before, &after)
+                ));
+            }
+            raw(&mut conn, &["DEL", &seq]).await;
+            if let Some(t) = held {
+                t.fail("done").await.unwrap();
+            }
+            if let Some(r) = reservation {
+                r.release().await.unwrap();
+            }
+        }
+    }
+    assert!(findings.is_empty(), "{}", findings.join("\n"));
 }
 
 // ----- 8. the slot's team set ---------------------------------------------------------------
@@ -641,6 +845,7 @@ async fn damage(
                     tk.slot_key("teams"),
                     tk.slot_key("listed"),
                     ns.slots(),
+                    tk.key("seq"),
                 ],
             )
             .clone();

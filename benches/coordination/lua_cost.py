@@ -22,7 +22,7 @@ phases makes callgrind dump and zero its counters (`--dump-before=echoCommand`),
 so each phase is one dump part.
 
     cargo bench --bench coordination -- --dump-scripts DIR
-    python3 benches/coordination/lua_cost.py --scripts DIR [-n N] [--profile]
+    python3 benches/coordination/lua_cost.py --scripts DIR [-n N] [--profile] [--silent]
 
 DIR holds the library's assembled scripts (`scripts::assemble` with the
 default lifecycle and options; `sandboxctl scripts --dump DIR` once it
@@ -32,7 +32,9 @@ fence, data, and the team's `expiry` and `ids` zsets. `--profile` also
 prints, per phase, the functions with the most instructions (exclusive and
 inclusive). `--machine` prints
 `instr <side> <begin|finish> <instructions per call>` lines (read by the
-bench's `instructions` section). Needs redis-server and valgrind;
+bench's `instructions` section). `--silent` adds a side `silent`: ours with
+the team views' announcements stubbed out (ANNOUNCE_STUBS), for what they
+cost, measured in the same run. Needs redis-server and valgrind;
 `--redis-server BIN` counts another build (Debian's is stripped, so
 --profile names Lua's internal functions only with a build that has symbols).
 """
@@ -280,6 +282,32 @@ class Reference(Side):
 
 SIDES = [("ceiling", Ceiling), ("minimal", Minimal), ("ours", Ours), ("reference", Reference)]
 
+# What the team views' announcements do in begin_snapshot.lua and finish.lua
+# (lua/include/notify.lua), stubbed out for the `silent` side: the check of
+# the team's sequence before the writes, reading the record back, the TIME,
+# INCR and announcement (the wake-up message still published, as before
+# views). benches/team_view.rs stubs the same for its commandstats A/B.
+ANNOUNCE_STUBS = [
+    ("local function announce(change, message)\n",
+     "local function announce(change, message)\n"
+     "  if message then redis.call(PUBLISH, TP .. 'notify', message) end\n  do return end\n"),
+    ("local function record_change(id)\n", "local function record_change(id)\n  do return '' end\n"),
+    ("local function sequence_refusal()\n", "local function sequence_refusal()\n  do return nil end\n"),
+]
+
+
+class Silent(Ours):
+    """ours without the team views' announcements (ANNOUNCE_STUBS)."""
+
+    def setup(self, conn, scripts):
+        quiet = dict(scripts)
+        for name in ("begin_snapshot", "finish"):
+            for old, new in ANNOUNCE_STUBS:
+                if old not in quiet[name]:
+                    sys.exit(f"{name}.lua has no {old.strip()!r} to stub")
+                quiet[name] = quiet[name].replace(old, new)
+        super().setup(conn, quiet)
+
 
 def read(d, name):
     with open(os.path.join(d, name)) as f:
@@ -388,6 +416,8 @@ def main():
     ap.add_argument("-n", type=int, default=1000, help="transitions per side (default 1000)")
     ap.add_argument("--profile", action="store_true", help="top functions per phase")
     ap.add_argument("--machine", action="store_true", help="only `instr` lines")
+    ap.add_argument("--silent", action="store_true",
+                    help="also a side `silent`: ours with the team views' announcements stubbed out")
     ap.add_argument("--redis-server", default="redis-server", metavar="BIN",
                     help="the server to count (default: redis-server on PATH; a build with "
                          "symbols names Lua's functions in --profile)")
@@ -418,7 +448,8 @@ def main():
             time.sleep(0.1)
         else:
             sys.exit("redis-server under valgrind did not start")
-        sides = [(name, cls(name, f"lc{name}", n)) for name, cls in SIDES]
+        kinds = SIDES + ([("silent", Silent)] if args.silent else [])
+        sides = [(name, cls(name, f"lc{name}", n)) for name, cls in kinds]
         for _, side in sides:
             side.setup(conn, scripts)
         # Each ECHO dumps what ran since the previous one: part k+1 is phase k.
@@ -447,7 +478,7 @@ def main():
         print(f"instructions per call (callgrind, inside processCommand, N={n} per side):")
         print(f"  {'side':<10} {'begin':>10} {'finish':>10} {'transition':>11} {'/ minimal':>10}")
         floor = per[("minimal", "begin")] + per[("minimal", "finish")]
-        for name, _ in SIDES:
+        for name, _ in kinds:
             b, f = per[(name, "begin")], per[(name, "finish")]
             print(f"  {name:<10} {b:10.0f} {f:10.0f} {b + f:11.0f} {(b + f) / floor:9.2f}x")
     if args.profile:

@@ -10,6 +10,8 @@
 -- undoes the first exactly. Returns the new state, or a refusal reply.
 
 local function finish_transition(r, outcome, reason, now)
+  local bad = sequence_refusal()
+  if bad then return nil, bad end
   local next_state = after(r.action, outcome)
   if next_state == '' then next_state = r.state end
   if is_tombstone(next_state) then

@@ -29,6 +29,21 @@ end
 -- Sequence numbers follow each other without a gap, so a reader that sees
 -- one missing knows it missed a change.
 
+-- A refusal if the team's sequence cannot take announce()'s INCR: a key of
+-- another type, or a string that is no sequence number (or one at the end
+-- of its range). announce() runs after a script's writes and Redis does not
+-- roll back a script that fails half-way, so every path that announces
+-- calls this before its first write and returns the refusal, nothing
+-- written. nil when the sequence is fine (or absent).
+local function sequence_refusal()
+  local seq = redis.pcall('GET', TP .. 'seq')
+  if type(seq) == 'table' then return wrongtype(seq, TP .. 'seq', 'string') end
+  if seq and not (string.match(seq, '^%d+$') and #seq < 19) then
+    return {'corrupt', TP .. 'seq is not a sequence number'}
+  end
+  return nil
+end
+
 local function announce(change, message)
   local t = redis.call('TIME')
   local ms = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
