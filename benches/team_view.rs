@@ -126,8 +126,8 @@ fn script_pair(stub: bool) -> (String, String) {
     let all = assemble(&Lifecycle::sandbox(), ScriptOptions::default());
     let stubs = [
         (
-            "local function announce(change, message)\n",
-            "local function announce(change, message)\n  if message then redis.call(PUBLISH, TP .. 'notify', message) end\n  do return end\n",
+            "local function announce(change, message, now)\n",
+            "local function announce(change, message, now)\n  if message then redis.call(PUBLISH, TP .. 'notify', message) end\n  do return end\n",
         ),
         (
             "local function record_change(id)\n",

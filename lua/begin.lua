@@ -172,7 +172,7 @@ if decision == 'start' and not behind then
   end
   local next_up = leave_queue(fields)
   redis.call('HSET', REC, unpack(fields))
-  announce(record_change(ID), next_up and ('c ' .. ID) or nil)
+  announce(record_change(ID), next_up and ('c ' .. ID) or nil, now)
   return {'started', fence, int(LEASE_MS), r.exec}
 end
 

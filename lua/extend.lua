@@ -39,5 +39,5 @@ if r.fence ~= FENCE or r.holder ~= HOLDER or r.until_n <= now then return {'fenc
 local bad = sequence_refusal()
 if bad then return bad end
 redis.call('HSET', REC, 'until_ms', int(now + LEASE_MS))
-announce(record_change(ID))
+announce(record_change(ID), nil, now)
 return {'extended', int(LEASE_MS)}

@@ -122,7 +122,7 @@ if r then
   redis.call('ZREM', TP .. 'tombs', ID)
   redis.call('HSET', REC, 'state', INITIAL, 'exec', EXEC, 'end_ms', int(end_n), 'data', DATA, 'resv', '')
   redis.call('PERSIST', REC)
-  announce(record_change(ID), 'c ' .. ID)
+  announce(record_change(ID), 'c ' .. ID, now)
   return registered('resumed', unlisted, r.exec, now)
 end
 
@@ -136,5 +136,5 @@ end
 redis.call('HSET', REC, unpack(fields))
 redis.call('ZADD', TP .. 'ids', 0, ID)
 redis.call('ZREM', TP .. 'tombs', ID)
-announce(record_change(ID))
+announce(record_change(ID), nil, now)
 return registered('created', unlisted, '', now)

@@ -62,5 +62,5 @@ if highest > floor then redis.call('HSET', TP .. 'team', 'floor', int(highest)) 
 redis.call('DEL', REC)
 drop_from_indexes(ID)
 unlist_if_empty(KEYS[6], TEAM)
-announce(record_change(ID), 'c ' .. ID)
+announce(record_change(ID), 'c ' .. ID, now)
 return {'removed', r.state, r.exec}

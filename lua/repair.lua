@@ -200,5 +200,5 @@ elseif records == 0 and (member or listed) and all_examined() then
   write('SREM', TEAMS, TEAM)
   write('HDEL', TEAMHASH, 'listed')
 end
-if not DRY and #found > 0 then announce('*') end
+if not DRY and #found > 0 then announce('*', nil, now) end
 return reply()

@@ -71,7 +71,7 @@ local deadline = now + TTL_MS
 redis.call('ZADD', TP .. 'resv', deadline, ID)
 redis.call('HSET', TP .. 'team', 'tok:' .. ID, TOKEN)
 if r then redis.call('HSET', REC, 'resv', TOKEN .. '@' .. int(deadline)) end
-announce('r ' .. ID .. ' ' .. int(deadline))
+announce('r ' .. ID .. ' ' .. int(deadline), nil, now)
 local shown = ''
 if limit then shown = int(limit) end
 return {'reserved', int(deadline), int(taken + 1), shown}

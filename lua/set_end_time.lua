@@ -48,5 +48,5 @@ local end_n = tonumber(VALUE)
 if MODE == 'in' then end_n = now + end_n end
 redis.call('HSET', REC, 'end_ms', int(end_n))
 redis.call('ZADD', TP .. 'expiry', end_n, ID)
-announce(record_change(ID))
+announce(record_change(ID), nil, now)
 return {'ok', r.end_ms, int(end_n)}

@@ -66,5 +66,5 @@ if class_of(r.state) ~= 'inflight' then return {'unknown'} end
 if r.holder ~= '' and r.until_n > now and MODE ~= 'force' then return {'live', int(r.until_n - now)} end
 local bad = sequence_refusal()
 if bad then return bad end
-record_outcome(r.fence, r.action, 'abandoned', REASON, {'holder', '', 'until_ms', ''})
+record_outcome(r.fence, r.action, 'abandoned', REASON, {'holder', '', 'until_ms', ''}, now)
 return {'abandoned', r.action, REASON}

@@ -27,6 +27,6 @@ local function finish_transition(r, outcome, reason, now)
   end
   -- (The expiry first: the announcement of record_outcome reads it back.)
   if is_tombstone(next_state) and TOMBSTONE_MS > 0 then redis.call('PEXPIRE', REC, TOMBSTONE_MS) end
-  record_outcome(r.fence, r.action, outcome, reason, {'state', next_state, 'holder', '', 'until_ms', ''})
+  record_outcome(r.fence, r.action, outcome, reason, {'state', next_state, 'holder', '', 'until_ms', ''}, now)
   return next_state, nil
 end

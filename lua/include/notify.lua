@@ -16,7 +16,8 @@ end
 -- team sees INCRs the team's sequence <tp>seq (declared in the KEYS of every
 -- script that announces) and is published with it, in the same message as
 -- the wake-up above, if any:
---   "=<seq> <ms> <change>" [ "\n" <wake-up> ]     (ms: the server's time)
+--   "=<seq> <ms> <change>" [ "\n" <wake-up> ]     (ms: the server's time, as
+--                                                 the script read it)
 -- <change>:
 --   "s <id> <state> <exec> <fence> <end_ms> <action> <holder> <until_ms> <resv_ms> <ttl_ms>"
 --                          the record as it now is, "-" for an empty field
@@ -44,9 +45,14 @@ local function sequence_refusal()
   return nil
 end
 
-local function announce(change, message)
-  local t = redis.call('TIME')
-  local ms = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+-- `now`: the script's clock (ms) when it read one (clock.lua); a script
+-- that did not is the only one that pays a TIME here.
+local function announce(change, message, now)
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  local ms = string.format('%d', now)
   local text = '=' .. redis.call('INCR', TP .. 'seq') .. ' ' .. ms .. ' ' .. change
   if message then text = text .. '\n' .. message end
   redis.call(PUBLISH, TP .. 'notify', text)

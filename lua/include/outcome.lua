@@ -11,7 +11,7 @@
 --     including script declares <tp>seq).
 -- Uses REC, TP, ID of the including script, and notify.lua.
 
-local function record_outcome(fence, act, outcome, reason, fields)
+local function record_outcome(fence, act, outcome, reason, fields, now)
   fields[#fields + 1] = 'last_fence'
   fields[#fields + 1] = fence
   fields[#fields + 1] = 'last_action'
@@ -23,7 +23,7 @@ local function record_outcome(fence, act, outcome, reason, fields)
   redis.call('HSET', REC, unpack(fields))
   redis.call('SET', TP .. 'out:' .. ID .. ':' .. fence, act .. ' ' .. outcome .. ' ' .. reason,
              'PX', OUTCOME_MS)
-  announce(record_change(ID), 'o ' .. ID .. ' ' .. fence .. ' ' .. act .. ' ' .. outcome .. ' ' .. reason)
+  announce(record_change(ID), 'o ' .. ID .. ' ' .. fence .. ' ' .. act .. ' ' .. outcome .. ' ' .. reason, now)
 end
 
 -- The outcome recorded for `fence` of record `r` (nil when absent):
