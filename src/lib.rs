@@ -84,7 +84,7 @@
 
 mod acl;
 mod bounds;
-mod connection;
+mod builder;
 mod coordinator;
 pub mod error;
 mod keeper;
@@ -93,9 +93,11 @@ pub mod lifecycle;
 mod metrics;
 mod notify;
 mod ops;
+mod options;
 mod protocol;
 mod record;
 mod redact;
+mod redis;
 mod reservation;
 mod runtime;
 mod sandbox;
@@ -104,14 +106,16 @@ mod transition;
 mod view;
 mod wait;
 
+pub use crate::redis::Connections;
 pub use acl::acl_rules;
 pub use bounds::MAX_DURATION_MS;
-pub use connection::Connections;
-pub use coordinator::{BeginOptions, Begun, Builder, Coordinator, Finish};
+pub use builder::Builder;
+pub use coordinator::Coordinator;
 pub use error::{Error, Result};
 pub use lifecycle::{
     Action, ActionSpec, Decision, LeaseView, Lifecycle, Outcome, State, StateClass,
 };
+pub use options::{BeginOptions, Begun, Finish};
 pub use record::MAX_INT;
 #[doc(hidden)]
 pub use record::refusal as record_refusal;

@@ -30,8 +30,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::connection::{Link, cluster_client, single_client};
 use crate::lifecycle::Outcome;
+use crate::redis::target::{cluster_client, single_client};
+use crate::redis::{Link, value};
 
 /// A published event for one sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -498,14 +499,6 @@ enum Event {
     Closed,
 }
 
-fn text(v: &redis::Value) -> String {
-    match v {
-        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        redis::Value::SimpleString(s) => s.clone(),
-        _ => String::new(),
-    }
-}
-
 impl Sub {
     async fn connect(link: &Link, settings: &NotifySettings) -> Result<Sub, String> {
         let limit = settings
@@ -583,10 +576,17 @@ impl Sub {
                     redis::PushKind::SMessage | redis::PushKind::Message
                         if push.data.len() >= 2 =>
                     {
-                        return Event::Message(text(&push.data[0]), text(&push.data[1]));
+                        return Event::Message(
+                            value::text_or_empty(&push.data[0]),
+                            value::text_or_empty(&push.data[1]),
+                        );
                     }
                     redis::PushKind::SUnsubscribe => {
-                        let channel = push.data.first().map(text).unwrap_or_default();
+                        let channel = push
+                            .data
+                            .first()
+                            .map(value::text_or_empty)
+                            .unwrap_or_default();
                         if wanted.contains(&channel) {
                             return Event::Dropped(channel);
                         }

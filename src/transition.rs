@@ -11,11 +11,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::connection::Route;
 use crate::error::{Error, Result};
 use crate::keeper::{Job, LeaseGuard};
 use crate::lifecycle::{Action, Outcome};
 use crate::ops::finish::{Target, finish_retrying};
+use crate::redis::Route;
 use crate::runtime::Runtime;
 
 /// Longest failure reason kept, in bytes; longer ones are cut.

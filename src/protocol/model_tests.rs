@@ -274,7 +274,7 @@ impl World {
             Call::Begin => Input::Begun(
                 self.rec
                     .begin(ACTIONS[i], i, now)
-                    .map(|d| (d, crate::connection::Replication::Enough)),
+                    .map(|d| (d, crate::redis::Replication::Enough)),
             ),
             Call::Settle { fence, holder } => Input::Settled(self.rec.settle(*fence, holder, now)),
             Call::Inspect => Input::Inspected(Err(corrupt("no inspect in this world"))),

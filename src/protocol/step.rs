@@ -17,11 +17,11 @@
 use std::time::{Duration, Instant};
 
 pub(crate) use super::{Answer, Call, Input, Mode, Next, Woke};
-use crate::connection::Replication;
 use crate::error::Error;
 use crate::lifecycle::{Action, Lifecycle, Outcome, StateClass};
 use crate::ops::begin::Decided;
 use crate::ops::settle::Settled;
+use crate::redis::Replication;
 use crate::sandbox::{Done, DoneReason, Sandbox};
 
 /// Re-checks are at least this far apart, however many notices arrive.

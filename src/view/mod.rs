@@ -34,7 +34,6 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
-use crate::keys::TeamKeys;
 use crate::lifecycle::StateClass;
 use crate::runtime::Runtime;
 use crate::sandbox::TeamCount;
@@ -390,9 +389,14 @@ impl ViewUpdates {
 }
 
 /// Opens (or shares) the view of `team`.
-pub(crate) async fn open(rt: &Arc<Runtime>, team: &str, keys: TeamKeys) -> Result<TeamView, Error> {
+pub(crate) async fn open(
+    rt: &Arc<Runtime>,
+    views: &Registry,
+    team: &str,
+) -> Result<TeamView, Error> {
+    let keys = rt.env.ns.team(team)?;
     let slot = Arc::clone(
-        rt.views
+        views
             .views
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
