@@ -169,7 +169,7 @@ impl Builder {
     }
     /// The limit of places (sandboxes that are not tombstones, plus
     /// reservations) of teams without their own
-    /// ([`Coordinator::set_team_limit`]). Default: none.
+    /// ([`Coordinator::set_team_limit`](crate::Coordinator::set_team_limit)). Default: none.
     pub fn team_limit(mut self, limit: usize) -> Self {
         self.team_limit = Some(limit);
         self

@@ -102,12 +102,12 @@ impl Coordinator {
 
     /// Registers a sandbox, or a new incarnation over a paused one (a
     /// resume), with its place under the team's limit. Refuses while a
-    /// lease is live ([`Error::Busy`]), over a live
+    /// lease is live ([`Error::Busy`](crate::Error::Busy)), over a live
     /// record of another execution or a killed tombstone
-    /// ([`Error::AlreadyExists`]), while another caller holds a reservation
-    /// of the id ([`Error::Busy`]; register through
+    /// ([`Error::AlreadyExists`](crate::Error::AlreadyExists)), while another caller holds a reservation
+    /// of the id ([`Error::Busy`](crate::Error::Busy); register through
     /// [`Reservation::register`], which consumes it), and when the team is
-    /// full ([`Error::TeamLimit`]); the same execution again is idempotent
+    /// full ([`Error::TeamLimit`](crate::Error::TeamLimit)); the same execution again is idempotent
     /// ([`Registration::Existing`]). Requests queued to re-decide on the
     /// record do not hold a register back (fair waiting orders transition
     /// starts): a kill queued behind a pause that a resume overtakes is
@@ -205,13 +205,13 @@ impl Coordinator {
     }
 
     /// Deletes a sandbox's record and its index entries. Refused while a
-    /// transition holds the lease or the id is reserved ([`Error::Busy`]).
+    /// transition holds the lease or the id is reserved ([`Error::Busy`](crate::Error::Busy)).
     /// Requests queued to re-decide do not hold it back (a delete is final,
     /// and a queue that never empties must not block it): they are woken
-    /// and get [`Error::NotFound`]. Returns false if there was no record.
+    /// and get [`Error::NotFound`](crate::Error::NotFound). Returns false if there was no record.
     ///
-    /// Not retried internally, and an [`Error::Redis`] that
-    /// [`is_retryable`](Error::is_retryable) is no invitation to retry
+    /// Not retried internally, and an [`Error::Redis`](crate::Error::Redis) that
+    /// [`is_retryable`](crate::Error::is_retryable) is no invitation to retry
     /// blindly: a removal whose reply was lost may have happened, and a
     /// retry could then delete a newer incarnation registered meanwhile.
     /// Retry with [`remove_execution`](Coordinator::remove_execution), which
@@ -223,7 +223,7 @@ impl Coordinator {
     }
 
     /// Like [`remove`](Coordinator::remove), only if the record is
-    /// `execution` ([`Error::ExecutionMismatch`] otherwise): a removal
+    /// `execution` ([`Error::ExecutionMismatch`](crate::Error::ExecutionMismatch) otherwise): a removal
     /// racing a resume cannot delete the new incarnation, and it is safe to
     /// retry.
     pub async fn remove_execution(&self, team: &str, id: &str, execution: &str) -> Result<bool> {
@@ -231,10 +231,10 @@ impl Coordinator {
     }
 
     /// Finishes transition `fence` held by `holder` (see
-    /// [`Transition::holder`]), for a holder that lost its [`Transition`]
+    /// [`Transition::holder`](crate::Transition::holder)), for a holder that lost its [`Transition`](crate::Transition)
     /// value (e.g. a restarted process that stored both). Retry-safe: the
     /// same outcome for the same fence again is Ok for the whole outcome
-    /// retention; errors as for [`Transition::succeed`].
+    /// retention; errors as for [`Transition::succeed`](crate::Transition::succeed).
     ///
     /// Cancel safety: if dropped, the outcome was recorded or it was not;
     /// calling again with the same outcome is safe.
@@ -328,9 +328,9 @@ impl Coordinator {
     /// Holds one place of the team's limit, and a free id, for `ttl` (10 ms
     /// to 2^50 ms) before a slow create; `register` of the id (or
     /// [`Reservation::register`]) consumes it. Refused when the id has a
-    /// record ([`Error::AlreadyExists`]: a killed tombstone too, while it
-    /// lasts), while it is already reserved ([`Error::Busy`]), and when the
-    /// team is full ([`Error::TeamLimit`]).
+    /// record ([`Error::AlreadyExists`](crate::Error::AlreadyExists): a killed tombstone too, while it
+    /// lasts), while it is already reserved ([`Error::Busy`](crate::Error::Busy)), and when the
+    /// team is full ([`Error::TeamLimit`](crate::Error::TeamLimit)).
     ///
     /// Cancel safety: if dropped after the reservation was made, it holds
     /// until its ttl (its handle never reached the caller); nothing else is
@@ -344,10 +344,10 @@ impl Coordinator {
     /// While it holds, a `begin` on the sandbox waits for it: a delete (kill)
     /// racing the resume is decided after the resume's register, never
     /// between the resume's check and its register. Refused unless the
-    /// sandbox is a resumable tombstone ([`Error::NotFound`],
-    /// [`Error::AlreadyExists`] naming its state), while a transition or
-    /// another reservation holds it ([`Error::Busy`]), and when the team is
-    /// full ([`Error::TeamLimit`]).
+    /// sandbox is a resumable tombstone ([`Error::NotFound`](crate::Error::NotFound),
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) naming its state), while a transition or
+    /// another reservation holds it ([`Error::Busy`](crate::Error::Busy)), and when the team is
+    /// full ([`Error::TeamLimit`](crate::Error::TeamLimit)).
     ///
     /// Cancel safety: as for [`reserve`](Coordinator::reserve).
     pub async fn reserve_resume(&self, team: &str, id: &str, ttl: Duration) -> Result<Reservation> {
@@ -357,7 +357,7 @@ impl Coordinator {
     /// Like [`reserve`](Coordinator::reserve), but while the team is full it
     /// waits (woken by the team's notifications, with the poll as a
     /// fallback) for a place, at most `timeout`; then the last
-    /// [`Error::TeamLimit`].
+    /// [`Error::TeamLimit`](crate::Error::TeamLimit).
     ///
     /// Cancel safety: as for `reserve`.
     pub async fn reserve_waiting(
@@ -389,10 +389,10 @@ impl Coordinator {
 
     /// Converts a namespace written by schema 1 to this schema in place,
     /// record by record (each atomically). Refuses a record whose schema-1
-    /// transition is still in flight ([`Error::Busy`]: run it again when
+    /// transition is still in flight ([`Error::Busy`](crate::Error::Busy): run it again when
     /// none is). With `adopt_lifecycle`, records of this schema created
     /// under another rule table are re-stamped with this coordinator's
-    /// (see [`Error::LifecycleMismatch`]). Returns (converted, re-stamped).
+    /// (see [`Error::LifecycleMismatch`](crate::Error::LifecycleMismatch)). Returns (converted, re-stamped).
     /// Uses `SCAN`.
     pub async fn migrate(&self, adopt_lifecycle: bool) -> Result<(usize, usize)> {
         protocol::admin::migrate(&self.rt, adopt_lifecycle).await

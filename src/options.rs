@@ -12,8 +12,8 @@ use crate::transition::Transition;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BeginOptions {
     /// Evictor mode: never wait (a live lease, a reservation or queued
-    /// waiters give [`Error::EvictionInProgress`]), and refuse with
-    /// [`Error::EvictionNotNeeded`] while the end time is in the future by
+    /// waiters give [`Error::EvictionInProgress`](crate::Error::EvictionInProgress)), and refuse with
+    /// [`Error::EvictionNotNeeded`](crate::Error::EvictionNotNeeded) while the end time is in the future by
     /// Redis server time.
     pub eviction: bool,
     /// Pin to one incarnation; checked in the script and after every wait.

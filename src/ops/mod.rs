@@ -76,10 +76,10 @@ impl Reply {
 
     /// Field `i` as a number.
     pub(crate) fn u64(&self, i: usize) -> Result<u64, Error> {
-        match self.items.get(i) {
-            Some(Value::Int(n)) => u64::try_from(*n).map_err(|_| self.bad(i)),
-            _ => self.str(i).parse().map_err(|_| self.bad(i)),
-        }
+        self.items
+            .get(i)
+            .and_then(value::uint)
+            .ok_or_else(|| self.bad(i))
     }
 
     pub(crate) fn i64(&self, i: usize) -> Result<i64, Error> {

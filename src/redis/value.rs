@@ -47,6 +47,15 @@ pub(crate) fn int(v: &Value) -> Option<i64> {
     }
 }
 
+/// A reply as a non-negative integer: an integer reply, or text holding
+/// one (up to 2^64 - 1).
+pub(crate) fn uint(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        other => as_str(other)?.parse().ok(),
+    }
+}
+
 /// Every text of a reply, flattened: an array's or a set's items, a map's
 /// values (a set's members, `SMEMBERS`, under RESP2 and RESP3 alike).
 pub(crate) fn texts(v: Value) -> Vec<String> {
@@ -84,6 +93,11 @@ mod tests {
         assert_eq!(int(&Value::BulkString(b"42".to_vec())), Some(42));
         assert_eq!(int(&Value::Int(42)), Some(42));
         assert_eq!(int(&Value::BulkString(b"x".to_vec())), None);
+        assert_eq!(uint(&Value::Int(-1)), None);
+        assert_eq!(
+            uint(&Value::BulkString(b"18446744073709551615".to_vec())),
+            Some(u64::MAX)
+        );
     }
 
     #[test]
