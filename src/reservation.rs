@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::keeper::Job;
 use crate::keys::SandboxKeys;
 use crate::ops;
-use crate::protocol;
+use crate::protocol::register;
 use crate::runtime::Runtime;
 use crate::sandbox::{NewSandbox, Registration, Sandbox};
 
@@ -88,7 +88,7 @@ impl Reservation {
                 why: format!("is not the reserved {}/{}", self.team, self.id),
             });
         }
-        let result = protocol::register::register(&self.rt, new, &self.token).await;
+        let result = register::register(&self.rt, new, &self.token).await;
         if result.is_ok() {
             self.done = true;
         }
