@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
-use crate::lifecycle::{Action, State};
+use crate::lifecycle::{Action, EndReason, State};
 
 /// Everything that can go wrong, with the context to act on it.
 #[derive(Debug, thiserror::Error)]
@@ -356,7 +356,7 @@ impl Error {
         match self {
             Error::Abandoned { .. } => true,
             Error::TransitionFailed { reason, .. } => {
-                matches!(reason.as_str(), "dropped" | "cancelled" | "not replicated")
+                EndReason::from_word(reason).is_some_and(EndReason::is_interruption)
             }
             _ => false,
         }

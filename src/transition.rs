@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::keeper::{Job, LeaseGuard};
-use crate::lifecycle::{Action, Outcome};
+use crate::lifecycle::{Action, EndReason, Outcome};
 use crate::ops::finish::{Target, finish_retrying};
 use crate::redis::Route;
 use crate::runtime::Runtime;
@@ -298,7 +298,12 @@ impl Drop for Transition {
         let (outcome, reason, unsure, what) =
             match std::mem::replace(&mut self.finishing, Finishing::Done) {
                 Finishing::Done => return,
-                Finishing::Not => (Outcome::Failed, "dropped".to_string(), false, "transition"),
+                Finishing::Not => (
+                    Outcome::Failed,
+                    EndReason::Dropped.as_str().to_string(),
+                    false,
+                    "transition",
+                ),
                 Finishing::Sent(outcome, reason) => (outcome, reason, true, "finish"),
             };
         crate::metrics::cancelled(what);

@@ -14,6 +14,7 @@
 
 mod words;
 
+pub(crate) use words::EndReason;
 pub use words::{Action, Decision, LeaseView, Outcome, State, StateClass};
 
 /// Where one action goes: its in-flight state and how it ends.

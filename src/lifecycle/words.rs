@@ -195,6 +195,54 @@ impl FromStr for Outcome {
     }
 }
 
+/// Why the library itself ended a transition or a request: the reason
+/// words it writes to Redis (with outcome `failed` or `abandoned`), written
+/// and read back in this one place. An operator's or a holder's own reason
+/// is free text and never one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum EndReason {
+    /// A `Transition` dropped unfinished.
+    Dropped,
+    /// A begin whose future was dropped (or that answered while queued).
+    Cancelled,
+    /// A begin whose write was not acknowledged by enough replicas.
+    NotReplicated,
+    /// A holder that vanished: found by a waiter after the lease deadline.
+    LeaseExpired,
+}
+
+impl EndReason {
+    /// The word stored in Redis.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Dropped => "dropped",
+            EndReason::Cancelled => "cancelled",
+            EndReason::NotReplicated => "not replicated",
+            EndReason::LeaseExpired => "lease expired",
+        }
+    }
+
+    /// The library's reason a stored word is, if it is one.
+    pub(crate) fn from_word(word: &str) -> Option<EndReason> {
+        [
+            EndReason::Dropped,
+            EndReason::Cancelled,
+            EndReason::NotReplicated,
+            EndReason::LeaseExpired,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == word)
+    }
+
+    /// Whether it means the holder went away, not that the work failed.
+    pub(crate) fn is_interruption(self) -> bool {
+        matches!(
+            self,
+            EndReason::Dropped | EndReason::Cancelled | EndReason::NotReplicated
+        )
+    }
+}
+
 /// The role a state plays, which decides its bookkeeping in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StateClass {
@@ -223,5 +271,25 @@ impl StateClass {
             StateClass::Resumable => "resumable",
             StateClass::Final => "final",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_reasons_read_back_as_written_and_free_text_is_none_of_them() {
+        for r in [
+            EndReason::Dropped,
+            EndReason::Cancelled,
+            EndReason::NotReplicated,
+            EndReason::LeaseExpired,
+        ] {
+            assert_eq!(EndReason::from_word(r.as_str()), Some(r));
+        }
+        assert_eq!(EndReason::from_word("disk full"), None);
+        assert!(!EndReason::LeaseExpired.is_interruption());
+        assert!(EndReason::NotReplicated.is_interruption());
     }
 }

@@ -14,7 +14,7 @@ use crate::bounds;
 use crate::error::{Error, Result};
 use crate::keeper::Job;
 use crate::keys::{SandboxKeys, validate_id};
-use crate::lifecycle::Action;
+use crate::lifecycle::{Action, EndReason};
 use crate::ops::begin::BeginArgs;
 use crate::ops::finish::Target as FinishTarget;
 use crate::ops::{self, Ctx};
@@ -37,7 +37,7 @@ struct PendingBegin<'a> {
     holder: &'a str,
     route: crate::redis::Route,
     armed: bool,
-    reason: &'static str,
+    reason: EndReason,
 }
 
 impl Drop for PendingBegin<'_> {
@@ -48,7 +48,7 @@ impl Drop for PendingBegin<'_> {
                 id: self.id.to_string(),
                 keys: self.keys.clone(),
                 holder: self.holder.to_string(),
-                reason: self.reason,
+                reason: self.reason.as_str(),
                 route: self.route,
                 again: true,
             });
@@ -126,7 +126,7 @@ async fn begin_inner(
         holder: &holder,
         route,
         armed: false,
-        reason: "cancelled",
+        reason: EndReason::Cancelled,
     };
     let mut lp = Loop::new(
         team,
@@ -145,7 +145,7 @@ async fn begin_inner(
         let next = lp.step(input, Io::now());
         // Armed while the request may hold something nobody received.
         guard.armed = lp.cancel().is_some();
-        guard.reason = lp.cancel().unwrap_or("cancelled");
+        guard.reason = lp.cancel().unwrap_or(EndReason::Cancelled);
         input = match next {
             Next::Call(Call::Begin) => {
                 sent_at = Instant::now();
