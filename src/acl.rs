@@ -2,9 +2,13 @@
 //! the namespace and the commands the library sends (directly, or inside
 //! its scripts — Redis checks those too), nothing more.
 //! `sandboxctl acl` prints them for
-//! `redis-cli ACL SETUSER coord $(sandboxctl acl) '>secret'`.
+//! `redis-cli ACL SETUSER coord $(sandboxctl acl) '>secret'`. At start,
+//! [`probe`] asks the server which of them the user lacks.
 
 use crate::error::Error;
+use crate::keys::Namespace;
+use crate::redis::{Link, Route, value};
+use crate::scripts::Scripts;
 
 /// Commands the library sends itself (connections, scripts, the slot
 /// registry, notifications, topology and `ASKING` redirects on Redis
@@ -135,6 +139,40 @@ pub fn acl_rules(namespace: &str, admin: bool) -> Result<String, Error> {
     }
     rules.extend(commands.into_iter().map(|c| format!("+{c}")));
     Ok(rules.join(" "))
+}
+
+/// Refuses a user whose ACL rules lack a command the library needs, naming
+/// them (one script call at start; `sandboxctl acl` prints the rules).
+pub(crate) async fn probe(link: &Link, scripts: &Scripts, ns: &Namespace) -> Result<(), Error> {
+    let probe = ns.team_unchecked("~probe");
+    let key = probe.key("probe");
+    let channel = probe.channel();
+    let mut args: Vec<&str> = vec![&channel];
+    args.extend(CHECKED.iter().copied().filter(|c| {
+        // One of the two publish commands is used, per deployment.
+        let cluster = link.is_cluster();
+        !(cluster && (c.starts_with("PUBLISH") || c.starts_with("SUBSCRIBE"))
+            || !cluster && (c.starts_with("SPUBLISH") || c.starts_with("SSUBSCRIBE")))
+    }));
+    let (value, _) = link
+        .run(
+            &scripts.permissions,
+            &[&key],
+            &args,
+            false,
+            Route::default(),
+        )
+        .await?;
+    let refused: Vec<String> = value::texts(value).into_iter().skip(1).collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NoPermission {
+        detail: format!(
+            "the user may not run {} on the namespace's keys or channels",
+            refused.join(", ")
+        ),
+    })
 }
 
 #[cfg(test)]

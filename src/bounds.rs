@@ -9,7 +9,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::ops::register::EndArg;
 use crate::record::MAX_INT;
 use crate::sandbox::EndTime;
 
@@ -34,6 +33,12 @@ pub(crate) fn duration_ms(what: &'static str, d: Duration, min: Duration) -> Res
             "is longer than {MAX_DURATION_MS} ms, the longest a script can add to the server's clock"
         ))),
     }
+}
+
+/// The end time as the scripts take it: mode and milliseconds.
+pub(crate) struct EndArg {
+    pub mode: &'static str,
+    pub ms: String,
 }
 
 /// The end time as the scripts take it.
@@ -79,6 +84,18 @@ pub(crate) fn count(what: &'static str, n: usize, max: usize) -> Result<usize, E
         });
     }
     Ok(n)
+}
+
+/// A team limit as the scripts take it (at most 2^53 - 1).
+pub(crate) fn team_limit(limit: usize) -> Result<String, Error> {
+    if limit as u64 > MAX_INT {
+        return Err(Error::InvalidInput {
+            what: "team limit",
+            value: limit.to_string(),
+            why: "is larger than 2^53 - 1".into(),
+        });
+    }
+    Ok(limit.to_string())
 }
 
 #[cfg(test)]

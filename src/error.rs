@@ -1,10 +1,16 @@
 //! The one error type of the crate. Each variant names the sandbox and the
 //! states, fences or ids involved, and reads as a sentence an operator can
 //! act on. [`Error::is_retryable`] tells transient failures from final ones.
+//!
+//! The classes of Redis errors live here too (transient or final, their
+//! kind for metrics, `NOPERM` in its own variant), below the connections
+//! that meet them, so that the error type never imports a connection.
 
 use std::time::Duration;
 
-use crate::lifecycle::{Action, State};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+use crate::lifecycle::{Action, EndReason, State};
 
 /// Everything that can go wrong, with the context to act on it.
 #[derive(Debug, thiserror::Error)]
@@ -331,7 +337,7 @@ impl Error {
     /// retrying them.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Redis(e) => crate::connection::is_transient(e),
+            Error::Redis(e) => is_transient(e),
             Error::Pool(_) | Error::Busy { .. } | Error::Timeout { .. } => true,
             Error::EvictionInProgress { .. } | Error::TeamLimit { .. } => true,
             Error::NotReplicated { .. } | Error::ViewUnavailable { .. } => true,
@@ -350,11 +356,87 @@ impl Error {
         match self {
             Error::Abandoned { .. } => true,
             Error::TransitionFailed { reason, .. } => {
-                matches!(reason.as_str(), "dropped" | "cancelled" | "not replicated")
+                EndReason::from_word(reason).is_some_and(EndReason::is_interruption)
             }
             _ => false,
         }
     }
+}
+
+/// Whether `e` is transient: the same call may succeed later. Transport
+/// failures, and the answers of a server in failover or resharding.
+pub(crate) fn is_transient(e: &RedisError) -> bool {
+    if e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.kind() == ErrorKind::ClusterConnectionNotFound
+    {
+        return true;
+    }
+    if matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::ReadOnly
+                | ServerErrorKind::BusyLoading
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+        )
+    ) {
+        return true;
+    }
+    matches!(
+        e.code(),
+        Some("BUSY" | "READONLY" | "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN")
+    )
+}
+
+/// A short name for the kind of a Redis error, for metrics.
+pub(crate) fn error_kind(e: &RedisError) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connection_refusal() {
+        "refused"
+    } else if e.is_io_error() || e.is_connection_dropped() {
+        "io"
+    } else {
+        match e.code() {
+            Some("READONLY") => "readonly",
+            Some("LOADING") => "loading",
+            Some("MASTERDOWN") => "masterdown",
+            Some("TRYAGAIN") => "tryagain",
+            Some("CLUSTERDOWN") => "clusterdown",
+            Some("MOVED") | Some("ASK") => "moved",
+            Some("BUSY") => "busy",
+            Some("NOPERM") => "noperm",
+            Some("NOSCRIPT") => "noscript",
+            _ => "other",
+        }
+    }
+}
+
+/// Maps a Redis error to the crate's error: `NOPERM` gets its own variant
+/// naming what was refused.
+pub(crate) fn to_error(e: RedisError) -> Error {
+    let text = e.to_string();
+    // Inside a script, Redis 7.0 says "The user executing the script can't
+    // run this command or subcommand" and Valkey "ACL failure in script",
+    // both under ERR.
+    if matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoPerm))
+        || e.code() == Some("NOPERM")
+        || text.contains("The user executing the script can't run")
+        || text.contains("ACL failure in script")
+        || text.contains("No permissions to access")
+    {
+        return Error::NoPermission {
+            detail: e.detail().map_or_else(|| e.to_string(), str::to_string),
+        };
+    }
+    metrics::counter!(crate::metrics::REDIS_ERRORS, "kind" => error_kind(&e)).increment(1);
+    Error::Redis(e)
 }
 
 /// The crate's result type.

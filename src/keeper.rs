@@ -29,11 +29,11 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::connection::Route;
 use crate::keys::SandboxKeys;
 use crate::lifecycle::Outcome;
 use crate::ops::finish::{Target, finish_retrying};
 use crate::ops::{Ctx, Env};
+use crate::redis::Route;
 
 /// The lease as its holder sees it: a local deadline never later than the
 /// server's, and the lost signal.
@@ -162,7 +162,7 @@ enum Done {
     Extended {
         id: u64,
         sent_at: Instant,
-        result: Result<Option<Duration>, crate::Error>,
+        result: Result<Option<Duration>, crate::error::Error>,
     },
     Other,
 }

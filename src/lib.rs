@@ -9,27 +9,41 @@
 //! to interleave. Every read-check-set runs inside Redis as one Lua script;
 //! waiting uses pub/sub with a poll and the lease deadline as fallbacks.
 //!
-//! The crate's parts:
+//! The crate's parts, from the API down (dependencies point one way; the
+//! layout with one line per file is in CONTRIBUTING.md):
 //!
+//! - [`Coordinator`] (the façade: each method's docs and one line handing
+//!   the call on) and its [`Builder`] (settings, start-up): `register`,
+//!   `get`, `begin`, `wait_idle`, `set_end_time`, `remove`, the fleet
+//!   operations (`list`, `count`, team limits, `reserve`,
+//!   `due_for_eviction_all`, `repair`) and the production settings (TLS,
+//!   ACL credentials, Redis Cluster, `wait_for_replicas`).
+//! - `protocol`: the request loops. A begin and a `wait_idle` are decided
+//!   by a pure step function (no I/O, table-tested and model-checked with
+//!   stateright) and driven by a thin async loop; register, reservations,
+//!   fleet reads, ends and the operator's repair and migrate each have
+//!   their module.
+//! - [`Transition`]: a started transition — fence, holder, `lost()`,
+//!   `succeed`/`fail`, and a `Drop` that fails it; its lease is kept alive
+//!   by the coordinator's one lease keeper. [`Reservation`]: a place of a
+//!   team's limit held for a slow create. Both hold the runtime, never the
+//!   façade.
+//! - [`TeamView`]: a live local model of one team, kept by the team's
+//!   announcements (reads cost no Redis time).
+//! - `notify`: the one subscription connection per coordinator (plain or
+//!   sharded pub/sub), its routing table and its supervisor.
+//! - `lua/`: one script per operation assembled from shared pieces (see
+//!   [`scripts`]); `ops` holds each script's arguments and typed reply.
+//! - `redis`: the edge — where Redis is (TLS, credentials), the command
+//!   connections, the script call with its `WAIT` and `NOSCRIPT` reload,
+//!   `SCAN`, and the one place a raw reply becomes text or a number.
 //! - [`lifecycle`]: states, actions and the rule table as data, with
 //!   [`Lifecycle::decide`], the pure executable specification. The table is
 //!   generated into the scripts when a coordinator is built.
-//! - [`Coordinator`] and its [`Builder`] (the façade): `register`, `get`,
-//!   `begin`, `wait_idle`, `set_end_time`, `remove`, the fleet operations
-//!   (`list`, `count`, team limits, `reserve`, `due_for_eviction_all`,
-//!   `repair`) and the production settings (TLS, ACL credentials, Redis
-//!   Cluster, `wait_for_replicas`).
-//! - [`Transition`]: a started transition — fence, holder, `lost()`,
-//!   `succeed`/`fail`, and a `Drop` that fails it; its lease is kept alive
-//!   by the coordinator's one lease keeper.
-//! - [`Reservation`]: a place of a team's limit held for a slow create.
-//! - [`TeamView`]: a live local model of one team, kept by the team's
-//!   announcements (reads cost no Redis time).
-//! - `lua/`: one script per operation assembled from shared pieces (see
-//!   [`scripts`]); `ops` holds each script's arguments and typed reply.
 //! - [`keys`]: the Redis layout, hash slots and id validation; [`Error`]:
-//!   the one error type; [`acl_rules`]: least-privilege ACL rules;
-//!   [`redact_url`]: the one redactor of passwords in URLs.
+//!   the one error type (and the classes of Redis errors); [`acl_rules`]:
+//!   least-privilege ACL rules; [`redact_url`]: the one redactor of
+//!   passwords in URLs.
 //!
 //! Every public async method documents its cancel safety: any of them may
 //! be dropped at any await point (an HTTP handler whose client went away)
@@ -84,7 +98,7 @@
 
 mod acl;
 mod bounds;
-mod connection;
+mod builder;
 mod coordinator;
 pub mod error;
 mod keeper;
@@ -93,9 +107,11 @@ pub mod lifecycle;
 mod metrics;
 mod notify;
 mod ops;
+mod options;
 mod protocol;
 mod record;
 mod redact;
+mod redis;
 mod reservation;
 mod runtime;
 mod sandbox;
@@ -104,14 +120,16 @@ mod transition;
 mod view;
 mod wait;
 
+pub use crate::redis::Connections;
 pub use acl::acl_rules;
 pub use bounds::MAX_DURATION_MS;
-pub use connection::Connections;
-pub use coordinator::{BeginOptions, Begun, Builder, Coordinator, Finish};
+pub use builder::Builder;
+pub use coordinator::Coordinator;
 pub use error::{Error, Result};
 pub use lifecycle::{
     Action, ActionSpec, Decision, LeaseView, Lifecycle, Outcome, State, StateClass,
 };
+pub use options::{BeginOptions, Begun, Finish};
 pub use record::MAX_INT;
 #[doc(hidden)]
 pub use record::refusal as record_refusal;

@@ -21,7 +21,8 @@ pub(crate) const REDIS_ERRORS: &str = "sandbox_coordinator_redis_errors_total";
 pub(crate) const NOTIFICATIONS: &str = "sandbox_coordinator_notifications_total";
 pub(crate) const DAMAGED: &str = "sandbox_coordinator_damaged_skipped_total";
 
-/// Describes every metric (idempotent; called when a coordinator is built).
+/// Describes every metric but the team views' (`view::describe`);
+/// idempotent, called when a coordinator is built.
 pub(crate) fn describe() {
     describe_counter!(
         BEGINS,
@@ -61,7 +62,6 @@ pub(crate) fn describe() {
         NOTIFICATIONS,
         "wake-up notifications received on this coordinator's subscription"
     );
-    crate::view::describe();
     describe_counter!(
         DAMAGED,
         "teams or slots a fleet-wide read skipped because a key of theirs is damaged (another type), by what (team, slot)"

@@ -1,24 +1,24 @@
 //! [`Reservation`]: a place of a team's limit, and the id, held for a slow
-//! create or resume.
+//! create or resume. It holds the runtime (never the façade) and
+//! registers through `protocol::register`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::keeper::Job;
 use crate::keys::SandboxKeys;
 use crate::ops;
+use crate::protocol::register;
 use crate::runtime::Runtime;
 use crate::sandbox::{NewSandbox, Registration, Sandbox};
 
-/// A reservation made by [`Coordinator::reserve`]. Register the sandbox
+/// A reservation made by [`Coordinator::reserve`](crate::Coordinator::reserve). Register the sandbox
 /// with [`Reservation::register`] (which consumes it), or give it back with
 /// [`Reservation::release`]; dropping it gives it back in the background.
 /// If nothing does, it expires after its ttl.
 #[must_use = "a reservation holds a place; dropping it gives the place back"]
 pub struct Reservation {
-    coordinator: Coordinator,
     rt: Arc<Runtime>,
     team: String,
     id: String,
@@ -40,7 +40,6 @@ impl std::fmt::Debug for Reservation {
 
 impl Reservation {
     pub(crate) fn new(
-        coordinator: Coordinator,
         rt: Arc<Runtime>,
         team: &str,
         id: &str,
@@ -49,7 +48,6 @@ impl Reservation {
         ttl: Duration,
     ) -> Reservation {
         Reservation {
-            coordinator,
             rt,
             team: team.into(),
             id: id.into(),
@@ -79,7 +77,8 @@ impl Reservation {
     /// reservation's), consuming the reservation: its place becomes the
     /// sandbox's. On an error the reservation is given back.
     ///
-    /// Cancel safety: as for [`Coordinator::register`]; the reservation is
+    /// Cancel safety: as for
+    /// [`Coordinator::register`](crate::Coordinator::register); the reservation is
     /// given back in the background (a no-op if the register consumed it).
     pub async fn register(mut self, new: NewSandbox) -> Result<(Sandbox, Registration)> {
         if new.team != self.team || new.id != self.id {
@@ -89,7 +88,7 @@ impl Reservation {
                 why: format!("is not the reserved {}/{}", self.team, self.id),
             });
         }
-        let result = self.coordinator.register_with(new, &self.token).await;
+        let result = register::register(&self.rt, new, &self.token).await;
         if result.is_ok() {
             self.done = true;
         }

@@ -27,8 +27,6 @@ pub(crate) struct Runtime {
     pub settings: Settings,
     holder_prefix: String,
     calls: AtomicU64,
-    /// The team views, one per team (src/view/).
-    pub views: crate::view::Registry,
     /// The hash slots this coordinator has added to the slot registry.
     pub listed: SlotSet,
 }
@@ -70,7 +68,6 @@ impl Runtime {
             settings,
             holder_prefix,
             calls: AtomicU64::new(0),
-            views: crate::view::Registry::default(),
             listed: SlotSet::default(),
         }
     }

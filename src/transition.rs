@@ -11,11 +11,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::connection::Route;
 use crate::error::{Error, Result};
 use crate::keeper::{Job, LeaseGuard};
-use crate::lifecycle::{Action, Outcome};
+use crate::lifecycle::{Action, EndReason, Outcome};
 use crate::ops::finish::{Target, finish_retrying};
+use crate::redis::Route;
 use crate::runtime::Runtime;
 
 /// Longest failure reason kept, in bytes; longer ones are cut.
@@ -298,7 +298,12 @@ impl Drop for Transition {
         let (outcome, reason, unsure, what) =
             match std::mem::replace(&mut self.finishing, Finishing::Done) {
                 Finishing::Done => return,
-                Finishing::Not => (Outcome::Failed, "dropped".to_string(), false, "transition"),
+                Finishing::Not => (
+                    Outcome::Failed,
+                    EndReason::Dropped.as_str().to_string(),
+                    false,
+                    "transition",
+                ),
                 Finishing::Sent(outcome, reason) => (outcome, reason, true, "finish"),
             };
         crate::metrics::cancelled(what);

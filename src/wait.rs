@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::lifecycle::EndReason;
 use crate::notify::{Notice, Wake, Watch};
 use crate::ops::Ctx;
 use crate::ops::inspect::inspect;
@@ -86,7 +87,15 @@ impl<'a> Io<'a> {
         let (rt, ctx) = (self.rt, self.ctx);
         match next {
             Next::Call(Call::Settle { fence, holder }) => {
-                let r = settle(&rt.env, ctx, fence, &holder, false, "lease expired").await;
+                let r = settle(
+                    &rt.env,
+                    ctx,
+                    fence,
+                    &holder,
+                    false,
+                    EndReason::LeaseExpired.as_str(),
+                )
+                .await;
                 if let Ok(Settled::Abandoned { action, .. }) = &r {
                     crate::metrics::abandoned(*action);
                 }

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use crate::Result;
+use crate::result::Result;
 use crate::server::{ADMIN_NAME, Admin, is_admin};
 
 /// Calls of one command per transition.
@@ -153,7 +153,7 @@ where
         for i in 0..n {
             op(i).await?;
         }
-        Ok::<_, crate::BoxError>(())
+        Ok::<_, crate::result::BoxError>(())
     }
     .await;
     quiesce().await;

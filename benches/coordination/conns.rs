@@ -22,7 +22,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Value};
 use sandbox_coordinator::Connections;
 
-use crate::Result;
+use crate::result::Result;
 
 /// A connection strategy, as the library names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

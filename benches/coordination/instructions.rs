@@ -11,7 +11,7 @@ use std::process::Command;
 use sandbox_coordinator::Lifecycle;
 use sandbox_coordinator::scripts::{ScriptOptions, assemble};
 
-use crate::Result;
+use crate::result::Result;
 use crate::side::Side;
 
 /// Instructions per call of one side's two steps.

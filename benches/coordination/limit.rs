@@ -12,9 +12,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Result;
 use crate::conns::{Conns, Strategy};
 use crate::load::{self, Run};
+use crate::result::Result;
 use crate::server::Admin;
 
 pub const TRIVIAL: &str = "return 1";

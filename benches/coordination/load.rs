@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::Result;
+use crate::result::Result;
 use crate::server::{Admin, CommandStats, is_admin};
 use crate::stats::own_cpu_seconds;
 
@@ -116,7 +116,7 @@ where
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
-            Ok::<_, crate::BoxError>(lat)
+            Ok::<_, crate::result::BoxError>(lat)
         }));
     }
     tokio::time::sleep(warmup).await;
@@ -158,7 +158,7 @@ type Worker = tokio::task::JoinHandle<Result<Vec<Duration>>>;
 async fn join(mut tasks: Vec<Worker>) -> Result<Vec<Duration>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut all = Vec::new();
-    let mut failure: Option<crate::BoxError> = None;
+    let mut failure: Option<crate::result::BoxError> = None;
     for t in &mut tasks {
         match tokio::time::timeout_at(deadline, &mut *t).await {
             Ok(Ok(Ok(lat))) => all.extend(lat),

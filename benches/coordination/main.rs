@@ -48,6 +48,7 @@ mod ours;
 mod plots;
 mod reference;
 mod report;
+mod result;
 mod scale;
 mod server;
 mod side;
@@ -69,13 +70,11 @@ use crate::minimal::Minimal;
 use crate::ours::Fleet;
 use crate::reference::Reference;
 use crate::report::{Meta, Point, Results, Sequential};
+use crate::result::{BoxError, Result};
 use crate::server::{Admin, Server};
 use crate::side::Side;
 use crate::stats::Summary;
 use crate::wakeup::Path;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Result<T> = std::result::Result<T, BoxError>;
 
 /// Benchmarks sandbox-coordinator against the raw Redis limit and the
 /// reference lock-based protocol, in one run on one Redis.

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use sandbox_coordinator::keys::Namespace;
 
-use crate::Result;
 use crate::conns::{Conns, Strategy, text};
 use crate::load::{self, Run};
 use crate::ours::Fleet;
+use crate::result::Result;
 use crate::server::Admin;
 
 pub const BEGIN: &str = include_str!("lua/minimal_begin.lua");

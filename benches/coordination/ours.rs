@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use sandbox_coordinator::{Action, BeginOptions, Begun, Coordinator, NewSandbox};
 
-use crate::Result;
 use crate::conns::Strategy;
 use crate::load::{self, Run};
+use crate::result::Result;
 use crate::server::Admin;
 
 /// The opaque `data` every sandbox carries (what an API server would keep:
@@ -93,7 +93,7 @@ impl Fleet {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some((team, id)) = ids.get(i) else {
-                        return Ok::<_, crate::BoxError>(());
+                        return Ok::<_, crate::result::BoxError>(());
                     };
                     coord
                         .register(NewSandbox {

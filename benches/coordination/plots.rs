@@ -7,9 +7,9 @@ use std::path::Path as FsPath;
 
 use plotters::prelude::*;
 
-use crate::Result;
 use crate::conns::Strategy;
 use crate::report::{Point, Results};
+use crate::result::Result;
 use crate::side::Side;
 use crate::stats::ms;
 use crate::wakeup::Path;
@@ -20,7 +20,7 @@ const BASELINE: RGBColor = RGBColor(213, 94, 0);
 const POLL: RGBColor = RGBColor(0, 158, 115);
 const MINIMAL: RGBColor = RGBColor(204, 121, 167);
 
-fn err(e: impl std::fmt::Display) -> crate::BoxError {
+fn err(e: impl std::fmt::Display) -> crate::result::BoxError {
     format!("plot: {e}").into()
 }
 

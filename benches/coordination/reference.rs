@@ -47,10 +47,10 @@ use futures_util::StreamExt;
 use rand::Rng;
 use redis::Value;
 
-use crate::Result;
 use crate::conns::{Conns, Strategy};
 use crate::load::{self, Run};
 use crate::ours::{DATA, Fleet, end_time};
+use crate::result::Result;
 use crate::server::Admin;
 
 /// Lock TTL (`SET NX PX`).

@@ -23,10 +23,10 @@ use std::time::Instant;
 use sandbox_coordinator::keys::{Namespace, SCHEMA_VERSION};
 use sandbox_coordinator::{Coordinator, State};
 
-use crate::Result;
 use crate::conns::{Conns, Strategy};
 use crate::load::Run;
 use crate::ours::{self, DATA, Fleet, execution_id, sandbox_id, team_id};
+use crate::result::Result;
 use crate::server::Admin;
 
 /// The measurements at one fleet size.

@@ -23,7 +23,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use sandbox_coordinator::redact_url;
 
-use crate::Result;
+use crate::result::Result;
 
 /// Name the admin connection gives itself (`CLIENT SETNAME`).
 pub const ADMIN_NAME: &str = "bench-admin";

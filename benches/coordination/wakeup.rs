@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use sandbox_coordinator::{Action, BeginOptions, Begun, Coordinator, DoneReason};
 
-use crate::Result;
 use crate::ours::Fleet;
+use crate::result::Result;
 use crate::stats::Summary;
 
 /// How waiters learn the outcome.
@@ -106,7 +106,7 @@ pub async fn round(
                     Ok(Begun::AlreadyDone(done))
                         if matches!(done.why, DoneReason::Joined { .. }) =>
                     {
-                        Ok::<_, crate::BoxError>((i, at))
+                        Ok::<_, crate::result::BoxError>((i, at))
                     }
                     other => {
                         Err(format!("waiter on {team}/{id} expected to join: {other:?}").into())

@@ -31,16 +31,14 @@ use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
-use metrics_exporter_prometheus::PrometheusHandle;
 use sandbox_coordinator::{
-    Action, BeginOptions, Begun, Coordinator, Done, DoneReason, Lifecycle, Sandbox,
-    State as SandboxState, Transition,
+    Action, Begun, Done, DoneReason, Lifecycle, Sandbox, State as SandboxState,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::app::{App, Settings};
 use crate::error::ApiError;
 use crate::flows;
-use crate::node::NodeAction;
 use crate::node_client::NodeClient;
 use crate::redis_target::RedisArgs;
 use crate::shutdown::Shutdown;
@@ -97,28 +95,6 @@ pub struct ServeArgs {
 /// The longest `timeoutSeconds` a sandbox may ask for (30 days).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Per-server settings the handlers read.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub lease: Duration,
-    pub wait_timeout: Duration,
-    pub default_timeout: Duration,
-    /// How long a reservation holds an id and a place: a node call plus a
-    /// register.
-    pub reservation_ttl: Duration,
-}
-
-/// What every handler shares.
-pub struct App {
-    pub coord: Coordinator,
-    pub node: NodeClient,
-    pub settings: Settings,
-    pub shutdown: Shutdown,
-    pub metrics: PrometheusHandle,
-    /// The teams' live views, for `GET /sandboxes`.
-    pub views: crate::views::TeamViews,
-}
-
 /// The lifecycle of this API: the default one, except that a kill of a
 /// paused sandbox starts a deletion (killing → killed) instead of being
 /// absorbed, so a DELETE always ends in the final `killed`.
@@ -161,7 +137,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         views: Default::default(),
     });
-    let listener = crate::listen(&args.listen).await?;
+    let listener = crate::listen::listen(&args.listen).await?;
     let draining = shutdown.clone();
     axum::serve(listener, router(Arc::clone(&app)))
         .with_graceful_shutdown(async move { draining.draining().await })
@@ -429,65 +405,6 @@ async fn metrics(State(app): AppState) -> impl IntoResponse {
         )],
         app.metrics.render(),
     )
-}
-
-impl App {
-    /// `begin` with this server's options. Gives up (503) when the grace
-    /// period of a shutdown is over.
-    ///
-    /// Cancel safety: as the library's `begin` — dropped while waiting for
-    /// another transition, nothing is left behind; a transition it had
-    /// started is failed by the library.
-    async fn begin(&self, team: &str, id: &str, action: Action) -> Result<Begun, ApiError> {
-        let opts = BeginOptions::default()
-            .lease(self.settings.lease)
-            .wait_timeout(self.settings.wait_timeout);
-        tokio::select! {
-            begun = self.coord.begin(team, id, action, opts) => Ok(begun?),
-            () = self.shutdown.expired() => Err(ApiError::ShuttingDown),
-        }
-    }
-
-    /// Runs a started transition's physical operation on the node with its
-    /// fence, and records how it ended. Returns the fence.
-    ///
-    /// The transition stays owned here for the whole call: if the request
-    /// is cancelled (the client went away and axum drops this future), the
-    /// `Transition` is dropped with it and the library fails it — no
-    /// orphan lease. If its lease is lost, or the shutdown grace period
-    /// ends, the node call is abandoned and the transition failed
-    /// explicitly (awaited).
-    async fn perform(&self, team: &str, id: &str, t: Transition) -> Result<u64, ApiError> {
-        let fence = t.fence();
-        let action = match t.action() {
-            Action::Pause => NodeAction::Pause,
-            Action::Kill => NodeAction::Kill,
-            Action::Snapshot => NodeAction::Snapshot,
-        };
-        let outcome = tokio::select! {
-            done = self.node.run(team, id, action, Some(fence)) => done.map_err(ApiError::from),
-            () = t.lost() => Err(ApiError::LeaseLost {
-                action: action.as_str(),
-                team: team.into(),
-                id: id.into(),
-                fence,
-            }),
-            () = self.shutdown.expired() => Err(ApiError::ShuttingDown),
-        };
-        match outcome {
-            Ok(()) => {
-                t.succeed().await?;
-                Ok(fence)
-            }
-            Err(e) => {
-                if let Err(finish) = t.fail(e.to_string()).await {
-                    tracing::warn!(%team, sandbox = %id, fence, error = %finish,
-                        "could not record the failure");
-                }
-                Err(e)
-            }
-        }
-    }
 }
 
 /// The sandbox's lifetime: the request's, or the server's default.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use metrics::counter;
 use sandbox_coordinator::{EndTime, Error as CoordError, NewSandbox, Reservation, Sandbox};
 
-use crate::api::App;
+use crate::app::App;
 use crate::error::ApiError;
 use crate::node::NodeAction;
 use crate::telemetry::ORPHANED;

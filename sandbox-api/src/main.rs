@@ -21,8 +21,10 @@
 //! own `sandbox_api_*` metrics.
 
 mod api;
+mod app;
 mod error;
 mod flows;
+mod listen;
 mod node;
 mod node_client;
 mod redis_target;
@@ -30,7 +32,6 @@ mod shutdown;
 mod telemetry;
 mod views;
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -86,20 +87,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Binds `addr` and prints `listening on http://HOST:PORT` as the first
-/// line on stdout, flushed, before anything else is printed there: scripts
-/// and tests start us on port 0 and read the port from it.
-async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    use anyhow::Context as _;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "listening on http://{local}")?;
-    out.flush()?;
-    tracing::info!(%local, "listening");
-    Ok(listener)
 }

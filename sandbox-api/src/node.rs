@@ -278,7 +278,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .with_state(node);
-    let listener = crate::listen(&args.listen).await?;
+    let listener = crate::listen::listen(&args.listen).await?;
     let shutdown = Shutdown::on_signals(Duration::from_millis(args.shutdown_grace_ms));
     let draining = shutdown.clone();
     axum::serve(listener, app)

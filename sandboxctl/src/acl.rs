@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::Verdict;
+use crate::output::Verdict;
 use crate::output::{emit, emit_json};
 
 /// The rules, as printed in JSON.

@@ -8,7 +8,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use sandbox_coordinator::Sandbox;
 use serde::Serialize;
 
-use crate::Verdict;
+use crate::output::Verdict;
 use crate::output::{emit, emit_json};
 use crate::server::Server;
 use crate::table::{Table, millis, span};

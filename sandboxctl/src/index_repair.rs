@@ -11,7 +11,7 @@
 use sandbox_coordinator::{Drift, RepairReport};
 use serde::Serialize;
 
-use crate::Verdict;
+use crate::output::Verdict;
 use crate::output::{emit, emit_json};
 use crate::server::Server;
 use crate::table::Table;

@@ -50,6 +50,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use sandbox_coordinator::Lifecycle;
 
 use crate::embedded::EmbeddedRedis;
+use crate::output::Verdict;
 use crate::redis_target::{RedisArgs, RedisTarget};
 use crate::server::Server;
 
@@ -210,16 +211,6 @@ impl Command {
             _ => true,
         }
     }
-}
-
-/// How a command ended, when it did not fail outright.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    /// Did what was asked.
-    Done,
-    /// Ran, but found what it was asked to check wrong (an invariant
-    /// violated, a script missing, a repair refused); already reported.
-    Failed,
 }
 
 fn main() -> ExitCode {

@@ -13,7 +13,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use sandbox_coordinator::Error;
 use serde::Serialize;
 
-use crate::Verdict;
+use crate::output::Verdict;
 use crate::output::{emit, emit_json};
 use crate::server::{Server, glob_escape};
 use crate::table::{Table, span};

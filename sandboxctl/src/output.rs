@@ -1,9 +1,21 @@
 //! Writing results to stdout. A reader that goes away (`sandboxctl list |
 //! head`) ends the command quietly instead of panicking in `println!`.
+//! And how a command ended ([`Verdict`]), which main turns into the exit
+//! status.
 
 use std::io::Write;
 
 use serde::Serialize;
+
+/// How a command ended, when it did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Did what was asked.
+    Done,
+    /// Ran, but found what it was asked to check wrong (an invariant
+    /// violated, a script missing, a repair refused); already reported.
+    Failed,
+}
 
 /// Writes `text` to stdout and flushes it.
 pub fn emit(text: &str) -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ use anyhow::bail;
 use sandbox_coordinator::{Abandonment, Error, Sandbox};
 use serde::Serialize;
 
-use crate::Verdict;
+use crate::output::Verdict;
 use crate::output::{emit, emit_json};
 use crate::server::Server;
 

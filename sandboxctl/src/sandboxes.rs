@@ -10,7 +10,7 @@ use anyhow::bail;
 use sandbox_coordinator::{Coordinator, Sandbox, StateClass, TeamCount};
 use serde::Serialize;
 
-use crate::Verdict;
+use crate::output::Verdict;
 use crate::output::{emit, emit_json};
 use crate::server::Server;
 use crate::table::{Table, millis, moment, span};

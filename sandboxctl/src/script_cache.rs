@@ -15,7 +15,7 @@ use sandbox_coordinator::Lifecycle;
 use sandbox_coordinator::scripts::{Script, ScriptOptions};
 use serde::Serialize;
 
-use crate::Verdict;
+use crate::output::Verdict;
 use crate::output::{emit, emit_json};
 use crate::server::Server;
 use crate::table::Table;

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::Verdict;
+use crate::output::Verdict;
 use crate::output::{emit, emit_json_line};
 use crate::server::Server;
 use sandbox_coordinator::ViewUpdate;

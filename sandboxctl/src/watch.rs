@@ -11,7 +11,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::Verdict;
+use crate::output::Verdict;
 use crate::output::{emit, emit_json_line};
 use crate::server::Server;
 

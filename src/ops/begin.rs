@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::connection::{Replication, Route};
 use crate::error::Error;
 use crate::lifecycle::{Action, State};
 use crate::ops::{Ctx, Env, Send, call};
+use crate::redis::{Replication, Route};
 
 /// The arguments of one begin call.
 pub(crate) struct BeginArgs<'a> {

@@ -1,9 +1,9 @@
 //! `count.lua`: a team's sandboxes by state class.
 
-use crate::connection::Route;
 use crate::error::Error;
 use crate::keys::TeamKeys;
 use crate::ops::{Env, Send, call};
+use crate::redis::Route;
 use crate::sandbox::TeamCount;
 
 pub(crate) async fn count(env: &Env, keys: &TeamKeys) -> Result<TeamCount, Error> {

@@ -1,10 +1,10 @@
 //! `due.lua` (one team) and `due_slot.lua` (every team of a slot): what is
 //! due for eviction by the server clock.
 
-use crate::connection::Route;
 use crate::error::Error;
 use crate::keys::TeamKeys;
 use crate::ops::{Env, Send, call};
+use crate::redis::Route;
 
 /// A due sandbox: team, id, end time (ms).
 pub(crate) type Due = (String, String, u64);

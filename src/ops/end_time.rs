@@ -1,9 +1,9 @@
 //! `set_end_time.lua`: move a sandbox's end time and its expiry entry.
 
-use crate::connection::{Replication, Route};
+use crate::bounds::EndArg;
 use crate::error::Error;
-use crate::ops::register::EndArg;
 use crate::ops::{Ctx, Env, Send, call};
+use crate::redis::{Replication, Route};
 
 pub(crate) async fn set_end_time(
     env: &Env,

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use crate::connection::Route;
 use crate::error::Error;
 use crate::ops::{Ctx, Env, Send, call};
+use crate::redis::Route;
 
 /// `Some(lease)` when extended, `None` when fenced (the lease is not ours).
 pub(crate) async fn extend(

@@ -2,10 +2,10 @@
 //! (end or dequeue whatever a begin call whose answer nobody received left,
 //! by holder).
 
-use crate::connection::{Replication, Route};
 use crate::error::Error;
 use crate::lifecycle::{Action, Outcome, State};
 use crate::ops::{Ctx, Env, Send, call};
+use crate::redis::{Replication, Route};
 
 /// How a finish call went.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,10 +2,10 @@
 //! `list.lua` reply with: parsed and validated by [`crate::record`], the
 //! Rust twin of the scripts' validation.
 
-use crate::connection::Route;
 use crate::error::Error;
 use crate::ops::{Ctx, Env, Reply, Send, call};
 use crate::record::{FIELDS, Raw};
+use crate::redis::Route;
 use crate::sandbox::Sandbox;
 
 /// Fields one record row takes in a reply: PTTL, the FIELDS, data.

@@ -1,10 +1,10 @@
 //! `list.lua`: one page of a team's sandboxes from its id index.
 
-use crate::connection::Route;
 use crate::error::Error;
 use crate::keys::TeamKeys;
 use crate::ops::inspect::{ROW, row};
 use crate::ops::{Env, Send, call};
+use crate::redis::Route;
 use crate::sandbox::Page;
 
 pub(crate) async fn page(

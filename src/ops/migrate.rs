@@ -1,8 +1,8 @@
 //! `migrate.lua`: convert one schema-1 record in place.
 
-use crate::connection::Route;
 use crate::error::Error;
 use crate::ops::{Ctx, Env, Send, call};
+use crate::redis::Route;
 
 /// What migrating one record did.
 #[derive(Debug, Clone, PartialEq, Eq)]

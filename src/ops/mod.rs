@@ -22,10 +22,10 @@ pub(crate) mod team_limit;
 
 use redis::Value;
 
-use crate::connection::{Link, Replication, Route};
 use crate::error::Error;
 use crate::keys::{Namespace, SCHEMA_VERSION, SandboxKeys};
 use crate::lifecycle::Lifecycle;
+use crate::redis::{Link, Replication, Route, value};
 use crate::scripts::{Script, Scripts};
 
 /// What every script call needs: the connections, this coordinator's
@@ -67,12 +67,7 @@ impl Reply {
 
     /// Field `i` as text ("" when the reply is shorter).
     pub(crate) fn str(&self, i: usize) -> &str {
-        match self.items.get(i) {
-            Some(Value::BulkString(b)) => std::str::from_utf8(b).unwrap_or(""),
-            Some(Value::SimpleString(s)) => s,
-            Some(Value::Okay) => "OK",
-            _ => "",
-        }
+        self.items.get(i).and_then(value::as_str).unwrap_or("")
     }
 
     pub(crate) fn status(&self) -> &str {
@@ -81,17 +76,17 @@ impl Reply {
 
     /// Field `i` as a number.
     pub(crate) fn u64(&self, i: usize) -> Result<u64, Error> {
-        match self.items.get(i) {
-            Some(Value::Int(n)) => u64::try_from(*n).map_err(|_| self.bad(i)),
-            _ => self.str(i).parse().map_err(|_| self.bad(i)),
-        }
+        self.items
+            .get(i)
+            .and_then(value::uint)
+            .ok_or_else(|| self.bad(i))
     }
 
     pub(crate) fn i64(&self, i: usize) -> Result<i64, Error> {
-        match self.items.get(i) {
-            Some(Value::Int(n)) => Ok(*n),
-            _ => self.str(i).parse().map_err(|_| self.bad(i)),
-        }
+        self.items
+            .get(i)
+            .and_then(value::int)
+            .ok_or_else(|| self.bad(i))
     }
 
     pub(crate) fn usize(&self, i: usize) -> Result<usize, Error> {

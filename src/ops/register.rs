@@ -1,17 +1,12 @@
 //! `register.lua`: a new record, or a new incarnation over a resumable
 //! tombstone, with the team's indexes and limit.
 
-use crate::connection::{Replication, Route};
+use crate::bounds::EndArg;
 use crate::error::Error;
 use crate::ops::inspect::row;
 use crate::ops::{Ctx, Env, Send, call};
+use crate::redis::{Replication, Route};
 use crate::sandbox::{Registration, Sandbox};
-
-/// The end time as the script takes it: mode and milliseconds.
-pub(crate) struct EndArg {
-    pub mode: &'static str,
-    pub ms: String,
-}
 
 /// A registration: what happened, the record, and whether the team's slot
 /// still has to be put in the namespace's slot registry.

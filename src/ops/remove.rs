@@ -1,8 +1,8 @@
 //! `remove.lua`: delete a record and its index entries.
 
-use crate::connection::{Replication, Route};
 use crate::error::Error;
 use crate::ops::{Ctx, Env, Send, call};
+use crate::redis::{Replication, Route};
 
 /// `true` if a record was removed, `false` if there was none.
 pub(crate) async fn remove(

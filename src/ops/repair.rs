@@ -3,10 +3,10 @@
 
 use redis::Value;
 
-use crate::connection::Route;
 use crate::error::Error;
 use crate::keys::TeamKeys;
 use crate::ops::{Env, Send, call};
+use crate::redis::{Route, value};
 use crate::sandbox::Drift;
 
 /// The ids in the team's indexes (`ids`, `expiry`, `tombs`, `resv`) as they
@@ -24,10 +24,9 @@ async fn indexed(env: &Env, keys: &TeamKeys) -> Result<Vec<String>, Error> {
             )
             .await;
         match got {
-            Ok(Value::Array(items)) => ids.extend(items.into_iter().filter_map(|v| match v {
-                Value::BulkString(b) => String::from_utf8(b).ok(),
-                _ => None,
-            })),
+            Ok(Value::Array(items)) => {
+                ids.extend(items.iter().filter_map(value::as_str).map(str::to_string))
+            }
             Ok(_) => {}
             Err(Error::Redis(e)) if e.code() == Some("WRONGTYPE") => {}
             Err(e) => return Err(e),

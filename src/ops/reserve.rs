@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::connection::{Replication, Route};
 use crate::error::Error;
 use crate::ops::{Ctx, Env, Send, call};
+use crate::redis::{Replication, Route};
 
 /// A reservation as the script made it.
 pub(crate) struct Reserved {

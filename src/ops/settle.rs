@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::connection::Route;
 use crate::error::Error;
 use crate::lifecycle::{Action, Outcome};
 use crate::ops::{Ctx, Env, Send, call};
+use crate::redis::Route;
 
 /// What settle found.
 #[derive(Debug, Clone, PartialEq, Eq)]

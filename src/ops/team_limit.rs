@@ -1,9 +1,9 @@
 //! `team_limit.lua`: set or clear a team's limit.
 
-use crate::connection::{Replication, Route};
 use crate::error::Error;
 use crate::keys::TeamKeys;
 use crate::ops::{Env, Send, call};
+use crate::redis::{Replication, Route};
 
 /// The previous limit and the replication.
 pub(crate) async fn set(

@@ -4,15 +4,22 @@
 //! to do [`Next`] — and `step` the begin and wait_idle loops; the
 //! coordinator only performs what they answer (`wait::Io`).
 
+pub(crate) mod admin;
+pub(crate) mod begin;
+pub(crate) mod end;
+pub(crate) mod fleet;
+pub(crate) mod register;
+pub(crate) mod reserve;
+pub(crate) mod slots;
 pub(crate) mod step;
 
 use std::time::{Duration, Instant};
 
-use crate::connection::Replication;
 use crate::error::Error;
 use crate::lifecycle::{Action, Outcome};
 use crate::ops::begin::Decided;
 use crate::ops::settle::Settled;
+use crate::redis::Replication;
 use crate::sandbox::{Done, Sandbox};
 
 /// A script to run.

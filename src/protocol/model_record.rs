@@ -3,7 +3,33 @@
 //! cancel.lua change them (followed line by line; the decision comes from
 //! the real rule table, `Lifecycle::decide`).
 
-use super::*;
+use std::sync::OnceLock;
+
+use super::super::super::*;
+use crate::lifecycle::{Decision, LeaseView, State};
+
+/// Lease length, in ms.
+pub(super) const LEASE: u64 = 30;
+/// The queue place as `Runtime::queue_place` sets it (never under 2 s):
+/// longer than a begin's retry backoffs (80 + 320 ms); with a place shorter
+/// than those, a waiter whose reply was lost is overtaken.
+pub(super) const QUEUE: u64 = 2000;
+pub(super) const HOLDERS: [&str; 3] = ["c0", "c1", "c2"];
+
+pub(super) fn lifecycle() -> &'static Lifecycle {
+    static L: OnceLock<Lifecycle> = OnceLock::new();
+    L.get_or_init(Lifecycle::sandbox)
+}
+
+pub(super) fn holder_of(name: &str) -> Option<usize> {
+    HOLDERS.iter().position(|h| *h == name)
+}
+
+pub(super) fn corrupt(detail: &str) -> Error {
+    Error::Corrupt {
+        detail: detail.into(),
+    }
+}
 
 /// The record (one Redis hash) plus its outcome keys.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

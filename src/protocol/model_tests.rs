@@ -33,21 +33,14 @@ use std::time::{Duration, Instant};
 use stateright::{Checker, Model, Property};
 
 use super::super::*;
-use crate::lifecycle::{Decision, LeaseView, State};
 
-/// Lease length, queue place lifetime, poll interval, in ms.
-const LEASE: u64 = 30;
-/// The queue place as `Runtime::queue_place` sets it (never under 2 s):
-/// longer than a begin's retry backoffs (80 + 320 ms); with a place shorter
-/// than those, a waiter whose reply was lost is overtaken.
-const QUEUE: u64 = 2000;
+/// The poll interval, in ms (the lease and the queue place: `record`).
 const POLL: u64 = 20;
 /// Time runs on this long after the last deadline (ms).
 const AFTER_DEADLINE: u64 = 10;
 /// Script calls a request may make in all, and after its deadline.
 const MAX_CALLS: u32 = 14;
 const LATE_CALLS: u32 = 3;
-const HOLDERS: [&str; 3] = ["c0", "c1", "c2"];
 const ACTIONS: [Action; 3] = [Action::Pause, Action::Pause, Action::Kill];
 
 fn t0() -> Instant {
@@ -65,22 +58,7 @@ fn ms(t: Instant) -> u64 {
 
 #[path = "model_record.rs"]
 mod record;
-use record::{Cancelled, Rec};
-
-fn lifecycle() -> &'static Lifecycle {
-    static L: OnceLock<Lifecycle> = OnceLock::new();
-    L.get_or_init(Lifecycle::sandbox)
-}
-
-fn holder_of(name: &str) -> Option<usize> {
-    HOLDERS.iter().position(|h| *h == name)
-}
-
-fn corrupt(detail: &str) -> Error {
-    Error::Corrupt {
-        detail: detail.into(),
-    }
-}
+use record::{Cancelled, Rec, corrupt, lifecycle};
 
 /// What a client is doing.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -274,7 +252,7 @@ impl World {
             Call::Begin => Input::Begun(
                 self.rec
                     .begin(ACTIONS[i], i, now)
-                    .map(|d| (d, crate::connection::Replication::Enough)),
+                    .map(|d| (d, crate::redis::Replication::Enough)),
             ),
             Call::Settle { fence, holder } => Input::Settled(self.rec.settle(*fence, holder, now)),
             Call::Inspect => Input::Inspected(Err(corrupt("no inspect in this world"))),

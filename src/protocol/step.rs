@@ -17,11 +17,11 @@
 use std::time::{Duration, Instant};
 
 pub(crate) use super::{Answer, Call, Input, Mode, Next, Woke};
-use crate::connection::Replication;
 use crate::error::Error;
-use crate::lifecycle::{Action, Lifecycle, Outcome, StateClass};
+use crate::lifecycle::{Action, EndReason, Lifecycle, Outcome, StateClass};
 use crate::ops::begin::Decided;
 use crate::ops::settle::Settled;
+use crate::redis::Replication;
 use crate::sandbox::{Done, DoneReason, Sandbox};
 
 /// Re-checks are at least this far apart, however many notices arrive.
@@ -130,11 +130,11 @@ impl<'a> Loop<'a> {
     /// The reason to cancel by holder if the request ends now (its future
     /// dropped, or answered as it is): it may hold a transition or a queue
     /// place nobody received.
-    pub(crate) fn cancel(&self) -> Option<&'static str> {
+    pub(crate) fn cancel(&self) -> Option<EndReason> {
         if self.short {
-            Some("not replicated")
+            Some(EndReason::NotReplicated)
         } else if self.in_doubt || self.queued {
-            Some("cancelled")
+            Some(EndReason::Cancelled)
         } else {
             None
         }

@@ -79,7 +79,11 @@ fn an_uncontended_begin_is_one_call() {
     let t0 = Instant::now();
     let mut l = request(Mode::Begin(Action::Pause), t0, None);
     assert!(matches!(l.step(Input::Start, t0), Next::Call(Call::Begin)));
-    assert_eq!(l.cancel(), Some("cancelled"), "a begin call in flight");
+    assert_eq!(
+        l.cancel(),
+        Some(EndReason::Cancelled),
+        "a begin call in flight"
+    );
     let started = begun(Decided::Started {
         fence: 7,
         lease: Duration::from_secs(30),
@@ -229,7 +233,7 @@ fn a_queued_begin_subscribes_rechecks_and_times_out_by_its_deadline() {
         })
     };
     assert!(matches!(l.step(wait(), t0), Next::Subscribe));
-    assert_eq!(l.cancel(), Some("cancelled"), "queued");
+    assert_eq!(l.cancel(), Some(EndReason::Cancelled), "queued");
     assert!(matches!(
         l.step(Input::Subscribed, t0),
         Next::Call(Call::Begin)
@@ -269,7 +273,7 @@ fn a_queued_begin_subscribes_rechecks_and_times_out_by_its_deadline() {
     ));
     assert_eq!(
         l.cancel(),
-        Some("cancelled"),
+        Some(EndReason::Cancelled),
         "still queued: the cancel leaves"
     );
 }
@@ -319,7 +323,11 @@ fn a_refusal_after_a_wait_needs_no_cancel_and_a_lost_reply_does() {
         ));
     }
     assert!(matches!(l.step(lost(), now), Next::Answer(Err(_))));
-    assert_eq!(l.cancel(), Some("cancelled"), "it may have started");
+    assert_eq!(
+        l.cancel(),
+        Some(EndReason::Cancelled),
+        "it may have started"
+    );
 }
 
 /// A small deterministic generator (no dependency, reproducible).
@@ -559,5 +567,5 @@ fn a_first_wait_past_the_deadline_is_a_timeout_not_a_subscription() {
         matches!(next, Next::Answer(Err(Error::Timeout { .. }))),
         "{next:?}"
     );
-    assert_eq!((l.calls, l.cancel()), (4, Some("cancelled")));
+    assert_eq!((l.calls, l.cancel()), (4, Some(EndReason::Cancelled)));
 }

@@ -10,12 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use super::model::{self, Applied, Change, Model, Unassembled, parse_announcement};
-use super::{LAG, PAGE, Shared, ViewUpdate, snapshot};
 use crate::error::Error;
 use crate::keys::TeamKeys;
 use crate::notify::Tap;
 use crate::runtime::Runtime;
+use crate::view::model::{self, Applied, Change, Model, Unassembled, parse_announcement};
+use crate::view::shared::{LAG, PAGE, Shared, ViewUpdate};
+use crate::view::snapshot;
 
 /// Why a re-read did not produce a model.
 #[derive(Debug)]

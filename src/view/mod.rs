@@ -23,6 +23,7 @@
 
 mod follow;
 mod model;
+mod shared;
 mod snapshot;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,118 +35,16 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
-use crate::keys::TeamKeys;
 use crate::lifecycle::StateClass;
 use crate::runtime::Runtime;
 use crate::sandbox::TeamCount;
-use model::Model;
 pub use model::{ViewedLease, ViewedSandbox};
+pub use shared::ViewUpdate;
+pub(crate) use shared::describe;
+use shared::{Shared, VIEWS};
 
-/// Rows per snapshot page: each page is one short script (a few ms for
-/// 500 records), so a snapshot never blocks the shard for a whole team.
-const PAGE: usize = 500;
 /// Attempts of a first snapshot that keeps racing announcements.
 const FIRST_ATTEMPTS: usize = 5;
-
-pub(crate) const VIEWS: &str = "sandbox_coordinator_views";
-pub(crate) const RESYNCS: &str = "sandbox_coordinator_view_resyncs_total";
-pub(crate) const LAG: &str = "sandbox_coordinator_view_lag_seconds";
-pub(crate) const STALE: &str = "sandbox_coordinator_view_stale_seconds";
-
-/// Describes the views' metrics (idempotent).
-pub(crate) fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(VIEWS, "team views held by this process");
-    describe_counter!(
-        RESYNCS,
-        "team view re-reads by cause (start, gap, reconnect, lagged, poll, announced, unreadable, retry)"
-    );
-    describe_histogram!(
-        LAG,
-        Unit::Seconds,
-        "time from a change's script (Redis clock) to a team view applying it (local clock)"
-    );
-    describe_histogram!(
-        STALE,
-        Unit::Seconds,
-        "how long a team view answered from an old state (Redis or the subscription unreachable) before it caught up"
-    );
-}
-
-/// One change a view applied, for [`ViewUpdates`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ViewUpdate {
-    /// A sandbox as it now is.
-    Sandbox(ViewedSandbox),
-    /// A sandbox is gone.
-    Removed(String),
-    /// A reservation or the team's limit changed.
-    Team,
-    /// The view re-read the team (or this reader fell behind): re-read it
-    /// with [`TeamView::list`].
-    Resynced,
-}
-
-struct Shared {
-    team: String,
-    model: RwLock<Model>,
-    classes: crate::lifecycle::Lifecycle,
-    changed: watch::Sender<u64>,
-    updates: broadcast::Sender<ViewUpdate>,
-    stale_since: Mutex<Option<SystemTime>>,
-    resyncs: Mutex<BTreeMap<&'static str, u64>>,
-    last_lag: Mutex<Option<Duration>>,
-    skip_next: AtomicBool,
-}
-
-impl Shared {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Model> {
-        self.model.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Model> {
-        self.model.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn count_resync(&self, cause: &'static str) {
-        metrics::counter!(RESYNCS, "cause" => cause).increment(1);
-        *self
-            .resyncs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(cause)
-            .or_default() += 1;
-    }
-
-    fn mark_stale(&self) {
-        let mut s = self
-            .stale_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if s.is_none() {
-            *s = Some(SystemTime::now());
-        }
-    }
-
-    fn clear_stale(&self) {
-        let since = self
-            .stale_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(since) = since {
-            let d = since.elapsed().unwrap_or_default();
-            metrics::histogram!(STALE).record(d.as_secs_f64());
-        }
-    }
-
-    fn install(&self, model: Model) {
-        let seq = model.seq;
-        *self.write() = model;
-        let _ = self.updates.send(ViewUpdate::Resynced);
-        self.changed.send_replace(seq);
-    }
-}
 
 /// What keeps a view's task alive: dropped with the last [`TeamView`].
 struct Held {
@@ -390,9 +289,14 @@ impl ViewUpdates {
 }
 
 /// Opens (or shares) the view of `team`.
-pub(crate) async fn open(rt: &Arc<Runtime>, team: &str, keys: TeamKeys) -> Result<TeamView, Error> {
+pub(crate) async fn open(
+    rt: &Arc<Runtime>,
+    views: &Registry,
+    team: &str,
+) -> Result<TeamView, Error> {
+    let keys = rt.env.ns.team(team)?;
     let slot = Arc::clone(
-        rt.views
+        views
             .views
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

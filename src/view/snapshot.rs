@@ -3,10 +3,10 @@
 
 use std::time::SystemTime;
 
-use crate::connection::Route;
 use crate::error::Error;
 use crate::keys::TeamKeys;
 use crate::ops::{Env, Send, call};
+use crate::redis::Route;
 use crate::view::model::{Change, Page, parse_change};
 
 /// Reads the page after `after` (`None`: the first page), `count` rows.

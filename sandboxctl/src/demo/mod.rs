@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use self::fleet::{Fleet, SHORT_LEASE, SandboxName};
 use self::report::{Report, Setup};
-use crate::Verdict;
+use crate::output::Verdict;
 use crate::output::{emit, emit_json};
 use crate::redis_target::RedisTarget;
 use crate::server::{Server, glob_escape};

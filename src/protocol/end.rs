@@ -1,0 +1,126 @@
+//! Ends, one script call each: a live sandbox's end time moved, a record
+//! removed (optionally pinned to one execution), a transition finished by
+//! a holder that lost its `Transition` value, or abandoned by an operator.
+
+use crate::bounds;
+use crate::error::{Error, Result};
+use crate::keys::validate_id;
+use crate::lifecycle::{Action, Outcome};
+use crate::ops::finish::{Target as FinishTarget, finish_retrying};
+use crate::ops::settle::Settled;
+use crate::ops::{self, Ctx};
+use crate::options::Finish;
+use crate::redis::Route;
+use crate::runtime::Runtime;
+use crate::sandbox::{Abandonment, EndTime};
+use crate::transition::cut_reason;
+
+/// Moves a live sandbox's end time.
+pub(crate) async fn set_end_time(
+    rt: &Runtime,
+    team: &str,
+    id: &str,
+    end: EndTime,
+    expect_execution: Option<&str>,
+) -> Result<()> {
+    let keys = rt.env.ns.sandbox(team, id)?;
+    if let Some(e) = expect_execution {
+        validate_id("execution id", e)?;
+    }
+    let end = bounds::end_arg(end)?;
+    let ctx = Ctx {
+        team,
+        id,
+        keys: &keys,
+    };
+    let replication = ops::end_time::set_end_time(&rt.env, &ctx, &end, expect_execution).await?;
+    ops::replicated("set_end_time", replication)
+}
+
+/// Removes the record (only `execution`'s, if given).
+pub(crate) async fn remove(
+    rt: &Runtime,
+    team: &str,
+    id: &str,
+    execution: Option<&str>,
+) -> Result<bool> {
+    if let Some(e) = execution {
+        validate_id("execution id", e)?;
+    }
+    let keys = rt.env.ns.sandbox(team, id)?;
+    let ctx = Ctx {
+        team,
+        id,
+        keys: &keys,
+    };
+    let (removed, replication) = ops::remove::remove(&rt.env, &ctx, execution).await?;
+    ops::replicated("remove", replication)?;
+    Ok(removed)
+}
+
+/// Finishes transition `fence` of `holder` from outside its `Transition`.
+pub(crate) async fn finish(
+    rt: &Runtime,
+    team: &str,
+    id: &str,
+    action: Action,
+    fence: u64,
+    holder: &str,
+    how: Finish,
+) -> Result<()> {
+    let keys = rt.env.ns.sandbox(team, id)?;
+    validate_id("holder id", holder)?;
+    let (outcome, reason) = match how {
+        Finish::Succeeded => (Outcome::Succeeded, String::new()),
+        Finish::Failed(r) => (Outcome::Failed, cut_reason(&r).to_string()),
+    };
+    let target = FinishTarget {
+        team: team.into(),
+        id: id.into(),
+        keys,
+        action,
+        fence,
+        holder: holder.into(),
+    };
+    finish_retrying(
+        &rt.env,
+        &target,
+        outcome,
+        &reason,
+        None,
+        false,
+        Route::default(),
+    )
+    .await
+}
+
+/// Records `abandoned` for transition `fence` if it has no outcome yet.
+pub(crate) async fn abandon(
+    rt: &Runtime,
+    team: &str,
+    id: &str,
+    fence: u64,
+    reason: &str,
+) -> Result<Abandonment> {
+    let keys = rt.env.ns.sandbox(team, id)?;
+    let ctx = Ctx {
+        team,
+        id,
+        keys: &keys,
+    };
+    match ops::settle::settle(&rt.env, &ctx, fence, "", true, cut_reason(reason)).await? {
+        Settled::Abandoned { action, reason } => {
+            crate::metrics::abandoned(action);
+            Ok(Abandonment::Abandoned { action, reason })
+        }
+        Settled::Ended {
+            outcome, reason, ..
+        } => Ok(Abandonment::AlreadyEnded { outcome, reason }),
+        Settled::Live(_) | Settled::Unknown => Err(Error::Fenced {
+            team: team.into(),
+            id: id.into(),
+            fence,
+            current: None,
+        }),
+    }
+}

@@ -1,0 +1,80 @@
+//! Reservations: a place of a team's limit (and the id) held for a slow
+//! create or resume, made by one script call; and the wait for a place
+//! while the team is full, woken by the team's notifications with the
+//! poll as a fallback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::bounds;
+use crate::error::{Error, Result};
+use crate::ops::{self, Ctx};
+use crate::reservation::Reservation;
+use crate::runtime::Runtime;
+
+/// Reserves `id` for `ttl`: a new id, or (`resume`) a paused sandbox.
+pub(crate) async fn reserve(
+    rt: &Arc<Runtime>,
+    team: &str,
+    id: &str,
+    ttl: Duration,
+    resume: bool,
+) -> Result<Reservation> {
+    let keys = rt.env.ns.sandbox(team, id)?;
+    bounds::duration_ms("reservation ttl", ttl, Duration::from_millis(10))?;
+    let token = rt.next_holder();
+    let ctx = Ctx {
+        team,
+        id,
+        keys: &keys,
+    };
+    let reserved = ops::reserve::reserve(&rt.env, &ctx, &token, ttl, resume).await?;
+    let reservation = Reservation::new(Arc::clone(rt), team, id, keys, token, reserved.ttl);
+    ops::replicated("reserve", reserved.replication)?;
+    Ok(reservation)
+}
+
+/// Reserves a new id, waiting for a place while the team is full, at most
+/// `timeout`; then the last [`Error::TeamLimit`].
+pub(crate) async fn reserve_waiting(
+    rt: &Arc<Runtime>,
+    team: &str,
+    id: &str,
+    ttl: Duration,
+    timeout: Duration,
+) -> Result<Reservation> {
+    let keys = rt.env.ns.sandbox(team, id)?;
+    let deadline = bounds::deadline(Instant::now(), timeout);
+    let mut watch = None;
+    loop {
+        match reserve(rt, team, id, ttl, false).await {
+            Err(e @ Error::TeamLimit { .. }) => {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(e);
+                }
+                match &mut watch {
+                    None => {
+                        let mut w = rt.notifier.watch_team(team, &keys.team.channel());
+                        w.ready(rt.settings.response_timeout.min(Duration::from_secs(2)))
+                            .await;
+                        watch = Some(w);
+                    }
+                    Some(w) => {
+                        let mut until = now + rt.settings.poll_interval;
+                        if let Some(d) = deadline {
+                            until = until.min(d);
+                        }
+                        tokio::select! {
+                            _ = w.next() => {}
+                            _ = tokio::time::sleep_until(until) => {}
+                        }
+                    }
+                }
+            }
+            other => return other,
+        }
+    }
+}
