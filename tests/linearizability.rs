@@ -489,17 +489,75 @@ fn checker_explains_joiners_of_a_lost_begin_failed_as_cancelled_only_by_its_canc
                 }),
             )
     };
-    let cancelled = lost_begin().call(4, 2, 2, Op::Cancel { token: 1 }, None);
+    let cancelled = lost_begin().call(
+        4,
+        2,
+        2,
+        Op::Cancel {
+            token: 1,
+            reason: "cancelled".into(),
+        },
+        None,
+    );
     assert!(linearizable(&cancelled), "the undo explains the joiner");
     let expired = lost_begin().call(4, 2, 2, Op::Expire { token: 1 }, None);
     assert!(
         !linearizable(&expired),
         "an expired lease ends the transition abandoned, not failed"
     );
-    let other = lost_begin().call(4, 2, 2, Op::Cancel { token: 9 }, None);
+    let other = lost_begin().call(
+        4,
+        2,
+        2,
+        Op::Cancel {
+            token: 9,
+            reason: "cancelled".into(),
+        },
+        None,
+    );
     assert!(
         !linearizable(&other),
         "the undo of another call does not end this one"
+    );
+}
+
+/// With `wait_for_replicas`, a `begin` whose start the replicas did not
+/// confirm answers `NotReplicated` (unknown to the checker) and the
+/// coordinator fails that transition in the background with the reason
+/// "not replicated": the recorder's `Cancel` of that call carries the
+/// reason, and only it explains a joiner told that failure (the model's
+/// undo was always "cancelled": the cluster soak, where a replica
+/// restarts under `wait_for_replicas(1)`, needs the other reason).
+#[test]
+fn checker_explains_joiners_of_an_unreplicated_start_only_by_its_cancel_as_not_replicated() {
+    let unreplicated = |cancel_reason: &str| {
+        registered()
+            .call(1, 2, 30, begin(Action::Pause, 1), None)
+            .call(
+                2,
+                10,
+                40,
+                begin(Action::Pause, 2),
+                Some(Ret::TransitionFailed {
+                    fence: 7,
+                    reason: "not replicated".into(),
+                }),
+            )
+            .call(
+                4,
+                2,
+                2,
+                Op::Cancel {
+                    token: 1,
+                    reason: cancel_reason.into(),
+                },
+                None,
+            )
+    };
+    assert!(linearizable(&unreplicated("not replicated")));
+    assert!(
+        !linearizable(&unreplicated("cancelled")),
+        "an undo as \"cancelled\" does not explain a joiner told \"not replicated\""
     );
 }
 
