@@ -115,10 +115,19 @@ else
 endif
 
 # Removes containers left behind by killed test processes (a test that times
-# out is SIGTERM/SIGKILLed by nextest and cannot run its destructors).
+# out is SIGTERM/SIGKILLed by nextest and cannot run its destructors): those
+# whose owner process (label `<label>.owner`, "pid=N ns=...", set by
+# tests/support/mod.rs) is gone. A container of a run still going on (a
+# soak, another `make test` on the same machine) is left alone.
 ifeq ($(DOCKER_OK),yes)
-CLEAN_TEST_CONTAINERS = ids=$$(docker ps -aq --filter "label=$(TEST_CONTAINER_LABEL)"); \
-	if [ -n "$$ids" ]; then echo "removing leftover test containers: $$ids"; docker rm -f -v $$ids >/dev/null; fi
+CLEAN_TEST_CONTAINERS = ids=""; \
+	for id in $$(docker ps -aq --filter "label=$(TEST_CONTAINER_LABEL)"); do \
+		owner=$$(docker inspect -f '{{index .Config.Labels "$(TEST_CONTAINER_LABEL).owner"}}' "$$id" 2>/dev/null); \
+		pid=$${owner\#pid=}; pid=$${pid%% *}; \
+		case "$$pid" in ''|*[!0-9]*) ;; *) ps -p "$$pid" >/dev/null 2>&1 && continue ;; esac; \
+		ids="$$ids $$id"; \
+	done; \
+	if [ -n "$$ids" ]; then echo "removing leftover test containers:$$ids"; docker rm -f -v $$ids >/dev/null; fi
 else
 CLEAN_TEST_CONTAINERS = true
 endif
