@@ -752,7 +752,7 @@ async fn a_subscription_follows_its_slot_to_the_new_master() {
 
 /// The race-and-fault suite's soak on a cluster of 3 masters × 1 replica
 /// (ignored; `make soak PROFILE=cluster DURATION=10m`): rounds of the race
-/// (the soak profile's coordinators and tasks, `wait_for_replicas(1, 1s)`)
+/// (the soak profile's coordinators and tasks, `wait_for_replicas(1, 250ms)`)
 /// on the team `team-a`, each with one fault on the master serving its
 /// slot, in turn: `kill -9` with the replica promoted (then the old master
 /// back as its replica), the slot moved to another master, the replica
