@@ -991,6 +991,8 @@ async fn soak() {
         .map(|v| format!("--- sandbox {}: {}\n{}\n", v.sandbox, v.why, v.history))
         .collect();
     let _ = std::fs::write(target.join("soak-violations.txt"), all);
+    // Every problem (only the first 20 are printed).
+    let _ = std::fs::write(target.join("soak-problems.txt"), problems.join("\n"));
     // An undecided history proves nothing either way: it fails the soak
     // like a violation, counted apart.
     let undecided = violations.iter().filter(|v| v.undecided).count();
