@@ -848,7 +848,10 @@ async fn soak_cluster() {
         .map(|v| format!("--- sandbox {}: {}\n{}\n", v.sandbox, v.why, v.history))
         .collect();
     let _ = std::fs::write(target.join("soak-cluster-violations.txt"), all);
-    let _ = std::fs::write(target.join("soak-cluster-problems.txt"), problems.join("\n"));
+    let _ = std::fs::write(
+        target.join("soak-cluster-problems.txt"),
+        problems.join("\n"),
+    );
     let undecided = violations.iter().filter(|v| v.undecided).count();
     assert!(
         violations.is_empty() && problems.is_empty() && run.faults.lost == 0,
