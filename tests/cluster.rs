@@ -747,3 +747,122 @@ async fn a_subscription_follows_its_slot_to_the_new_master() {
         "{got:?}"
     );
 }
+
+// ----- soak ------------------------------------------------------------------------------
+
+/// The race-and-fault suite's soak on a cluster of 3 masters × 1 replica
+/// (ignored; `make soak PROFILE=cluster DURATION=10m`): rounds of the race
+/// (the soak profile's coordinators and tasks, `wait_for_replicas(1, 250ms)`)
+/// on the team `team-a`, each with one fault on the master serving its
+/// slot, in turn: `kill -9` with the replica promoted (then the old master
+/// back as its replica), the slot moved to another master, the replica
+/// restarted. Every history (race and durability probes) goes through the
+/// linearizability checker; the summary (histories, operations, faults by
+/// kind, violations, undecided, acknowledged transitions lost) is printed
+/// and written to `target/soak-cluster-summary.md`, violations to
+/// `target/soak-cluster-violations.txt`. Bounded: every call, fault step and
+/// wait has a bound, and no round starts after `SOAK_DURATION`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: make soak PROFILE=cluster DURATION=10m"]
+async fn soak_cluster() {
+    use history::report::{Tally, progress_bar};
+    use history::workload::cluster::{ClusterFault, ClusterRun, REPLICA_WAIT};
+    use std::sync::PoisonError;
+
+    let duration = std::env::var("SOAK_DURATION")
+        .ok()
+        .map(|d| humantime::parse_duration(&d).expect("SOAK_DURATION like 10m"))
+        .unwrap_or(Duration::from_secs(600));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let profile = Profile::soak(duration, Arc::clone(&tally));
+    eprintln!(
+        "soak (cluster 3x1): {duration:?}, {} coordinators x {} tasks over {} sandboxes per round, \
+         wait_for_replicas(1, {REPLICA_WAIT:?}), seed {} (check budget {:?} per history)",
+        profile.coordinators,
+        profile.tasks_per_coordinator,
+        profile.sandboxes,
+        profile.seed,
+        history::checker::CHECK_BUDGET
+    );
+    let mut run = ClusterRun::start(&profile).await;
+    let bar = progress_bar(duration);
+    let began = std::time::Instant::now();
+    let ticker = {
+        let (bar, tally) = (bar.clone(), Arc::clone(&tally));
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(began.elapsed().as_secs());
+                let t = tally.lock().unwrap_or_else(PoisonError::into_inner).brief();
+                bar.set_message(t);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let (mut problems, mut violations) = (Vec::new(), Vec::new());
+    let mut round = 0usize;
+    while began.elapsed() < duration {
+        let fault = ClusterFault::ALL[round % ClusterFault::ALL.len()];
+        let out = run.round(&profile, fault, round).await;
+        let undecided = out.violations.iter().filter(|v| v.undecided).count();
+        let line = format!(
+            "round {round:>3} {:<24} {:>7.1?}  violations {}  undecided {undecided}  problems {}",
+            out.scenario,
+            out.took,
+            out.violations.len() - undecided,
+            out.problems.len()
+        );
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+        problems.extend(out.problems.iter().map(|p| format!("round {round}: {p}")));
+        violations.extend(out.violations.into_iter().map(|mut v| {
+            v.sandbox = format!("{}/{}", out.scenario, v.sandbox);
+            v
+        }));
+        round += 1;
+    }
+    ticker.abort();
+    bar.finish_and_clear();
+    let tally = tally.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let title = format!(
+        "cluster soak summary (3 masters x 1 replica, wait_for_replicas(1)): {:.1?} \
+         (SOAK_DURATION={duration:?}), seed {}",
+        began.elapsed(),
+        profile.seed
+    );
+    let table = format!("{}\n{}", tally.table(&title), run.faults.table());
+    println!("{table}");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let _ = std::fs::create_dir_all(&target);
+    let _ = std::fs::write(target.join("soak-cluster-summary.md"), &table);
+    for p in problems.iter().take(20) {
+        println!("problem: {p}");
+    }
+    for v in violations.iter().take(3) {
+        println!("--- sandbox {}: {}\n{}", v.sandbox, v.why, v.excerpt());
+    }
+    let all: String = violations
+        .iter()
+        .map(|v| format!("--- sandbox {}: {}\n{}\n", v.sandbox, v.why, v.history))
+        .collect();
+    let _ = std::fs::write(target.join("soak-cluster-violations.txt"), all);
+    let _ = std::fs::write(
+        target.join("soak-cluster-problems.txt"),
+        problems.join("\n"),
+    );
+    let undecided = violations.iter().filter(|v| v.undecided).count();
+    assert!(
+        violations.is_empty() && problems.is_empty() && run.faults.lost == 0,
+        "cluster soak: {} violations, {undecided} undecided, {} problems, {} acknowledged \
+         transitions lost",
+        violations.len() - undecided,
+        problems.len(),
+        run.faults.lost
+    );
+    assert!(
+        run.faults.total() > 0,
+        "no fault was injected in {round} rounds"
+    );
+}

@@ -39,7 +39,8 @@ fn search(entries: &[Entry], left: &[usize], state: SandboxSpec) -> bool {
         let e = &entries[c];
         // An answered call still left that returned before `c` was
         // invoked must go first; unknown ones that did are left out.
-        let before = |d: usize| d != c && end(&entries[d]).is_some_and(|t| t < e.invoked);
+        let invoked = super::checker::earliest(e);
+        let before = |d: usize| d != c && end(&entries[d]).is_some_and(|t| t < invoked);
         if left.iter().any(|&d| before(d) && entries[d].ret.is_some()) {
             continue;
         }

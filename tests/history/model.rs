@@ -24,7 +24,8 @@
 //! - `Expire(token)` is the lease of the holder that `token` identifies
 //!   running out (the recorder adds it, never before the lease could have
 //!   expired, for holders that died, stalled or lost contact);
-//!   `Cancel(token)` is the coordinator failing, as "cancelled", what a
+//!   `Cancel(token)` is the coordinator failing, as "cancelled" (or "not
+//!   replicated" when the replicas did not confirm the start), what a
 //!   `begin` whose answer was a transport error may have started; `Lose` is a
 //!   server restart that lost every key (no persistence).
 //! - A call that failed with a transport error may or may not have taken
@@ -61,9 +62,11 @@ pub enum Op {
     /// The coordinator's undo of begin call `token` whose answer was a
     /// transport error (its guard runs cancel.lua by holder id): if the
     /// transition that call started is still live, it ends `failed` with
-    /// the reason "cancelled"; otherwise nothing changes (a queue place
-    /// left is no state of the model). The recorder adds it, in flight.
-    Cancel { token: u64 },
+    /// `reason` ("cancelled"; "not replicated" for a start the replicas did
+    /// not confirm, `Error::NotReplicated`); otherwise nothing changes (a
+    /// queue place left is no state of the model). The recorder adds it,
+    /// in flight.
+    Cancel { token: u64, reason: String },
     /// Redis restarted without persistence: every key is gone, the team's
     /// fence counter too.
     Lose,
@@ -391,9 +394,9 @@ impl SandboxSpec {
         }
     }
 
-    fn cancel(&mut self, token: u64) {
+    fn cancel(&mut self, token: u64, reason: &str) {
         if self.live.as_ref().is_some_and(|l| l.token == token) {
-            self.end(Outcome::Failed, "cancelled");
+            self.end(Outcome::Failed, reason);
         }
     }
 
@@ -453,8 +456,8 @@ impl SequentialSpec for SandboxSpec {
                 self.expire(*token);
                 Ret::Done
             }
-            Op::Cancel { token } => {
-                self.cancel(*token);
+            Op::Cancel { token, reason } => {
+                self.cancel(*token, reason);
                 Ret::Done
             }
             Op::Lose => {

@@ -200,10 +200,14 @@ impl Recorder {
     }
 
     /// The coordinator's undo of begin call `token` on `sandbox`, from
-    /// `not_before` on (an in-flight `Cancel`, its own thread).
-    pub fn cancel(&self, sandbox: &str, token: u64, not_before: Instant) {
+    /// `not_before` on, with `reason` (an in-flight `Cancel`, its own
+    /// thread).
+    pub fn cancel(&self, sandbox: &str, token: u64, not_before: Instant, reason: &str) {
         self.push(Entry {
-            op: Op::Cancel { token },
+            op: Op::Cancel {
+                token,
+                reason: reason.to_string(),
+            },
             ..Entry::expiry(sandbox, self.new_thread(), token, not_before)
         });
     }
@@ -312,15 +316,21 @@ impl Lane {
         // A transport error arms the coordinator's guard: in the
         // background it fails, as "cancelled", whatever this call's holder
         // id holds (a transition an attempt started whose answer was lost),
-        // from the call's start on.
+        // from the call's start on; a start the replicas did not confirm
+        // (`NotReplicated`), as "not replicated".
         let undone = unknown && matches!(&answer, Err(e) if e.is_retryable());
+        let reason = if matches!(&answer, Err(Error::NotReplicated { .. })) {
+            "not replicated"
+        } else {
+            "cancelled"
+        };
         if undone {
-            self.recorder.cancel(id, token, invoked);
+            self.recorder.cancel(id, token, invoked, reason);
         }
         if returned - invoked >= lease && self.recorder.touched(invoked, returned) {
             let token = self.recorder.token();
             if undone {
-                self.recorder.cancel(id, token, invoked);
+                self.recorder.cancel(id, token, invoked, reason);
             }
             self.recorder.push(Entry {
                 sandbox: id.to_string(),

@@ -275,6 +275,11 @@ fn op_of(v: &Value) -> Result<Op, String> {
         },
         "Cancel" => Op::Cancel {
             token: v.field("token")?.num()?,
+            // Histories recorded before the reason was kept: "cancelled".
+            reason: match v.field("reason") {
+                Ok(r) => r.str()?.to_string(),
+                Err(_) => "cancelled".to_string(),
+            },
         },
         "Lose" => Op::Lose,
         other => return Err(format!("unknown operation {other}")),

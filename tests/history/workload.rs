@@ -33,6 +33,8 @@ use crate::fixture::TEAM;
 use crate::fixture::chaos::{Chaos, Faults};
 use crate::support::TestRedis;
 
+pub mod cluster;
+
 /// How big and how long.
 #[derive(Clone)]
 pub struct Profile {
