@@ -11,6 +11,8 @@ mod fixture;
 mod history;
 mod support;
 
+use fixture::started;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,19 +21,12 @@ use std::time::{Duration, SystemTime};
 use fixture::sandbox;
 use history::workload::{self, Profile};
 use sandbox_coordinator::{
-    Action, BeginOptions, Begun, Coordinator, DoneReason, Error, NewSandbox, State, Transition,
+    Action, BeginOptions, Begun, Coordinator, DoneReason, Error, NewSandbox, State,
 };
 use support::cluster::{ClusterOptions, TestCluster, slot_of};
 use tokio::time::{Instant, timeout};
 
 const BOUND: Duration = Duration::from_secs(30);
-
-fn started(b: Begun) -> Transition {
-    match b {
-        Begun::Started(t) => t,
-        Begun::AlreadyDone(d) => panic!("expected Started, got AlreadyDone({d:?})"),
-    }
-}
 
 fn in_team(team: &str, id: &str) -> NewSandbox {
     NewSandbox {

@@ -13,6 +13,8 @@
 mod fixture;
 mod support;
 
+use fixture::started;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -29,13 +31,6 @@ use tokio::time::{Instant, timeout};
 
 /// Bound on any single call in the targeted tests.
 const BOUND: Duration = Duration::from_secs(20);
-
-fn started(b: Begun) -> Transition {
-    match b {
-        Begun::Started(t) => t,
-        Begun::AlreadyDone(d) => panic!("expected Started, got AlreadyDone({d:?})"),
-    }
-}
 
 async fn run(coord: &Coordinator, team: &str, id: &str, action: Action) {
     started(

@@ -8,26 +8,19 @@
 mod fixture;
 mod support;
 
+use fixture::started;
+
 use std::time::Duration;
 
 use fixture::chaos::Chaos;
 use fixture::proxy::Proxy;
 use fixture::{TEAM, dump_all, raw, sandbox};
-use sandbox_coordinator::{
-    Action, BeginOptions, Begun, Coordinator, Error, Outcome, State, Transition,
-};
+use sandbox_coordinator::{Action, BeginOptions, Begun, Coordinator, Error, Outcome, State};
 use support::replicated::{Member, TestReplicated};
 use support::{Capability, TestRedis};
 use tokio::time::{Instant, timeout};
 
 const BOUND: Duration = Duration::from_secs(20);
-
-fn started(b: Begun) -> Transition {
-    match b {
-        Begun::Started(t) => t,
-        Begun::AlreadyDone(d) => panic!("expected Started, got AlreadyDone({d:?})"),
-    }
-}
 
 async fn wait_until_ok<T, F, Fut>(what: &str, mut f: F) -> T
 where

@@ -4,21 +4,14 @@
 mod fixture;
 mod support;
 
+use fixture::started;
+
 use std::time::{Duration, SystemTime};
 
 use fixture::{TEAM, coordinator, sandbox};
-use sandbox_coordinator::{
-    Action, BeginOptions, Begun, Coordinator, DoneReason, Error, State, Transition,
-};
+use sandbox_coordinator::{Action, BeginOptions, Begun, Coordinator, DoneReason, Error, State};
 use support::TestRedis;
 use tokio::time::timeout;
-
-fn started(b: Begun) -> Transition {
-    match b {
-        Begun::Started(t) => t,
-        Begun::AlreadyDone(d) => panic!("expected Started, got AlreadyDone({d:?})"),
-    }
-}
 
 async fn server_now_ms(redis: &TestRedis) -> u64 {
     let mut conn = redis.client().await;

@@ -6,6 +6,8 @@
 mod fixture;
 mod support;
 
+use fixture::started;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -15,19 +17,11 @@ use fixture::{
 };
 use sandbox_coordinator::{
     Action, BeginOptions, Begun, Coordinator, Error, Lifecycle, NewSandbox, Registration, State,
-    Transition,
 };
 use support::TestRedis;
 use tokio::time::{Instant, timeout};
 
 const BOUND: Duration = Duration::from_secs(20);
-
-fn started(b: Begun) -> Transition {
-    match b {
-        Begun::Started(t) => t,
-        Begun::AlreadyDone(d) => panic!("expected Started, got AlreadyDone({d:?})"),
-    }
-}
 
 async fn run(coord: &Coordinator, id: &str, action: Action) {
     started(

@@ -6,6 +6,8 @@
 mod fixture;
 mod support;
 
+use fixture::started;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fixture::chaos::{Chaos, Faults};
@@ -15,20 +17,12 @@ use fixture::{
 };
 use sandbox_coordinator::{
     Action, BeginOptions, Begun, Coordinator, Error, Lifecycle, NewSandbox, Outcome, State,
-    Transition,
 };
 use support::TestRedis;
 use tokio::time::{Instant, timeout};
 
 /// Bound on any single call: a hang is a failure, not a wait.
 const BOUND: Duration = Duration::from_secs(20);
-
-fn started(b: Begun) -> Transition {
-    match b {
-        Begun::Started(t) => t,
-        Begun::AlreadyDone(d) => panic!("expected Started, got AlreadyDone({d:?})"),
-    }
-}
 
 async fn begin(coord: &Coordinator, id: &str, action: Action, opts: BeginOptions) -> Begun {
     timeout(BOUND, coord.begin(TEAM, id, action, opts))

@@ -5,23 +5,18 @@
 mod fixture;
 mod support;
 
+use fixture::started;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fixture::{TEAM, coordinator, coordinator_with, sandbox};
 use sandbox_coordinator::{
-    Abandonment, Action, BeginOptions, Begun, Coordinator, Error, Outcome, State, Transition,
+    Abandonment, Action, BeginOptions, Coordinator, Error, Outcome, State, Transition,
 };
 use support::TestRedis;
 use tokio::time::{Instant, timeout};
-
-fn started(b: Begun) -> Transition {
-    match b {
-        Begun::Started(t) => t,
-        Begun::AlreadyDone(d) => panic!("expected Started, got AlreadyDone({d:?})"),
-    }
-}
 
 async fn parked(coord: &Coordinator, n: usize) {
     timeout(Duration::from_secs(10), async {

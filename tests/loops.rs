@@ -8,25 +8,18 @@
 mod fixture;
 mod support;
 
+use fixture::started;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fixture::{TEAM, coordinator, coordinator_with, dump_all, evalsha_calls, raw, sandbox};
-use sandbox_coordinator::{
-    Action, BeginOptions, Begun, Coordinator, DoneReason, Error, Transition,
-};
+use sandbox_coordinator::{Action, BeginOptions, Begun, Coordinator, DoneReason, Error};
 use support::TestRedis;
 use tokio::time::{Instant, timeout};
 
 /// Bound on any single call: a hang is a failure, not a wait.
 const BOUND: Duration = Duration::from_secs(20);
-
-fn started(b: Begun) -> Transition {
-    match b {
-        Begun::Started(t) => t,
-        Begun::AlreadyDone(d) => panic!("expected Started, got AlreadyDone({d:?})"),
-    }
-}
 
 async fn begin(coord: &Coordinator, id: &str, action: Action, opts: BeginOptions) -> Begun {
     timeout(BOUND, coord.begin(TEAM, id, action, opts))

@@ -11,6 +11,8 @@
 mod fixture;
 mod support;
 
+use fixture::started;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -29,13 +31,6 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// Bound on every single wait of these tests.
 const BOUND: Duration = Duration::from_secs(10);
-
-fn started(b: Begun) -> Transition {
-    match b {
-        Begun::Started(t) => t,
-        Begun::AlreadyDone(d) => panic!("expected Started, got AlreadyDone({d:?})"),
-    }
-}
 
 // ---------------------------------------------------------------------------
 // 1, 2: identical requests

@@ -5,6 +5,8 @@
 mod fixture;
 mod support;
 
+use fixture::started;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,20 +17,12 @@ use fixture::{
 };
 use sandbox_coordinator::{
     Action, BeginOptions, Begun, Coordinator, DoneReason, Error, Finish, NewSandbox, State,
-    Transition,
 };
 use support::{Backend, TestRedis};
 use tokio::time::{Instant, timeout};
 
 /// Bound on any single call in these tests: a hang is a failure, not a wait.
 const CALL_BOUND: Duration = Duration::from_secs(20);
-
-fn started(b: Begun) -> Transition {
-    match b {
-        Begun::Started(t) => t,
-        Begun::AlreadyDone(d) => panic!("expected Started, got AlreadyDone({d:?})"),
-    }
-}
 
 async fn begin(coord: &Coordinator, id: &str, action: Action) -> Begun {
     timeout(

@@ -5,20 +5,15 @@
 mod fixture;
 mod support;
 
+use fixture::started;
+
 use std::time::Duration;
 
 use fixture::{TEAM, coordinator, sandbox};
 use sandbox_coordinator::{
-    Action, BeginOptions, Begun, Coordinator, DoneReason, Error, Outcome, State, Transition,
+    Action, BeginOptions, Begun, Coordinator, DoneReason, Error, Outcome, State,
 };
 use support::TestRedis;
-
-fn started(b: Begun) -> Transition {
-    match b {
-        Begun::Started(t) => t,
-        Begun::AlreadyDone(d) => panic!("expected Started, got AlreadyDone({d:?})"),
-    }
-}
 
 fn done(b: Begun) -> DoneReason {
     match b {
