@@ -119,23 +119,32 @@ async fn connect(url: &str) -> Result<Coordinator> {
 }
 
 /// The begin_snapshot and finish scripts, and the same with everything the
-/// announcements do stubbed out: the check of the team's sequence before
-/// the writes, reading the record back, the INCR and the announcement (the
-/// wake-up message still published, as before views).
+/// announcements do stubbed out: the team's sequence (its INCR, or its
+/// check before the writes), the change line (built from the writes, or read
+/// back) and the announcement (the wake-up message still published, as
+/// before views).
 fn script_pair(stub: bool) -> (String, String) {
     let all = assemble(&Lifecycle::sandbox(), ScriptOptions::default());
     let stubs = [
         (
-            "local function announce(change, message, now)\n",
-            "local function announce(change, message, now)\n  if message then redis.call(PUBLISH, TP .. 'notify', message) end\n  do return end\n",
+            "local function announce(change, message, now, seq)\n",
+            "local function announce(change, message, now, seq)\n  if message then redis.call(PUBLISH, TP .. 'notify', message) end\n  do return end\n",
         ),
         (
             "local function record_change(id)\n",
             "local function record_change(id)\n  do return '' end\n",
         ),
         (
+            "local function change_after(id, r, fields, ttl)\n",
+            "local function change_after(id, r, fields, ttl)\n  do return '' end\n",
+        ),
+        (
             "local function sequence_refusal()\n",
             "local function sequence_refusal()\n  do return nil end\n",
+        ),
+        (
+            "local function claim_sequence()\n",
+            "local function claim_sequence()\n  do return '0', nil end\n",
         ),
     ];
     let get = |name: &str| {

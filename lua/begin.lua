@@ -154,25 +154,33 @@ if decision == 'start' and not behind then
     fields[#fields + 1] = 'end_ms'
     fields[#fields + 1] = int(now)
   end
-  local bad = sequence_refusal()
-  if bad then return bad end
-  if is_tombstone(r.state) then
+  -- The checks first (the index keys a write below touches are sorted sets
+  -- or absent; the team's sequence is claimed last): a refusal leaves
+  -- nothing written, and the writes below cannot fail after them.
+  local revive = is_tombstone(r.state)
+  local bad = nil
+  if revive then
     -- Leaving a tombstone (a kill that deletes a paused sandbox): the
     -- record is live again in every index, and no longer expires, in this
-    -- same step. The checks first: the writes below cannot fail after them.
-    local bad = foreign_indexes({'expiry', 'tombs'}, nil)
-    if bad then return bad end
+    -- same step.
+    bad = foreign_indexes({'expiry', 'tombs'}, nil)
+  elseif end_n ~= r.end_n then
+    bad = foreign_indexes({'expiry'}, nil)
+  end
+  if bad then return bad end
+  local seq
+  seq, bad = claim_sequence()
+  if bad then return bad end
+  if revive then
     redis.call('ZADD', TP .. 'expiry', end_n, ID)
     redis.call('ZREM', TP .. 'tombs', ID)
     redis.call('PERSIST', REC)
   elseif end_n ~= r.end_n then
-    -- The index first: the one write that can fail (a key of another type).
-    local ok = redis.pcall('ZADD', TP .. 'expiry', end_n, ID)
-    if type(ok) == 'table' then return wrongtype(ok, TP .. 'expiry', 'sorted set') end
+    redis.call('ZADD', TP .. 'expiry', end_n, ID)
   end
   local next_up = leave_queue(fields)
   redis.call('HSET', REC, unpack(fields))
-  announce(record_change(ID), next_up and ('c ' .. ID) or nil, now)
+  announce(change_after(ID, r, fields, nil), next_up and ('c ' .. ID) or nil, now, seq)
   return {'started', fence, int(LEASE_MS), r.exec}
 end
 

@@ -64,7 +64,7 @@ if not r or r.fence ~= FENCE or r.action == '' then return {'unknown'} end
 if HOLDER ~= '' and r.holder ~= '' and r.holder ~= HOLDER then return {'unknown'} end
 if class_of(r.state) ~= 'inflight' then return {'unknown'} end
 if r.holder ~= '' and r.until_n > now and MODE ~= 'force' then return {'live', int(r.until_n - now)} end
-local bad = sequence_refusal()
+local seq, bad = claim_sequence()
 if bad then return bad end
-record_outcome(r.fence, r.action, 'abandoned', REASON, {'holder', '', 'until_ms', ''}, now)
+record_outcome(r, 'abandoned', REASON, {'holder', '', 'until_ms', ''}, now, seq, nil)
 return {'abandoned', r.action, REASON}

@@ -1044,15 +1044,17 @@ async fn uncontended_begin_and_succeed_cost_two_evalsha() {
             assert_eq!(delta.get(cmd), None, "{what}: {cmd} ran: {delta:?}");
         }
         // The live holder's finish has no outcome to look up: an outcome
-        // is recorded only as the lease is released. The one GET of each
-        // script is its check of the team's sequence (notify.lua's
-        // sequence_refusal, before the first write); an outcome lookup
-        // would be a third.
+        // is recorded only as the lease is released. The team's sequence is
+        // taken by one INCR that is also its check (notify.lua's
+        // claim_sequence), and the announcement is built from the writes:
+        // no GET, and one HMGET per script (its record), never a read back.
+        assert_eq!(delta.get("get"), None, "{what}: a GET ran: {delta:?}");
         assert_eq!(
-            delta.get("get"),
+            delta.get("hmget"),
             Some(&2),
-            "{what}: the holder's finish read an outcome key: {delta:?}"
+            "{what}: a script read its record more than once: {delta:?}"
         );
+        assert_eq!(delta.get("incr"), Some(&2), "{what}: {delta:?}");
     }
     assert_eq!(
         coord.get(TEAM, "s1").await.unwrap().unwrap().state,

@@ -288,11 +288,14 @@ SIDES = [("ceiling", Ceiling), ("minimal", Minimal), ("ours", Ours), ("reference
 # INCR and announcement (the wake-up message still published, as before
 # views). benches/team_view.rs stubs the same for its commandstats A/B.
 ANNOUNCE_STUBS = [
-    ("local function announce(change, message, now)\n",
-     "local function announce(change, message, now)\n"
+    ("local function announce(change, message, now, seq)\n",
+     "local function announce(change, message, now, seq)\n"
      "  if message then redis.call(PUBLISH, TP .. 'notify', message) end\n  do return end\n"),
     ("local function record_change(id)\n", "local function record_change(id)\n  do return '' end\n"),
+    ("local function change_after(id, r, fields, ttl)\n",
+     "local function change_after(id, r, fields, ttl)\n  do return '' end\n"),
     ("local function sequence_refusal()\n", "local function sequence_refusal()\n  do return nil end\n"),
+    ("local function claim_sequence()\n", "local function claim_sequence()\n  do return '0', nil end\n"),
 ]
 
 

@@ -5,28 +5,33 @@
 -- killed) leaves the expiry index (it no longer counts against the team's
 -- limit), enters the tombstone index and expires after the retention.
 --
--- The index writes come first and are the only ones that can fail (a key
--- of another type): the first failing leaves nothing written, the second
--- undoes the first exactly. Returns the new state, or a refusal reply.
+-- The checks come first: a tombstone's index keys must be sorted sets (or
+-- absent), then the team's sequence is claimed (notify.lua), and only then
+-- is anything written, so a refusal leaves nothing written. The
+-- announcement is built from what is written (no read back). Returns the
+-- new state, or a refusal reply.
 
 local function finish_transition(r, outcome, reason, now)
-  local bad = sequence_refusal()
-  if bad then return nil, bad end
   local next_state = after(r.action, outcome)
   if next_state == '' then next_state = r.state end
-  if is_tombstone(next_state) then
-    local removed = redis.pcall('ZREM', TP .. 'expiry', ID)
-    if type(removed) == 'table' then return nil, wrongtype(removed, TP .. 'expiry', 'sorted set') end
-    local expires = MAX_INT
-    if TOMBSTONE_MS > 0 then expires = now + TOMBSTONE_MS end
-    local added = redis.pcall('ZADD', TP .. 'tombs', expires, ID)
-    if type(added) == 'table' then
-      if removed == 1 then redis.call('ZADD', TP .. 'expiry', r.end_ms, ID) end
-      return nil, wrongtype(added, TP .. 'tombs', 'sorted set')
-    end
+  local tomb = is_tombstone(next_state)
+  if tomb then
+    local bad = foreign_indexes({'expiry', 'tombs'}, nil)
+    if bad then return nil, bad end
   end
-  -- (The expiry first: the announcement of record_outcome reads it back.)
-  if is_tombstone(next_state) and TOMBSTONE_MS > 0 then redis.call('PEXPIRE', REC, TOMBSTONE_MS) end
-  record_outcome(r.fence, r.action, outcome, reason, {'state', next_state, 'holder', '', 'until_ms', ''}, now)
+  local seq, bad = claim_sequence()
+  if bad then return nil, bad end
+  local ttl = nil
+  if tomb then
+    redis.call('ZREM', TP .. 'expiry', ID)
+    local expires = MAX_INT
+    if TOMBSTONE_MS > 0 then
+      expires = now + TOMBSTONE_MS
+      ttl = TOMBSTONE_MS
+    end
+    redis.call('ZADD', TP .. 'tombs', expires, ID)
+  end
+  record_outcome(r, outcome, reason, {'state', next_state, 'holder', '', 'until_ms', ''}, now, seq, ttl)
+  if ttl then redis.call('PEXPIRE', REC, ttl) end
   return next_state, nil
 end

@@ -45,15 +45,33 @@ local function sequence_refusal()
   return nil
 end
 
+-- The team's next sequence number, taken (INCR) as the last check before a
+-- script's first write, by a script that announces on every path past it:
+-- returns the number (a string) and nil, or nil and a refusal when the
+-- sequence cannot take the INCR (a key of another type, a string that is
+-- no number, the end of its range), nothing written. One command where
+-- sequence_refusal() and announce() take two. Any other error (READONLY,
+-- OOM, NOPERM) is raised as Redis gave it (errors.lua).
+local function claim_sequence()
+  local seq = redis.pcall('INCR', TP .. 'seq')
+  if type(seq) == 'number' then return string.format('%d', seq), nil end
+  if string.find(seq.err, 'WRONGTYPE', 1, true) then return nil, wrongtype(seq, TP .. 'seq', 'string') end
+  if string.find(seq.err, 'not an integer', 1, true) or string.find(seq.err, 'overflow', 1, true) then
+    return nil, {'corrupt', TP .. 'seq is not a sequence number'}
+  end
+  error(seq)
+end
+
 -- `now`: the script's clock (ms) when it read one (clock.lua); a script
--- that did not is the only one that pays a TIME here.
-local function announce(change, message, now)
+-- that did not is the only one that pays a TIME here. `seq`: the number
+-- claim_sequence() took, or nil to take it here (after sequence_refusal()).
+local function announce(change, message, now, seq)
   if not now then
     local t = redis.call('TIME')
     now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
-  local ms = string.format('%d', now)
-  local text = '=' .. redis.call('INCR', TP .. 'seq') .. ' ' .. ms .. ' ' .. change
+  seq = seq or redis.call('INCR', TP .. 'seq')
+  local text = '=' .. seq .. ' ' .. string.format('%d', now) .. ' ' .. change
   if message then text = text .. '\n' .. message end
   redis.call(PUBLISH, TP .. 'notify', text)
 end
@@ -75,5 +93,25 @@ local function record_change(id)
   local ttl = -1
   if is_tombstone(f[1]) then ttl = redis.call('PTTL', key) end
   if ttl > 0 then words[#words + 1] = tostring(ttl) else words[#words + 1] = '-' end
+  return table.concat(words, ' ')
+end
+
+-- The same change without reading the record back: record `r` as
+-- load_record() read it, with `fields` (name, value, name, value ...) as
+-- the script's HSET wrote them over it, and `ttl`, the record's time to
+-- live in ms as the script left it (nil: it does not expire). For a
+-- script that wrote the record in one HSET and knows its expiry.
+local function change_after(id, r, fields, ttl)
+  local v = {state = r.state, exec = r.exec, fence = r.fence, end_ms = r.end_ms, action = r.action,
+             holder = r.holder, until_ms = r.until_ms, resv = r.resv}
+  for i = 1, #fields - 1, 2 do
+    if v[fields[i]] then v[fields[i]] = tostring(fields[i + 1]) end
+  end
+  local words = {'s', id, v.state, v.exec, v.fence, v.end_ms, v.action, v.holder, v.until_ms,
+                 string.match(v.resv, '@(%d+)$') or '-', '-'}
+  for i = 3, 9 do
+    if words[i] == '' then words[i] = '-' end
+  end
+  if ttl and ttl > 0 then words[11] = string.format('%d', ttl) end
   return table.concat(words, ' ')
 end

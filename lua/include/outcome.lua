@@ -10,8 +10,14 @@
 --     announced with the record's new state (notify.lua's announce: the
 --     including script declares <tp>seq).
 -- Uses REC, TP, ID of the including script, and notify.lua.
-
-local function record_outcome(fence, act, outcome, reason, fields, now)
+--
+-- `r`: the record as load_record() read it (its live transition is the one
+-- that ends); `fields`: the caller's other field changes; `seq`: the team
+-- sequence number claim_sequence() took; `ttl`: the record's time to live
+-- in ms as the caller left it (nil: none). The announcement is built from
+-- these, not read back.
+local function record_outcome(r, outcome, reason, fields, now, seq, ttl)
+  local fence, act = r.fence, r.action
   fields[#fields + 1] = 'last_fence'
   fields[#fields + 1] = fence
   fields[#fields + 1] = 'last_action'
@@ -23,7 +29,8 @@ local function record_outcome(fence, act, outcome, reason, fields, now)
   redis.call('HSET', REC, unpack(fields))
   redis.call('SET', TP .. 'out:' .. ID .. ':' .. fence, act .. ' ' .. outcome .. ' ' .. reason,
              'PX', OUTCOME_MS)
-  announce(record_change(ID), 'o ' .. ID .. ' ' .. fence .. ' ' .. act .. ' ' .. outcome .. ' ' .. reason, now)
+  announce(change_after(ID, r, fields, ttl),
+           'o ' .. ID .. ' ' .. fence .. ' ' .. act .. ' ' .. outcome .. ' ' .. reason, now, seq)
 end
 
 -- The outcome recorded for `fence` of record `r` (nil when absent):
