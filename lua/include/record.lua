@@ -116,8 +116,15 @@ local function load_record(key)
     return nil, {'corrupt', key .. ' has no schema version'}
   end
   if x[1] ~= SCHEMA then return nil, {'schema', x[1]} end
-  local r = {}
-  for i, f in ipairs(FIELDS) do r[f] = x[i] or '' end
+  -- One constructor with every field the record table will hold (the
+  -- parsed ones too): built key by key, the table would grow and rehash
+  -- five times (22k instructions per transition, lua_cost.py).
+  local r = {v = x[1], lc = x[2] or '', state = x[3] or '', exec = x[4] or '', end_ms = x[5] or '',
+             fence = x[6] or '', action = x[7] or '', holder = x[8] or '', until_ms = x[9] or '',
+             started_ms = x[10] or '', last_fence = x[11] or '', last_action = x[12] or '',
+             last_outcome = x[13] or '', last_reason = x[14] or '', queue = x[15] or '', resv = x[16] or '',
+             floor = x[17] or '', end_n = 0, fence_n = 0, until_n = 0, resv_n = 0, floor_n = 0,
+             q = false, resv_token = false}
   local bad = refusal(r)
   if bad then return nil, {'corrupt', key .. ': ' .. bad} end
   return r, nil
