@@ -197,8 +197,13 @@ impl Scripts {
     }
 }
 
-/// Splices the includes and the generated constants into `source`.
+/// Splices the includes and the generated constants into `source`, then
+/// drops the helpers it never calls ([`without_unused_helpers`]).
 fn splice(source: &str, generated: &str) -> String {
+    without_unused_helpers(&spliced(source, generated))
+}
+
+fn spliced(source: &str, generated: &str) -> String {
     let mut out = String::with_capacity(source.len() * 3);
     for line in source.lines() {
         if let Some(name) = line.strip_prefix("--!include ") {
@@ -221,6 +226,86 @@ fn splice(source: &str, generated: &str) -> String {
         }
     }
     out
+}
+
+/// `text` without the top-level helpers (`local function NAME(` at the
+/// start of a line, up to the first line that is `end`) that its code
+/// (comments aside) never names, and the comment lines right above each,
+/// until none is left: a script pays on every call for defining each
+/// helper it holds (about 1k instructions each), so it holds only those it
+/// may call.
+fn without_unused_helpers(text: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    'again: loop {
+        let code = code_of(&lines);
+        let mut i = 0;
+        while i < lines.len() {
+            let Some(name) = helper_name(lines[i]) else {
+                i += 1;
+                continue;
+            };
+            let Some(len) = lines[i..].iter().position(|l| *l == "end") else {
+                break 'again;
+            };
+            let (start, stop) = (i, i + len + 1);
+            let used = code[..start]
+                .iter()
+                .chain(&code[stop..])
+                .any(|l| names(l, name));
+            if !used {
+                let mut first = start;
+                while first > 0
+                    && lines[first - 1].starts_with("-- ")
+                    && !lines[first - 1].ends_with(" --")
+                {
+                    first -= 1;
+                }
+                lines.drain(first..stop);
+                continue 'again;
+            }
+            i = stop;
+        }
+        break;
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// The name of the helper a line defines (`local function NAME(`).
+fn helper_name(line: &str) -> Option<&str> {
+    line.strip_prefix("local function ")
+        .and_then(|rest| rest.split_once('('))
+        .map(|(name, _)| name)
+}
+
+/// Each line's code: "" inside a `--[[ ... ]]` block, the text before
+/// `--` otherwise (the scripts have no `--` inside a string).
+fn code_of<'a>(lines: &[&'a str]) -> Vec<&'a str> {
+    let mut block = false;
+    lines
+        .iter()
+        .map(|line| {
+            if block {
+                block = !line.contains("]]");
+                return "";
+            }
+            if line.starts_with("--[[") {
+                block = !line.contains("]]");
+                return "";
+            }
+            line.split_once("--").map_or(line, |(code, _)| code)
+        })
+        .collect()
+}
+
+/// Whether `line` has `name` as a whole word.
+fn names(line: &str, name: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    line.match_indices(name).any(|(at, _)| {
+        !line[..at].chars().next_back().is_some_and(word)
+            && !line[at + name.len()..].chars().next().is_some_and(word)
+    })
 }
 
 fn lua_str(s: &str) -> String {
@@ -340,6 +425,52 @@ mod tests {
             assert!(s.source().contains("local SCHEMA = '2'"), "{}", s.name());
         }
         assert_eq!(scripts.all().len(), 23);
+    }
+
+    #[test]
+    fn every_script_defines_only_helpers_it_names() {
+        let scripts = Scripts::assemble(&Lifecycle::sandbox(), &settings());
+        for s in scripts.all() {
+            let lines: Vec<&str> = s.source().lines().collect();
+            let code = code_of(&lines);
+            for (i, line) in lines.iter().enumerate() {
+                let Some(name) = helper_name(line) else {
+                    continue;
+                };
+                let calls = code
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, l)| *j != i && names(l, name))
+                    .count();
+                assert!(calls > 0, "{} defines {name} and never names it", s.name());
+            }
+        }
+        // The pieces are still there where they are used.
+        assert!(scripts.finish.source().contains("local function after("));
+        assert!(
+            !scripts
+                .begin(Action::Pause)
+                .source()
+                .contains("local function after(")
+        );
+        assert!(
+            !scripts
+                .begin(Action::Pause)
+                .source()
+                .contains("local function places_taken(")
+        );
+    }
+
+    #[test]
+    fn a_helper_named_only_by_an_unused_helper_goes_too() {
+        let text = "--[[ a b c ]]\n-- a: b\nlocal function a(x)\n  return b(x) -- c\nend\nlocal function b(x)\n  return x\nend\nlocal function c()\nend\nreturn c()\n";
+        assert_eq!(
+            without_unused_helpers(text),
+            "--[[ a b c ]]\nlocal function c()\nend\nreturn c()\n"
+        );
+        assert!(names("x = foo(1)", "foo"));
+        assert!(!names("x = foobar(1)", "foo"));
+        assert!(!names("x = my_foo(1)", "foo"));
     }
 
     #[test]
