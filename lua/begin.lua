@@ -146,13 +146,14 @@ end
 
 if decision == 'start' and not behind then
   local fence = int(math.max(now_us, r.fence_n + 1, r.floor_n + 1))
+  local until_ms = int(now + LEASE_MS)
   local fields = {'state', IN_FLIGHT, 'fence', fence, 'action', ACTION, 'holder', HOLDER,
-                  'until_ms', int(now + LEASE_MS), 'started_ms', int(now)}
-  local end_n = r.end_n
+                  'until_ms', until_ms, 'started_ms', int(now)}
+  local end_n, end_ms = r.end_n, r.end_ms
   if PULL_END and r.end_n > now then
-    end_n = now
+    end_n, end_ms = now, int(now)
     fields[#fields + 1] = 'end_ms'
-    fields[#fields + 1] = int(now)
+    fields[#fields + 1] = end_ms
   end
   -- The checks first (the index keys a write below touches are sorted sets
   -- or absent; the team's sequence is claimed last): a refusal leaves
@@ -180,7 +181,8 @@ if decision == 'start' and not behind then
   end
   local next_up = leave_queue(fields)
   redis.call('HSET', REC, unpack(fields))
-  announce(change_after(ID, r, fields, nil), next_up and ('c ' .. ID) or nil, now, seq)
+  announce(change_line(ID, IN_FLIGHT, r.exec, fence, end_ms, ACTION, HOLDER, until_ms, r.resv, nil),
+           next_up and ('c ' .. ID) or nil, now, seq)
   return {'started', fence, int(LEASE_MS), r.exec}
 end
 

@@ -66,5 +66,6 @@ if class_of(r.state) ~= 'inflight' then return {'unknown'} end
 if r.holder ~= '' and r.until_n > now and MODE ~= 'force' then return {'live', int(r.until_n - now)} end
 local seq, bad = claim_sequence()
 if bad then return bad end
-record_outcome(r, 'abandoned', REASON, {'holder', '', 'until_ms', ''}, now, seq, nil)
+record_outcome(r, 'abandoned', REASON, {'holder', '', 'until_ms', ''}, now, seq,
+               change_line(ID, r.state, r.exec, r.fence, r.end_ms, r.action, '', '', r.resv, nil))
 return {'abandoned', r.action, REASON}

@@ -12,6 +12,8 @@ N sandboxes per side, and drives N uncontended transitions of each side:
   ours       the library's begin_snapshot.lua + finish.lua, called as
              src/ops/begin.rs and src/ops/finish.rs call them (KEYS and
              ARGV as each script's header says)
+  functions  (--functions) ours loaded as one Function library and called
+             with FCALL: the same Lua, its helpers defined once per load
   reference  the reference protocol's begin (lock, 2 GET, start script,
              release script, PUBLISH) and completion (lock, SET, DEL,
              release, 2 PUBLISH), as reference.rs sends them
@@ -204,22 +206,22 @@ class Ours(Side):
         conn.pipeline(v2_seed(self, scripts["digest"]))
 
     def begin(self, conn):
-        # src/ops/begin.rs: KEYS record, expiry, tombs, ids; ARGV team
+        # src/ops/begin.rs: KEYS record, expiry, tombs, ids, seq; ARGV team
         # prefix, id, holder, lease ms, expected execution, eviction, queue ms.
         replies = conn.pipeline([
-            resp("EVALSHA", self.begin_sha, 4, self.tp(team) + "rec:" + sid, self.tp(team) + "expiry",
-                 self.tp(team) + "tombs", self.tp(team) + "ids", self.tp(team), sid,
+            resp("EVALSHA", self.begin_sha, 5, self.tp(team) + "rec:" + sid, self.tp(team) + "expiry",
+                 self.tp(team) + "tombs", self.tp(team) + "ids", self.tp(team) + "seq", self.tp(team), sid,
                  f"{HOLDER}/{i}", LEASE_MS, "", "0", QUEUE_MS)
             for team, sid, i in self.ids])
         self.fences = [expect(r, "started", "begin_snapshot")[1] for r in replies]
 
     def finish(self, conn):
-        # src/ops/finish.rs: KEYS record, outcome, expiry, tombs; ARGV team
+        # src/ops/finish.rs: KEYS record, outcome, expiry, tombs, seq; ARGV team
         # prefix, id, fence, holder, action, outcome, reason.
         replies = conn.pipeline([
-            resp("EVALSHA", self.finish_sha, 4, self.tp(team) + "rec:" + sid,
+            resp("EVALSHA", self.finish_sha, 5, self.tp(team) + "rec:" + sid,
                  f"{self.tp(team)}out:{sid}:{fence}", self.tp(team) + "expiry", self.tp(team) + "tombs",
-                 self.tp(team), sid, fence, f"{HOLDER}/{i}", "snapshot", "succeeded", "")
+                 self.tp(team) + "seq", self.tp(team), sid, fence, f"{HOLDER}/{i}", "snapshot", "succeeded", "")
             for (team, sid, i), fence in zip(self.ids, self.fences)])
         for r in replies:
             expect(r, "finished", "finish")
@@ -292,11 +294,66 @@ ANNOUNCE_STUBS = [
      "local function announce(change, message, now, seq)\n"
      "  if message then redis.call(PUBLISH, TP .. 'notify', message) end\n  do return end\n"),
     ("local function record_change(id)\n", "local function record_change(id)\n  do return '' end\n"),
-    ("local function change_after(id, r, fields, ttl)\n",
-     "local function change_after(id, r, fields, ttl)\n  do return '' end\n"),
+    ("local function change_line(id, state, exec, fence, end_ms, action, holder, until_ms, resv, ttl)\n",
+     "local function change_line(id, state, exec, fence, end_ms, action, holder, until_ms, resv, ttl)\n"
+     "  do return '' end\n"),
     ("local function sequence_refusal()\n", "local function sequence_refusal()\n  do return nil end\n"),
     ("local function claim_sequence()\n", "local function claim_sequence()\n  do return '0', nil end\n"),
 ]
+
+
+def function_library(scripts):
+    """begin_snapshot.lua and finish.lua as one Redis Function library
+    (`FUNCTION LOAD`, called with FCALL): each script's constants and
+    helpers at the library's top level, defined once per load; the locals
+    it reads from KEYS/ARGV declared there too and assigned at the start of
+    each call (Redis runs one call at a time); the rest of its top level
+    (from `local now ... = clock()` on) as the function's body. The same
+    Lua as the EVAL side, so the difference is what defining the helpers
+    on every call costs."""
+    out = ["#!lua name=sbxcost"]
+    for name, fn in (("begin_snapshot", "b"), ("finish", "f")):
+        lines = scripts[name].split("\n")
+        body = next(i for i, line in enumerate(lines) if re.match(r"^local now.* = clock\(\)", line))
+        out.append("do")
+        per_call = []
+        for line in lines[:body]:
+            m = re.match(r"^local ([\w, ]+) = (.*\b(KEYS|ARGV)\b.*)$", line)
+            if m:
+                out.append("local " + m.group(1))
+                per_call.append(m.group(1) + " = " + m.group(2))
+            else:
+                out.append(line)
+        out.append(f"redis.register_function('{fn}', function(KEYS, ARGV)")
+        out += per_call + lines[body:]
+        out += ["end)", "end"]
+    return "\n".join(out)
+
+
+class Functions(Ours):
+    """ours as a Function library (function_library), called with FCALL."""
+
+    def setup(self, conn, scripts):
+        conn.call("FUNCTION", "LOAD", "REPLACE", function_library(scripts))
+        conn.pipeline(v2_seed(self, scripts["digest"]))
+
+    def begin(self, conn):
+        replies = conn.pipeline([
+            resp("FCALL", "b", 5, self.tp(team) + "rec:" + sid, self.tp(team) + "expiry",
+                 self.tp(team) + "tombs", self.tp(team) + "ids", self.tp(team) + "seq", self.tp(team),
+                 sid, f"{HOLDER}/{i}", LEASE_MS, "", "0", QUEUE_MS)
+            for team, sid, i in self.ids])
+        self.fences = [expect(r, "started", "begin_snapshot (FCALL)")[1] for r in replies]
+
+    def finish(self, conn):
+        replies = conn.pipeline([
+            resp("FCALL", "f", 5, self.tp(team) + "rec:" + sid,
+                 f"{self.tp(team)}out:{sid}:{fence}", self.tp(team) + "expiry", self.tp(team) + "tombs",
+                 self.tp(team) + "seq", self.tp(team), sid, fence, f"{HOLDER}/{i}", "snapshot",
+                 "succeeded", "")
+            for (team, sid, i), fence in zip(self.ids, self.fences)])
+        for r in replies:
+            expect(r, "finished", "finish (FCALL)")
 
 
 class Silent(Ours):
@@ -305,9 +362,11 @@ class Silent(Ours):
     def setup(self, conn, scripts):
         quiet = dict(scripts)
         for name in ("begin_snapshot", "finish"):
+            # (A script holds only the helpers it calls: a stub whose helper
+            # is not there has nothing to stub. announce is always there.)
+            if ANNOUNCE_STUBS[0][0] not in quiet[name]:
+                sys.exit(f"{name}.lua has no {ANNOUNCE_STUBS[0][0].strip()!r} to stub")
             for old, new in ANNOUNCE_STUBS:
-                if old not in quiet[name]:
-                    sys.exit(f"{name}.lua has no {old.strip()!r} to stub")
                 quiet[name] = quiet[name].replace(old, new)
         super().setup(conn, quiet)
 
@@ -421,6 +480,8 @@ def main():
     ap.add_argument("--machine", action="store_true", help="only `instr` lines")
     ap.add_argument("--silent", action="store_true",
                     help="also a side `silent`: ours with the team views' announcements stubbed out")
+    ap.add_argument("--functions", action="store_true",
+                    help="also a side `functions`: ours loaded as a Function library, called with FCALL")
     ap.add_argument("--redis-server", default="redis-server", metavar="BIN",
                     help="the server to count (default: redis-server on PATH; a build with "
                          "symbols names Lua's functions in --profile)")
@@ -451,7 +512,8 @@ def main():
             time.sleep(0.1)
         else:
             sys.exit("redis-server under valgrind did not start")
-        kinds = SIDES + ([("silent", Silent)] if args.silent else [])
+        kinds = (SIDES + ([("silent", Silent)] if args.silent else [])
+                 + ([("functions", Functions)] if args.functions else []))
         sides = [(name, cls(name, f"lc{name}", n)) for name, cls in kinds]
         for _, side in sides:
             side.setup(conn, scripts)

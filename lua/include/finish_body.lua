@@ -31,7 +31,8 @@ local function finish_transition(r, outcome, reason, now)
     end
     redis.call('ZADD', TP .. 'tombs', expires, ID)
   end
-  record_outcome(r, outcome, reason, {'state', next_state, 'holder', '', 'until_ms', ''}, now, seq, ttl)
+  record_outcome(r, outcome, reason, {'state', next_state, 'holder', '', 'until_ms', ''}, now, seq,
+                 change_line(ID, next_state, r.exec, r.fence, r.end_ms, r.action, '', '', r.resv, ttl))
   if ttl then redis.call('PEXPIRE', REC, ttl) end
   return next_state, nil
 end

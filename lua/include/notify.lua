@@ -96,22 +96,20 @@ local function record_change(id)
   return table.concat(words, ' ')
 end
 
--- The same change without reading the record back: record `r` as
--- load_record() read it, with `fields` (name, value, name, value ...) as
--- the script's HSET wrote them over it, and `ttl`, the record's time to
--- live in ms as the script left it (nil: it does not expire). For a
--- script that wrote the record in one HSET and knows its expiry.
-local function change_after(id, r, fields, ttl)
-  local v = {state = r.state, exec = r.exec, fence = r.fence, end_ms = r.end_ms, action = r.action,
-             holder = r.holder, until_ms = r.until_ms, resv = r.resv}
-  for i = 1, #fields - 1, 2 do
-    if v[fields[i]] then v[fields[i]] = tostring(fields[i + 1]) end
-  end
-  local words = {'s', id, v.state, v.exec, v.fence, v.end_ms, v.action, v.holder, v.until_ms,
-                 string.match(v.resv, '@(%d+)$') or '-', '-'}
-  for i = 3, 9 do
-    if words[i] == '' then words[i] = '-' end
-  end
-  if ttl and ttl > 0 then words[11] = string.format('%d', ttl) end
-  return table.concat(words, ' ')
+-- The same change without reading the record back, from the values the
+-- caller has just written (or left as they were): for a script that wrote
+-- the record in one HSET and knows its expiry. state, exec, fence, end_ms
+-- are never empty in a valid record; `resv` is the record's resv field as
+-- stored ("token@deadline" or ""); `ttl` its time to live in ms as the
+-- script left it (nil: it does not expire). One concatenation: no table.
+local function change_line(id, state, exec, fence, end_ms, action, holder, until_ms, resv, ttl)
+  if action == '' then action = '-' end
+  if holder == '' then holder = '-' end
+  if until_ms == '' then until_ms = '-' end
+  local resv_ms = '-'
+  if resv ~= '' then resv_ms = string.match(resv, '@(%d+)$') or '-' end
+  local ttl_ms = '-'
+  if ttl and ttl > 0 then ttl_ms = string.format('%d', ttl) end
+  return 's ' .. id .. ' ' .. state .. ' ' .. exec .. ' ' .. fence .. ' ' .. end_ms .. ' ' .. action .. ' ' ..
+    holder .. ' ' .. until_ms .. ' ' .. resv_ms .. ' ' .. ttl_ms
 end

@@ -13,10 +13,10 @@
 --
 -- `r`: the record as load_record() read it (its live transition is the one
 -- that ends); `fields`: the caller's other field changes; `seq`: the team
--- sequence number claim_sequence() took; `ttl`: the record's time to live
--- in ms as the caller left it (nil: none). The announcement is built from
--- these, not read back.
-local function record_outcome(r, outcome, reason, fields, now, seq, ttl)
+-- sequence number claim_sequence() took; `change`: the record's change as
+-- the caller leaves it (notify.lua's change_line), announced with the
+-- outcome.
+local function record_outcome(r, outcome, reason, fields, now, seq, change)
   local fence, act = r.fence, r.action
   fields[#fields + 1] = 'last_fence'
   fields[#fields + 1] = fence
@@ -29,8 +29,7 @@ local function record_outcome(r, outcome, reason, fields, now, seq, ttl)
   redis.call('HSET', REC, unpack(fields))
   redis.call('SET', TP .. 'out:' .. ID .. ':' .. fence, act .. ' ' .. outcome .. ' ' .. reason,
              'PX', OUTCOME_MS)
-  announce(change_after(ID, r, fields, ttl),
-           'o ' .. ID .. ' ' .. fence .. ' ' .. act .. ' ' .. outcome .. ' ' .. reason, now, seq)
+  announce(change, 'o ' .. ID .. ' ' .. fence .. ' ' .. act .. ' ' .. outcome .. ' ' .. reason, now, seq)
 end
 
 -- The outcome recorded for `fence` of record `r` (nil when absent):
