@@ -470,3 +470,23 @@ fn commands_are_split_like_a_shell_would() {
         ]
     );
 }
+
+/// User docs are about the library as it is: its history (fixes, issue
+/// numbers) is in CHANGELOG.md.
+#[test]
+fn the_user_docs_cite_no_issue_numbers() {
+    let mut found = Vec::new();
+    for page in pages() {
+        for (n, line) in read(&page).lines().enumerate() {
+            let lower = line.to_lowercase();
+            let cites = lower.match_indices("issue").any(|(at, _)| {
+                let rest = lower[at + "issue".len()..].trim_start_matches([' ', '#']);
+                rest.starts_with(|c: char| c.is_ascii_digit())
+            });
+            if cites {
+                found.push(format!("{page}:{}: {line}", n + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
