@@ -17,7 +17,7 @@ use crate::keys::Namespace;
 use crate::lifecycle::Lifecycle;
 use crate::notify::{Notifier, NotifySettings};
 use crate::ops::Env;
-use crate::redis::{Connections, Link, LinkSettings, Target};
+use crate::redis::{Connections, Link, LinkSettings, RedisTarget};
 use crate::runtime::{Runtime, Settings};
 use crate::scripts::{ScriptSettings, Scripts};
 
@@ -25,7 +25,7 @@ use crate::scripts::{ScriptSettings, Scripts};
 /// a password (URL userinfo or [`Builder::password`]).
 #[derive(Clone)]
 pub struct Builder {
-    target: Target,
+    target: RedisTarget,
     namespace: String,
     lifecycle: Lifecycle,
     connections: Connections,
@@ -55,14 +55,22 @@ impl std::fmt::Debug for Builder {
     }
 }
 
+/// A builder for `target` (its nodes, TLS material and credentials), every
+/// other setting at its default.
+impl From<RedisTarget> for Builder {
+    fn from(target: RedisTarget) -> Builder {
+        Builder::with_target(target)
+    }
+}
+
 impl Builder {
     pub(crate) fn new(nodes: Vec<String>, cluster: bool) -> Builder {
+        Builder::with_target(RedisTarget::bare(nodes, cluster))
+    }
+
+    fn with_target(target: RedisTarget) -> Builder {
         Builder {
-            target: Target {
-                nodes,
-                cluster,
-                ..Target::default()
-            },
+            target,
             namespace: "sbx".into(),
             lifecycle: Lifecycle::sandbox(),
             connections: Connections::Multiplexed(1),

@@ -304,6 +304,19 @@ pub enum Error {
         detail: String,
     },
 
+    /// Where Redis is, or how to reach it, is unusable as given (a URL and
+    /// a cluster at once, or neither; half a client certificate; a file
+    /// that cannot be read). Nothing was sent. The message names the
+    /// options, never a password or a file's content.
+    #[error("{problem}")]
+    Config {
+        /// What is wrong, naming the options involved.
+        problem: String,
+        /// The I/O error behind it, for a file that cannot be read.
+        #[source]
+        source: Option<std::io::Error>,
+    },
+
     /// Redis answered with an error, or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -325,6 +338,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// A [`Error::Config`] without an I/O source.
+    pub(crate) fn config(problem: impl Into<String>) -> Error {
+        Error::Config {
+            problem: problem.into(),
+            source: None,
+        }
+    }
+
     /// Whether the same call may succeed if repeated later: connection
     /// trouble, a failover in progress (`READONLY`, `LOADING`, `MASTERDOWN`,
     /// `TRYAGAIN`, `CLUSTERDOWN`, `MOVED`/`ASK`, a script `BUSY`), a busy

@@ -43,7 +43,9 @@
 //! - [`keys`]: the Redis layout, hash slots and id validation; [`Error`]:
 //!   the one error type (and the classes of Redis errors); [`acl_rules`]:
 //!   least-privilege ACL rules; [`redact_url`]: the one redactor of
-//!   passwords in URLs.
+//!   passwords in URLs; [`RedisTarget`] and [`RedisOptions`]: where Redis
+//!   is, with TLS and credentials, as a program's options give it (what
+//!   `sandboxctl` and `sandbox-api` take).
 //!
 //! Every public async method documents its cancel safety: any of them may
 //! be dropped at any await point (an HTTP handler whose client went away)
@@ -120,7 +122,7 @@ mod transition;
 mod view;
 mod wait;
 
-pub use crate::redis::Connections;
+pub use crate::redis::{Connections, PASSWORD_ENV, RedisOptions, RedisTarget};
 pub use acl::acl_rules;
 pub use bounds::MAX_DURATION_MS;
 pub use builder::Builder;

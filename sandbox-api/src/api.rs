@@ -32,7 +32,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use sandbox_coordinator::{
-    Action, Begun, Done, DoneReason, Lifecycle, Sandbox, State as SandboxState,
+    Action, Begun, Builder, Done, DoneReason, Lifecycle, Sandbox, State as SandboxState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -105,9 +105,8 @@ pub fn lifecycle() -> Lifecycle {
 /// Runs `sandbox-api serve` until SIGTERM or Ctrl-C, then drains.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (metrics, upkeep) = telemetry::install_metrics()?;
-    let mut builder = args
-        .redis
-        .builder()?
+    let target = args.redis.options().resolve()?;
+    let mut builder = Builder::from(target.clone())
         .namespace(&args.namespace)
         .lifecycle(lifecycle())
         .response_timeout(Duration::from_millis(args.redis_timeout_ms))
@@ -119,7 +118,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let coord = builder
         .build()
         .await
-        .with_context(|| format!("cannot connect to {}", args.redis.shown()))?;
+        .with_context(|| format!("cannot connect to {target}"))?;
     let node_timeout = Duration::from_millis(args.node_timeout_ms);
     let settings = Settings {
         lease: Duration::from_millis(args.lease_ms),

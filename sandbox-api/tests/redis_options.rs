@@ -17,7 +17,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use fleet::{Client, Process, test_dir};
-use support::{ClientAuth, TestCluster, TestTls, TlsOptions};
+use support::{ClientAuth, TestCluster, TestRedis, TestTls, TlsOptions};
 
 const TEAM: &str = "team-a";
 /// A password no output may contain.
@@ -29,8 +29,8 @@ fn path(p: &Path) -> String {
 
 /// Starts a node and one `serve` with `redis_args` (how to reach Redis),
 /// then creates a sandbox and reads it back: 201, then 200 `running`.
-/// Returns the server's log.
-async fn create_and_get(name: &str, redis_args: &[String]) -> String {
+/// `env` is added to its environment. Returns the server's log.
+async fn create_and_get(name: &str, redis_args: &[String], env: &[(&str, &str)]) -> String {
     let dir = test_dir(name);
     let node_args = ["node", "--listen", "127.0.0.1:0"].map(String::from);
     let node = Process::start("node", &node_args, &dir).await;
@@ -42,7 +42,7 @@ async fn create_and_get(name: &str, redis_args: &[String]) -> String {
         format!("api{:08x}", rand::random::<u32>()),
     ]);
     args.extend(redis_args.iter().cloned());
-    let serve = Process::start("serve", &args, &dir).await;
+    let serve = Process::start_with_env("serve", &args, env, &dir).await;
     let client = Client::new();
     let created = client
         .call(
@@ -100,7 +100,7 @@ fn serve_help_never_shows_a_password_from_the_environment() {
 async fn serve_on_a_redis_cluster_creates_and_gets_a_sandbox() {
     let cluster = TestCluster::start(3, 0).await;
     let nodes = cluster.seed_urls().join(",");
-    create_and_get("cluster", &["--cluster".to_string(), nodes]).await;
+    create_and_get("cluster", &["--cluster".to_string(), nodes], &[]).await;
 }
 
 /// `serve` on a TLS-only server with a private CA that requires a client
@@ -145,7 +145,66 @@ async fn serve_over_mutual_tls_as_an_acl_user_never_logs_the_password() {
             "--password-file".to_string(),
             path(&password_file),
         ],
+        &[],
     )
     .await;
     assert!(!log.contains(PASSWORD), "{log}");
+}
+
+/// `serve` as an ACL user named by `REDIS_USERNAME` whose password is in
+/// `REDIS_PASSWORD`: it starts and answers, and its log never shows the
+/// password. With a wrong password in the environment, or a password in a
+/// URL whose server does not answer, it exits and says why without
+/// showing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_credentials_from_the_environment_logs_in_and_never_shows_them() {
+    let redis = TestRedis::start().await;
+    let mut admin = redis.client().await;
+    let user = format!("api-{:08x}", rand::random::<u32>());
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(format!(">{PASSWORD}"))
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let url = redis.url();
+    let log = create_and_get(
+        "env-credentials",
+        &["--redis-url".to_string(), url.clone()],
+        &[("REDIS_USERNAME", &user), ("REDIS_PASSWORD", PASSWORD)],
+    )
+    .await;
+    assert!(!log.contains(PASSWORD), "{log}");
+
+    let wrong = format!("{PASSWORD}-wrong");
+    let refused_url = format!("redis://coord:{PASSWORD}@127.0.0.1:1");
+    for (redis_url, password) in [(url.as_str(), wrong.as_str()), (&refused_url, PASSWORD)] {
+        let out = tokio::process::Command::new(fleet::BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--node-url"])
+            .arg("http://127.0.0.1:1")
+            .args(["--redis-url", redis_url, "--redis-timeout-ms", "2000"])
+            .env("REDIS_USERNAME", &user)
+            .env("REDIS_PASSWORD", password)
+            .env("RUST_LOG", "debug")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), out)
+            .await
+            .expect("serve exits when it cannot log in")
+            .expect("sandbox-api runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{redis_url}: {text}");
+        assert!(text.contains("cannot connect"), "{text}");
+        assert!(!text.contains(PASSWORD), "{text}");
+    }
 }

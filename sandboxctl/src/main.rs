@@ -46,12 +46,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use sandbox_coordinator::Lifecycle;
+use sandbox_coordinator::{Lifecycle, RedisTarget};
 
 use crate::embedded::EmbeddedRedis;
 use crate::output::Verdict;
-use crate::redis_target::{RedisArgs, RedisTarget};
+use crate::redis_target::RedisArgs;
 use crate::server::Server;
 
 /// Namespace of the read and repair commands when `--namespace` is not given.
@@ -215,15 +216,17 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(problem) = cli.redis.usage_error() {
+    let options = cli.redis.options();
+    if let Some(problem) = options.usage_error() {
         Cli::command()
             .error(clap::error::ErrorKind::ArgumentConflict, problem)
             .exit();
     }
-    let target = match cli.redis.resolve() {
+    // Given, or none (an embedded server, or a command that needs none).
+    let target = match options.is_given().then(|| options.resolve()).transpose() {
         Ok(target) => target,
         Err(e) => {
-            eprintln!("sandboxctl: {}", output::describe(&e));
+            eprintln!("sandboxctl: {}", output::describe(&e.into()));
             return ExitCode::FAILURE;
         }
     };
@@ -246,7 +249,7 @@ fn main() -> ExitCode {
 
     // The embedded server is started from the main thread, which lives
     // until the end: its parent-death signal is tied to the spawning thread.
-    let embedded = match target.is_given() {
+    let embedded = match target.is_some() {
         true => None,
         false if !cli.command.needs_redis() => None,
         false => match EmbeddedRedis::start() {
@@ -265,9 +268,12 @@ fn main() -> ExitCode {
             }
         },
     };
+    // The embedded server has no TLS and no users: credentials given (say
+    // a REDIS_PASSWORD left in the environment) are for a server named by
+    // a URL or a cluster.
     let target = match &embedded {
-        Some(redis) => RedisTarget::embedded(redis.url()),
-        // Given, or never connected to.
+        Some(redis) => Some(RedisTarget::url(redis.url())),
+        // Given, or none for a command that needs none.
         None => target,
     };
 
@@ -309,10 +315,15 @@ fn main() -> ExitCode {
     code
 }
 
-async fn dispatch(cli: Cli, target: RedisTarget, embedded: bool) -> anyhow::Result<Verdict> {
+async fn dispatch(
+    cli: Cli,
+    target: Option<RedisTarget>,
+    embedded: bool,
+) -> anyhow::Result<Verdict> {
     let json = cli.json;
+    let target = || target.context("no Redis (the command needs one)");
     if let Command::Demo(args) = cli.command {
-        return demo::run(&target, cli.namespace, embedded, &args, json).await;
+        return demo::run(&target()?, cli.namespace, embedded, &args, json).await;
     }
     let namespace = cli
         .namespace
@@ -329,7 +340,7 @@ async fn dispatch(cli: Cli, target: RedisTarget, embedded: bool) -> anyhow::Resu
     {
         return script_cache::dump_only(&lifecycle, dir, json);
     }
-    let server = Server::new(target, namespace, lifecycle)?;
+    let server = Server::new(target()?, namespace, lifecycle)?;
     match cli.command {
         Command::Demo(_) | Command::Acl { .. } => unreachable!("handled above"),
         Command::Inspect { team, id } => sandboxes::inspect(&server, &team, &id, json).await,

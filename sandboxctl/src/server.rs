@@ -17,9 +17,9 @@ use anyhow::Context;
 use redis::Value;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use sandbox_coordinator::keys::Namespace;
-use sandbox_coordinator::{Coordinator, Lifecycle};
+use sandbox_coordinator::{Builder, Coordinator, Lifecycle, RedisTarget};
 
-use crate::redis_target::{Plain, RedisTarget};
+use crate::redis_target::{self, Plain};
 
 /// Bound on connecting and on each reply of the plain connection.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,38 +63,36 @@ impl Server {
     /// without a notification subscription: the commands that use it read
     /// or repair once and never wait.
     pub async fn coordinator(&self) -> anyhow::Result<Coordinator> {
-        self.target
-            .builder()
+        Builder::from(self.target.clone())
             .namespace(self.namespace.prefix())
             .lifecycle(self.lifecycle.clone())
             .notifications(false)
             .pool_size(4)
             .build()
             .await
-            .with_context(|| format!("cannot connect to {}", self.target.shown()))
+            .with_context(|| format!("cannot connect to {}", self.target))
     }
 
     /// A coordinator like [`Self::coordinator`] but with its notification
     /// subscription, for a live team view (`watch --changes`).
     pub async fn following_coordinator(&self) -> anyhow::Result<Coordinator> {
-        self.target
-            .builder()
+        Builder::from(self.target.clone())
             .namespace(self.namespace.prefix())
             .lifecycle(self.lifecycle.clone())
             .build()
             .await
-            .with_context(|| format!("cannot connect to {}", self.target.shown()))
+            .with_context(|| format!("cannot connect to {}", self.target))
     }
 
     /// A plain connection (on a cluster, routed by each command's key).
     pub async fn connection(&self) -> anyhow::Result<Plain> {
-        self.target.connection(TIMEOUT).await
+        redis_target::connection(&self.target, TIMEOUT).await
     }
 
     /// A client for pub/sub: one server only (on a cluster the library
     /// publishes with sharded pub/sub, which has no pattern subscription).
     pub fn client(&self) -> anyhow::Result<redis::Client> {
-        self.target.client()
+        redis_target::client(&self.target)
     }
 
     /// Whether the deployment is a Redis Cluster.

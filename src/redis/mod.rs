@@ -1,7 +1,9 @@
 //! Redis at the edge: everything that touches a connection or a raw reply.
 //!
-//! - `target`: where Redis is (a single server, or a Redis Cluster's seed
-//!   nodes), TLS, credentials, and the redis-rs clients built from them.
+//! - `target`: where Redis is ([`RedisTarget`]: a single server, or a
+//!   Redis Cluster's seed nodes), TLS, credentials, and the redis-rs
+//!   clients built from them; `options`: a program's Redis options
+//!   ([`RedisOptions`]: the files named, read into a target).
 //! - `link`: the command connections (multiplexed round robin, a pool, or
 //!   the cluster connection), [`Link::query`] and when a connection is
 //!   retired.
@@ -17,11 +19,13 @@
 
 pub(crate) mod eval;
 pub(crate) mod link;
+pub(crate) mod options;
 pub(crate) mod scan;
 pub(crate) mod target;
 pub(crate) mod value;
 
 pub(crate) use eval::Replication;
 pub(crate) use link::{Link, Route};
-pub use target::Connections;
-pub(crate) use target::{LinkSettings, Target};
+pub use options::{PASSWORD_ENV, RedisOptions};
+pub(crate) use target::LinkSettings;
+pub use target::{Connections, RedisTarget};

@@ -51,10 +51,21 @@ pub struct Process {
 impl Process {
     /// Starts `sandbox-api <args>` and waits for `listening on http://...`.
     pub async fn start(name: &str, args: &[String], dir: &Path) -> Process {
+        Process::start_with_env(name, args, &[], dir).await
+    }
+
+    /// [`Process::start`] with `env` added to the environment.
+    pub async fn start_with_env(
+        name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        dir: &Path,
+    ) -> Process {
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("create a log file");
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,sandbox_coordinator=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

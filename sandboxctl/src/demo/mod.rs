@@ -22,14 +22,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use sandbox_coordinator::{Coordinator, Error};
+use sandbox_coordinator::{Builder, Coordinator, Error, RedisTarget};
 use tokio::time::Instant;
 
 use self::fleet::{Fleet, SHORT_LEASE, SandboxName};
 use self::report::{Report, Setup};
 use crate::output::Verdict;
 use crate::output::{emit, emit_json};
-use crate::redis_target::RedisTarget;
 use crate::server::{Server, glob_escape};
 
 /// Waiters' fallback poll in the demo's coordinators (pub/sub wakes them
@@ -97,9 +96,9 @@ pub async fn run(
     let generated = namespace.is_none();
     let namespace = namespace.unwrap_or_else(|| format!("demo-{:08x}", rand::random::<u32>()));
     let redis = if embedded {
-        format!("embedded redis-server on {}", target.shown())
+        format!("embedded redis-server on {target}")
     } else {
-        target.shown()
+        target.to_string()
     };
 
     if !json {
@@ -113,13 +112,12 @@ pub async fn run(
     let mut servers = Vec::with_capacity(args.servers);
     for _ in 0..args.servers {
         servers.push(
-            target
-                .builder()
+            Builder::from(target.clone())
                 .namespace(namespace.clone())
                 .poll_interval(POLL)
                 .build()
                 .await
-                .with_context(|| format!("cannot connect to {}", target.shown()))?,
+                .with_context(|| format!("cannot connect to {target}"))?,
         );
     }
     let sandboxes: Vec<SandboxName> = (0..args.sandboxes)
