@@ -375,7 +375,20 @@ async fn wrong_type(conn: &mut redis::aio::MultiplexedConnection, key: &str, kin
 
 /// Damage to the team's sequence `<ns>:{team}:seq` (team views): a key of
 /// each other type, and a string that is no sequence number.
-const SEQUENCE_DAMAGE: &[&str] = &["hash", "set", "zset", "list", "x", "9223372036854775807"];
+/// The strings: no number, the end of INCR's range, a number INCR refuses
+/// (leading zeros), a negative one, and the last one a Lua number holds
+/// exactly (its INCR would not be: 2^53 - 1).
+const SEQUENCE_DAMAGE: &[&str] = &[
+    "hash",
+    "set",
+    "zset",
+    "list",
+    "x",
+    "9223372036854775807",
+    "007",
+    "-5",
+    "9007199254740991",
+];
 
 /// The scene of the sequence test: s1 running and due, s2 paused, s3
 /// running, s4 under a started pause (watchdog off), s5 stuck (pausing, its
@@ -465,10 +478,12 @@ async fn a_damaged_team_sequence_is_corrupt_before_any_write() {
             // finish or give back in the background meanwhile.)
             let (mut held, mut reservation) = (Some(held), Some(reservation));
             match *damage {
-                "x" | "9223372036854775807" => {
-                    raw(&mut conn, &["SET", &seq, damage]).await;
+                kind @ ("hash" | "set" | "zset" | "list") => {
+                    wrong_type(&mut conn, &seq, kind).await
                 }
-                kind => wrong_type(&mut conn, &seq, kind).await,
+                text => {
+                    raw(&mut conn, &["SET", &seq, text]).await;
+                }
             }
             let before = dump_connection(&mut conn).await;
             let (name, got) = timeout(BOUND, async {

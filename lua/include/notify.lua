@@ -39,7 +39,10 @@ end
 local function sequence_refusal()
   local seq = redis.pcall('GET', TP .. 'seq')
   if type(seq) == 'table' then return wrongtype(seq, TP .. 'seq', 'string') end
-  if seq and not (string.match(seq, '^%d+$') and #seq < 19) then
+  -- What INCR takes (no sign, no leading zero) and leaves below 2^53, the
+  -- last integer a Lua number holds exactly.
+  if seq and not ((seq == '0' or string.match(seq, '^[1-9]%d*$')) and #seq < 17
+                  and tonumber(seq) < 9007199254740991) then
     return {'corrupt', TP .. 'seq is not a sequence number'}
   end
   return nil
@@ -49,12 +52,19 @@ end
 -- script's first write, by a script that announces on every path past it:
 -- returns the number (a string) and nil, or nil and a refusal when the
 -- sequence cannot take the INCR (a key of another type, a string that is
--- no number, the end of its range), nothing written. One command where
+-- no number, the end of its range, a negative number, a number past 2^53),
+-- nothing written. One command where
 -- sequence_refusal() and announce() take two. Any other error (READONLY,
 -- OOM, NOPERM) is raised as Redis gave it (errors.lua).
 local function claim_sequence()
   local seq = redis.pcall('INCR', TP .. 'seq')
-  if type(seq) == 'number' then return string.format('%d', seq), nil end
+  if type(seq) == 'number' then
+    if seq > 0 and seq <= 9007199254740991 then return string.format('%d', seq), nil end
+    -- A negative sequence, or one past what a Lua number holds exactly:
+    -- the INCR is undone (Redis counts in 64-bit integers: exactly).
+    redis.call('DECR', TP .. 'seq')
+    return nil, {'corrupt', TP .. 'seq is not a sequence number'}
+  end
   if string.find(seq.err, 'WRONGTYPE', 1, true) then return nil, wrongtype(seq, TP .. 'seq', 'string') end
   if string.find(seq.err, 'not an integer', 1, true) or string.find(seq.err, 'overflow', 1, true) then
     return nil, {'corrupt', TP .. 'seq is not a sequence number'}
