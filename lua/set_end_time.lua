@@ -42,11 +42,15 @@ if err then return err end
 if not r then return {'not_found'} end
 if EXPECT ~= '' and r.exec ~= EXPECT then return {'exec_mismatch', r.exec} end
 if is_tombstone(r.state) then return {'settled', r.state} end
-err = sequence_refusal()
+local seq
+seq, err = claim_sequence()
 if err then return err end
 local end_n = tonumber(VALUE)
 if MODE == 'in' then end_n = now + end_n end
-redis.call('HSET', REC, 'end_ms', int(end_n))
+local end_ms = int(end_n)
+redis.call('HSET', REC, 'end_ms', end_ms)
 redis.call('ZADD', TP .. 'expiry', end_n, ID)
-announce(record_change(ID), nil, now)
+-- (Not a tombstone: the record does not expire.)
+announce(change_line(ID, r.state, r.exec, r.fence, end_ms, r.action, r.holder, r.until_ms, r.resv, nil), nil, now,
+         seq)
 return {'ok', r.end_ms, int(end_n)}
