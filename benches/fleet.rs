@@ -58,20 +58,32 @@ fn start_server() -> Result<Server> {
 
 /// `INFO commandstats` usec of script calls (evalsha + eval).
 async fn script_usec(conn: &mut redis::aio::MultiplexedConnection) -> Result<u64> {
+    commands_usec(conn, &["evalsha", "eval"]).await
+}
+
+/// `INFO commandstats` usec of `commands` (lower case), summed.
+async fn commands_usec(
+    conn: &mut redis::aio::MultiplexedConnection,
+    commands: &[&str],
+) -> Result<u64> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
         .await?;
     let mut usec = 0;
     for line in info.lines() {
-        if let Some(rest) = line
-            .strip_prefix("cmdstat_evalsha:")
-            .or_else(|| line.strip_prefix("cmdstat_eval:"))
-        {
-            for part in rest.split(',') {
-                if let Some(v) = part.strip_prefix("usec=") {
-                    usec += v.parse::<u64>()?;
-                }
+        let Some((name, rest)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        if !commands.contains(&name) {
+            continue;
+        }
+        for part in rest.split(',') {
+            if let Some(v) = part.strip_prefix("usec=") {
+                usec += v.parse::<u64>()?;
             }
         }
     }
@@ -165,10 +177,42 @@ async fn main() -> Result<()> {
         assert_eq!(all.len(), team_size);
     }
     usec.sort();
+    let list_usec = usec[usec.len() / 2];
     println!(
         "list of a team of {team_size}: median {:.1?} wall, {} ms of Redis time (median of 9; pages of 1,000)",
         median(times),
-        usec[usec.len() / 2] / 1000
+        list_usec / 1000
+    );
+    // The floor of reading the same records: a pipelined HGETALL of each,
+    // in pages of the same 1,000.
+    let records: Vec<String> = (0..team_size)
+        .map(|i| {
+            coord
+                .namespace()
+                .sandbox("big", &format!("i{i:019}"))
+                .map(|k| k.record)
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let mut hgetall = Vec::new();
+    for _ in 0..9 {
+        let before = commands_usec(&mut conn, &["hgetall"]).await?;
+        for page in records.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for key in page {
+                pipe.cmd("HGETALL").arg(key);
+            }
+            let _: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        }
+        hgetall.push(commands_usec(&mut conn, &["hgetall"]).await? - before);
+    }
+    hgetall.sort();
+    let floor_usec = hgetall[hgetall.len() / 2];
+    let ratio = list_usec as f64 / (floor_usec as f64).max(1.0);
+    println!(
+        "list vs a pipelined HGETALL of the same records: {:.2} vs {:.2} µs of Redis time per sandbox = {ratio:.2} × (target ≤ 1.5 ×: {})",
+        list_usec as f64 / team_size as f64,
+        floor_usec as f64 / team_size as f64,
+        if ratio <= 1.5 { "met" } else { "missed" }
     );
     let t0 = Instant::now();
     let count = coord.count("big").await?;

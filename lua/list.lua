@@ -35,11 +35,11 @@ if ids.err then return wrongtype(ids, KEYS[1], 'sorted set') end
 local rows, n = {}, 0
 for _, id in ipairs(ids) do
   local key = TP .. 'rec:' .. id
-  local r, err = load_record(key)
+  local r, data, err = load_record_and_data(key)
   if err then return err end
   if r then
     rows[#rows + 1] = id
-    record_reply(rows, key, r)
+    record_reply(rows, key, r, data)
     n = n + 1
   end
 end

@@ -106,15 +106,10 @@ local function refusal(r)
   return nil
 end
 
--- Reads the record at `key`. Returns (nil, nil) when it does not exist,
--- (nil, refusal reply) when no script may use it, else the record.
-local function load_record(key)
-  local x = redis.pcall('HMGET', key, unpack(FIELDS))
-  if x.err then return nil, wrongtype(x, key, 'hash') end
-  if x[1] == false then
-    if redis.call('EXISTS', key) == 0 then return nil, nil end
-    return nil, {'corrupt', key .. ' has no schema version'}
-  end
+-- The record table of `x`, the values of FIELDS in order (false or nil:
+-- absent), read from `key`: (record, nil) or (nil, refusal reply).
+local function record_of(key, x)
+  if not x[1] then return nil, {'corrupt', key .. ' has no schema version'} end
   if x[1] ~= SCHEMA then return nil, {'schema', x[1]} end
   -- One constructor with every field the record table will hold (the
   -- parsed ones too): built key by key, the table would grow and rehash
@@ -128,4 +123,42 @@ local function load_record(key)
   local bad = refusal(r)
   if bad then return nil, {'corrupt', key .. ': ' .. bad} end
   return r, nil
+end
+
+-- Reads the record at `key`. Returns (nil, nil) when it does not exist,
+-- (nil, refusal reply) when no script may use it, else the record.
+local function load_record(key)
+  local x = redis.pcall('HMGET', key, unpack(FIELDS))
+  if x.err then return nil, wrongtype(x, key, 'hash') end
+  if x[1] == false and redis.call('EXISTS', key) == 0 then return nil, nil end
+  return record_of(key, x)
+end
+
+-- The position of each of FIELDS (load_record_and_data builds it once).
+local AT = nil
+
+-- load_record for a reader that also wants the opaque `data` (list): one
+-- HGETALL instead of an HMGET and an HGET. Returns (record, data, nil),
+-- (nil, nil, nil) when the record does not exist, or (nil, nil, refusal).
+local function load_record_and_data(key)
+  local all = redis.pcall('HGETALL', key)
+  if all.err then return nil, nil, wrongtype(all, key, 'hash') end
+  if #all == 0 then return nil, nil, nil end
+  if not AT then
+    AT = {}
+    for i, f in ipairs(FIELDS) do AT[f] = i end
+  end
+  local x = {false, false, false, false, false, false, false, false, false, false, false, false, false,
+             false, false, false, false}
+  local data = ''
+  for i = 1, #all - 1, 2 do
+    local at = AT[all[i]]
+    if at then
+      x[at] = all[i + 1]
+    elseif all[i] == 'data' then
+      data = all[i + 1]
+    end
+  end
+  local r, err = record_of(key, x)
+  return r, data, err
 end

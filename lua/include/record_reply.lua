@@ -1,8 +1,9 @@
 -- record_reply.lua — a validated record as the client reads it: its PTTL,
--- every field of record.lua's FIELDS in that order, then `data`.
+-- every field of record.lua's FIELDS in that order, then `data` (read here
+-- unless the caller read it with the record: load_record_and_data).
 
-local function record_reply(out, key, r)
+local function record_reply(out, key, r, data)
   out[#out + 1] = int(redis.call('PTTL', key))
   for _, f in ipairs(FIELDS) do out[#out + 1] = r[f] end
-  out[#out + 1] = redis.call('HGET', key, 'data') or ''
+  out[#out + 1] = data or redis.call('HGET', key, 'data') or ''
 end
