@@ -255,7 +255,12 @@ impl Link {
                     .0
                     .unwrap_or_else(|| m.next.fetch_add(1, Ordering::Relaxed));
                 let slot = &m.slots[at % m.slots.len()];
-                let mut conn = self.slot_conn(m, slot).await?;
+                // The connect path is boxed: awaited inline, its future
+                // (several KB) would be moved with every call's.
+                let mut conn = match cached(slot) {
+                    Some(conn) => conn,
+                    None => Box::pin(self.slot_conn(m, slot)).await?,
+                };
                 let result = conn.req_packed_commands(cmds, 0, count).await;
                 match &result {
                     // A pipeline's server errors come back as values.
@@ -277,7 +282,9 @@ impl Link {
                 result.map_err(to_error)
             }
             Conns::Pooled { pool, generation } => {
-                let mut link = pool.get().await.map_err(|e| match e {
+                // (Boxed for the same reason: the checkout's future is
+                // 6.5 KB, and Multiplexed calls would carry it too.)
+                let mut link = Box::pin(pool.get()).await.map_err(|e| match e {
                     managed::PoolError::Backend(e) => to_error(e),
                     other => Error::Pool(other.to_string()),
                 })?;
@@ -315,27 +322,18 @@ impl Link {
         }
     }
 
+    /// The slot's connection, connecting it first when it has none.
     async fn slot_conn(
         &self,
         m: &Multiplexed,
         slot: &Slot,
     ) -> Result<MultiplexedConnection, Error> {
-        if let Some(conn) = slot
-            .conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-        {
+        if let Some(conn) = cached(slot) {
             return Ok(conn);
         }
         // One connect per slot at a time: the others wait for it.
         let _connecting = slot.connecting.lock().await;
-        if let Some(conn) = slot
-            .conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-        {
+        if let Some(conn) = cached(slot) {
             return Ok(conn);
         }
         let conn = bounded(
@@ -368,6 +366,14 @@ fn retire_slot(slot: &Slot) {
 
 /// Bounds a connect: plaintext to a TLS port, a blackholed address or a
 /// stalled handshake fail instead of hanging.
+/// The slot's connection, if it has one.
+fn cached(slot: &Slot) -> Option<MultiplexedConnection> {
+    slot.conn
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
 async fn bounded<T>(
     limit: Duration,
     fut: impl std::future::Future<Output = Result<T, RedisError>>,
