@@ -113,6 +113,7 @@ mod record;
 mod redact;
 mod redis;
 mod reservation;
+mod retry;
 mod runtime;
 mod sandbox;
 pub mod scripts;

@@ -6,6 +6,7 @@ use crate::error::Error;
 use crate::lifecycle::{Action, Outcome, State};
 use crate::ops::{Ctx, Env, Send, call};
 use crate::redis::{Replication, Route};
+use crate::retry::Retry;
 
 /// How a finish call went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,8 +144,8 @@ impl Target {
 }
 
 /// Finishes `target` with the retry discipline of a finish: transient
-/// errors are retried (twice quickly, then every 100 ms while `until` —
-/// the lease deadline — has not passed); finishing is retry-safe, and after
+/// errors are retried ([`Retry::TWICE`], then on while `until` — the lease
+/// deadline — has not passed); finishing is retry-safe, and after
 /// an attempt whose reply was lost (`unsure`), an answer that the fence is
 /// stale or the record gone is [`Error::FinishUnknown`], never `Fenced`:
 /// the lost attempt may have recorded it. Returns the state the record is
@@ -159,6 +160,7 @@ pub(crate) async fn finish_retrying(
     route: Route,
 ) -> Result<(), Error> {
     let ctx = target.ctx();
+    let retry = Retry::TWICE.more_until(until.map(tokio::time::Instant::into_std));
     let mut attempt = 0u32;
     loop {
         let result = finish(
@@ -174,19 +176,14 @@ pub(crate) async fn finish_retrying(
         .await;
         let (finished, replication) = match result {
             Err(e) if e.is_retryable() && !matches!(e, Error::NotReplicated { .. }) => {
-                let now = tokio::time::Instant::now();
-                if attempt >= 2 && until.is_none_or(|u| now >= u) {
+                let now = tokio::time::Instant::now().into_std();
+                let Some(pause) = retry.next(attempt, now) else {
                     return Err(e);
-                }
-                unsure = true;
-                let pause = match attempt {
-                    0 => 20,
-                    1 => 80,
-                    _ => 100,
                 };
+                unsure = true;
                 attempt += 1;
                 tracing::debug!(fence = target.fence, error = %e, "finish failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                tokio::time::sleep(pause).await;
                 continue;
             }
             other => other?,

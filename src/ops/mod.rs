@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::keys::{Namespace, SCHEMA_VERSION, SandboxKeys};
 use crate::lifecycle::Lifecycle;
 use crate::redis::{Link, Replication, Route, value};
+use crate::retry::Retry;
 use crate::scripts::{Script, Scripts};
 
 /// What every script call needs: the connections, this coordinator's
@@ -180,12 +181,13 @@ impl Ctx<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Send {
     /// Read-only, or idempotent for the same arguments (settle, extend,
-    /// set_end_time, ...): a transient failure is retried twice (after 20
-    /// and 80 ms), so one broken connection costs the caller nothing.
+    /// set_end_time, ...): a transient failure is retried
+    /// ([`Retry::TWICE`]), so one broken connection costs the caller nothing.
     Retried { write: bool },
     /// Its effect after a lost reply is unknown and a retry could differ
     /// (register, remove, reserve): sent once; the caller decides. Begin and
-    /// finish retry in their own loops (by holder id, by recorded outcome).
+    /// finish retry in their own loops (by holder id, by recorded outcome),
+    /// with the same [`Retry`].
     Once { write: bool },
 }
 
@@ -198,16 +200,20 @@ pub(crate) async fn call(
     send: Send,
     route: Route,
 ) -> Result<(Reply, Replication), Error> {
-    let (write, retries) = match send {
-        Send::Retried { write } => (write, 2),
-        Send::Once { write } => (write, 0),
+    let (write, retry) = match send {
+        Send::Retried { write } => (write, Retry::TWICE),
+        Send::Once { write } => (write, Retry::ONCE),
     };
     let mut attempt = 0;
     loop {
         match env.link.run(script, keys, args, write, route).await {
-            Err(e) if attempt < retries && e.is_retryable() => {
+            Err(e) if e.is_retryable() => {
+                let now = tokio::time::Instant::now().into_std();
+                let Some(pause) = retry.next(attempt, now) else {
+                    return Err(e);
+                };
                 tracing::debug!(script = script.name(), error = %e, "retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(20 << (2 * attempt))).await;
+                tokio::time::sleep(pause).await;
                 attempt += 1;
             }
             Err(e) => return Err(e),
