@@ -29,10 +29,10 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::keys::SandboxKeys;
+use crate::keys::SandboxRef;
 use crate::lifecycle::Outcome;
+use crate::ops::Env;
 use crate::ops::finish::{Target, finish_retrying};
-use crate::ops::{Ctx, Env};
 use crate::redis::Route;
 
 /// The lease as its holder sees it: a local deadline never later than the
@@ -98,9 +98,7 @@ pub(crate) enum Job {
     },
     /// Undo what a dropped begin call may have left (by holder).
     Cancel {
-        team: String,
-        id: String,
-        keys: SandboxKeys,
+        sandbox: SandboxRef,
         holder: String,
         reason: &'static str,
         route: Route,
@@ -109,12 +107,7 @@ pub(crate) enum Job {
     /// Answer once every background call sent so far has ended.
     Flush(tokio::sync::oneshot::Sender<()>),
     /// Give back a reservation.
-    Unreserve {
-        team: String,
-        id: String,
-        keys: SandboxKeys,
-        token: String,
-    },
+    Unreserve { sandbox: SandboxRef, token: String },
 }
 
 /// The keeper's address.
@@ -249,7 +242,7 @@ async fn run(env: Arc<Env>, mut rx: mpsc::UnboundedReceiver<Job>, response_timeo
                             let sent_at = Instant::now();
                             let result = crate::ops::extend::extend(
                                 &env,
-                                &target.ctx(),
+                                &target.sandbox,
                                 target.fence,
                                 &target.holder,
                                 lease,
@@ -309,20 +302,18 @@ fn background(
             .await;
             match result {
                 Ok(()) => tracing::debug!(
-                    team = %target.team, sandbox = %target.id, fence = target.fence,
+                    team = %target.sandbox.team, sandbox = %target.sandbox.id, fence = target.fence,
                     %outcome, %reason, "finished in the background"
                 ),
                 Err(e) => tracing::warn!(
-                    team = %target.team, sandbox = %target.id, fence = target.fence,
+                    team = %target.sandbox.team, sandbox = %target.sandbox.id, fence = target.fence,
                     error = %e, "finishing in the background failed"
                 ),
             }
             Done::Other
         }),
         Job::Cancel {
-            team,
-            id,
-            keys,
+            sandbox,
             holder,
             reason,
             route,
@@ -337,9 +328,7 @@ fn background(
                         *seq,
                     ),
                     Timer::Job(Box::new(Job::Cancel {
-                        team: team.clone(),
-                        id: id.clone(),
-                        keys: keys.clone(),
+                        sandbox: sandbox.clone(),
                         holder: holder.clone(),
                         reason,
                         route: Route::default(),
@@ -348,17 +337,11 @@ fn background(
                 );
             }
             Box::pin(async move {
-                let ctx = Ctx {
-                    team: &team,
-                    id: &id,
-                    keys: &keys,
-                };
-                match crate::ops::finish::cancel(&env, &ctx, &holder, route).await {
+                let (team, id) = (sandbox.team.clone(), sandbox.id.clone());
+                match crate::ops::finish::cancel(&env, &sandbox, &holder, route).await {
                     Ok(crate::ops::finish::Cancelled::Holds { fence, action }) => {
                         let target = Target {
-                            team: team.clone(),
-                            id: id.clone(),
-                            keys: keys.clone(),
+                            sandbox,
                             action,
                             fence,
                             holder: holder.clone(),
@@ -391,19 +374,9 @@ fn background(
                 Done::Other
             })
         }
-        Job::Unreserve {
-            team,
-            id,
-            keys,
-            token,
-        } => Box::pin(async move {
-            let ctx = Ctx {
-                team: &team,
-                id: &id,
-                keys: &keys,
-            };
-            if let Err(e) = crate::ops::reserve::unreserve(&env, &ctx, &token).await {
-                tracing::warn!(%team, sandbox = %id, error = %e, "giving back a dropped reservation failed");
+        Job::Unreserve { sandbox, token } => Box::pin(async move {
+            if let Err(e) = crate::ops::reserve::unreserve(&env, &sandbox, &token).await {
+                tracing::warn!(team = %sandbox.team, sandbox = %sandbox.id, error = %e, "giving back a dropped reservation failed");
             }
             Done::Other
         }),

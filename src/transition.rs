@@ -61,8 +61,8 @@ pub struct Transition {
 impl std::fmt::Debug for Transition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transition")
-            .field("team", &self.target.team)
-            .field("id", &self.target.id)
+            .field("team", &self.target.sandbox.team)
+            .field("id", &self.target.sandbox.id)
             .field("action", &self.target.action)
             .field("fence", &self.target.fence)
             .field("holder", &self.target.holder)
@@ -126,12 +126,12 @@ impl Transition {
 
     /// Team id.
     pub fn team(&self) -> &str {
-        &self.target.team
+        &self.target.sandbox.team
     }
 
     /// Sandbox id.
     pub fn id(&self) -> &str {
-        &self.target.id
+        &self.target.sandbox.id
     }
 
     /// The execution (incarnation) the transition is on.
@@ -160,13 +160,13 @@ impl Transition {
     pub async fn extend(&self) -> Result<Duration> {
         let span = tracing::debug_span!(
             parent: &self.span, "extend",
-            team = %self.target.team, sandbox = %self.target.id,
+            team = %self.target.sandbox.team, sandbox = %self.target.sandbox.id,
             action = %self.target.action, fence = self.target.fence
         );
         let sent_at = Instant::now();
         let extended = crate::ops::extend::extend(
             &self.rt.env,
-            &self.target.ctx(),
+            &self.target.sandbox,
             self.target.fence,
             &self.target.holder,
             self.lease,
@@ -250,7 +250,7 @@ impl Transition {
     async fn finish(&mut self, outcome: Outcome, reason: String) -> Result<()> {
         let span = tracing::info_span!(
             parent: &self.span, "finish",
-            team = %self.target.team, sandbox = %self.target.id,
+            team = %self.target.sandbox.team, sandbox = %self.target.sandbox.id,
             action = %self.target.action, fence = self.target.fence, %outcome
         );
         self.finishing = Finishing::Sent(outcome, reason.clone());
@@ -308,7 +308,7 @@ impl Drop for Transition {
             };
         crate::metrics::cancelled(what);
         tracing::debug!(
-            team = %self.target.team, sandbox = %self.target.id, fence = self.target.fence,
+            team = %self.target.sandbox.team, sandbox = %self.target.sandbox.id, fence = self.target.fence,
             %outcome, %reason, "finishing a dropped {what} in the background"
         );
         self.rt.keeper.send(Job::Finish {

@@ -18,9 +18,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::keys::SandboxRef;
 use crate::lifecycle::EndReason;
 use crate::notify::{Notice, Wake, Watch};
-use crate::ops::Ctx;
 use crate::ops::inspect::inspect;
 use crate::ops::settle::{Settled, settle};
 use crate::protocol::step::{Call, Input, Next, Woke};
@@ -31,14 +31,14 @@ fn subscribe_bound(rt: &Runtime) -> Duration {
     rt.settings.response_timeout.min(Duration::from_secs(2))
 }
 
-pub(crate) fn watch(rt: &Runtime, ctx: &Ctx<'_>) -> Watch {
+pub(crate) fn watch(rt: &Runtime, ctx: &SandboxRef) -> Watch {
     rt.notifier
-        .watch(ctx.team, ctx.id, &ctx.keys.team.channel())
+        .watch(&ctx.team, &ctx.id, &ctx.keys.team.channel())
 }
 
 /// Registers for the sandbox's notices and waits (bounded) until they are
 /// subscribed: a check made after this cannot miss one.
-pub(crate) async fn watch_ready(rt: &Runtime, ctx: &Ctx<'_>) -> Watch {
+pub(crate) async fn watch_ready(rt: &Runtime, ctx: &SandboxRef) -> Watch {
     let mut w = watch(rt, ctx);
     w.ready(subscribe_bound(rt)).await;
     w
@@ -49,7 +49,7 @@ pub(crate) async fn watch_ready(rt: &Runtime, ctx: &Ctx<'_>) -> Watch {
 /// the one subscription (made when first asked for), sleeps.
 pub(crate) struct Io<'a> {
     rt: &'a Runtime,
-    ctx: &'a Ctx<'a>,
+    ctx: &'a SandboxRef,
     watch: Option<Watch>,
     /// The `wait` span: opened when the request first waits (subscribes),
     /// it covers everything the request does from then until it answers.
@@ -57,7 +57,7 @@ pub(crate) struct Io<'a> {
 }
 
 impl<'a> Io<'a> {
-    pub(crate) fn new(rt: &'a Runtime, ctx: &'a Ctx<'a>) -> Io<'a> {
+    pub(crate) fn new(rt: &'a Runtime, ctx: &'a SandboxRef) -> Io<'a> {
         Io {
             rt,
             ctx,

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::keys::SandboxRef;
 use crate::lifecycle::{Action, State};
-use crate::ops::{Ctx, Env, Send, call};
+use crate::ops::{Env, Send, call};
 use crate::redis::{Replication, Route};
 
 /// The arguments of one begin call.
@@ -44,15 +45,15 @@ pub(crate) enum Decided {
     Absorbed(State),
 }
 
-fn state(ctx: &Ctx<'_>, s: &str) -> Result<State, Error> {
+fn state(ctx: &SandboxRef, s: &str) -> Result<State, Error> {
     s.parse().map_err(|e: String| Error::Corrupt {
-        detail: format!("{}: {e}", ctx.keys.record),
+        detail: format!("{}: {e}", ctx.record()),
     })
 }
 
 pub(crate) async fn begin(
     env: &Env,
-    ctx: &Ctx<'_>,
+    ctx: &SandboxRef,
     action: Action,
     args: &BeginArgs<'_>,
     route: Route,
@@ -64,15 +65,15 @@ pub(crate) async fn begin(
         env,
         env.scripts.begin(action),
         &[
-            &ctx.keys.record,
-            &ctx.keys.team.key("expiry"),
-            &ctx.keys.team.key("tombs"),
-            &ctx.keys.team.key("ids"),
-            &ctx.keys.team.key("seq"),
+            ctx.record(),
+            &ctx.keys.team.expiry(),
+            &ctx.keys.team.tombs(),
+            &ctx.keys.team.ids(),
+            &ctx.keys.team.seq(),
         ],
         &[
-            &ctx.keys.team.prefix,
-            ctx.id,
+            ctx.prefix(),
+            &ctx.id,
             args.holder,
             &lease_ms,
             expect,
@@ -107,8 +108,8 @@ pub(crate) async fn begin(
         "absorbed" => Decided::Absorbed(state(ctx, reply.str(1))?),
         "invalid" => {
             return Err(Error::InvalidTransition {
-                team: ctx.team.into(),
-                id: ctx.id.into(),
+                team: ctx.team.clone(),
+                id: ctx.id.clone(),
                 from: state(ctx, reply.str(1))?,
                 action,
             });
@@ -117,21 +118,21 @@ pub(crate) async fn begin(
         "exec_mismatch" => return Err(ctx.exec_mismatch(&reply, expect)),
         "eviction_in_progress" => {
             return Err(Error::EvictionInProgress {
-                team: ctx.team.into(),
-                id: ctx.id.into(),
+                team: ctx.team.clone(),
+                id: ctx.id.clone(),
                 fence: reply.u64(1).unwrap_or(0),
                 action: reply.str(2).into(),
             });
         }
         "eviction_not_needed" => {
             return Err(Error::EvictionNotNeeded {
-                team: ctx.team.into(),
-                id: ctx.id.into(),
+                team: ctx.team.clone(),
+                id: ctx.id.clone(),
                 end_ms: reply.u64(1)?,
                 now_ms: reply.u64(2)?,
             });
         }
-        _ => return Err(reply.refusal(&ctx.keys.record, &env.digest)),
+        _ => return Err(reply.refusal(ctx.record(), &env.digest)),
     };
     Ok((decided, replication))
 }

@@ -7,11 +7,11 @@ use crate::redis::Route;
 use crate::sandbox::TeamCount;
 
 pub(crate) async fn count(env: &Env, keys: &TeamKeys) -> Result<TeamCount, Error> {
-    let ids = keys.key("ids");
+    let ids = keys.ids();
     let (reply, _) = call(
         env,
         &env.scripts.count,
-        &[&ids, &keys.key("resv"), &keys.key("team")],
+        &[&ids, &keys.resv(), &keys.hash()],
         &[&keys.prefix],
         Send::Retried { write: true },
         Route::default(),

@@ -24,12 +24,12 @@ pub(crate) async fn team(
     keys: &TeamKeys,
     limit: usize,
 ) -> Result<Found, Error> {
-    let expiry = keys.key("expiry");
+    let expiry = keys.expiry();
     let limit_s = limit.to_string();
     let (reply, _) = call(
         env,
         &env.scripts.due,
-        &[&expiry, &keys.key("tombs")],
+        &[&expiry, &keys.tombs()],
         &[&keys.prefix, &limit_s],
         Send::Retried { write: true },
         Route::default(),
@@ -116,12 +116,12 @@ pub(crate) async fn sweep(env: &Env, team: &str, id: &str) -> Result<bool, Error
         &env.scripts.sweep,
         &[
             &keys.record,
-            &keys.team.key("expiry"),
-            &keys.team.key("tombs"),
-            &keys.team.key("ids"),
-            &keys.team.key("team"),
-            &keys.team.slot_key("teams"),
-            &keys.team.key("seq"),
+            &keys.team.expiry(),
+            &keys.team.tombs(),
+            &keys.team.ids(),
+            &keys.team.hash(),
+            &keys.team.slot_teams(),
+            &keys.team.seq(),
         ],
         &[id, &keys.team.prefix, team],
         Send::Retried { write: true },

@@ -2,12 +2,13 @@
 
 use crate::bounds::EndArg;
 use crate::error::Error;
-use crate::ops::{Ctx, Env, Send, call};
+use crate::keys::SandboxRef;
+use crate::ops::{Env, Send, call};
 use crate::redis::{Replication, Route};
 
 pub(crate) async fn set_end_time(
     env: &Env,
-    ctx: &Ctx<'_>,
+    ctx: &SandboxRef,
     end: &EndArg,
     expect_execution: Option<&str>,
 ) -> Result<Replication, Error> {
@@ -15,12 +16,8 @@ pub(crate) async fn set_end_time(
     let (reply, replication) = call(
         env,
         &env.scripts.set_end_time,
-        &[
-            &ctx.keys.record,
-            &ctx.keys.team.key("expiry"),
-            &ctx.keys.team.key("seq"),
-        ],
-        &[&ctx.keys.team.prefix, ctx.id, end.mode, &end.ms, expect],
+        &[ctx.record(), &ctx.keys.team.expiry(), &ctx.keys.team.seq()],
+        &[ctx.prefix(), &ctx.id, end.mode, &end.ms, expect],
         Send::Retried { write: true },
         Route::default(),
     )
@@ -30,10 +27,10 @@ pub(crate) async fn set_end_time(
         "not_found" => Err(ctx.not_found()),
         "exec_mismatch" => Err(ctx.exec_mismatch(&reply, expect)),
         "settled" => Err(Error::NotLive {
-            team: ctx.team.into(),
-            id: ctx.id.into(),
+            team: ctx.team.clone(),
+            id: ctx.id.clone(),
             state: reply.str(1).into(),
         }),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+        _ => Err(reply.refusal(ctx.record(), &env.digest)),
     }
 }

@@ -3,13 +3,14 @@
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::ops::{Ctx, Env, Send, call};
+use crate::keys::SandboxRef;
+use crate::ops::{Env, Send, call};
 use crate::redis::Route;
 
 /// `Some(lease)` when extended, `None` when fenced (the lease is not ours).
 pub(crate) async fn extend(
     env: &Env,
-    ctx: &Ctx<'_>,
+    ctx: &SandboxRef,
     fence: u64,
     holder: &str,
     lease: Duration,
@@ -19,8 +20,8 @@ pub(crate) async fn extend(
     let (reply, _) = call(
         env,
         &env.scripts.extend,
-        &[&ctx.keys.record, &ctx.keys.team.key("seq")],
-        &[&ctx.keys.team.prefix, ctx.id, &fence_s, holder, &lease_ms],
+        &[ctx.record(), &ctx.keys.team.seq()],
+        &[ctx.prefix(), &ctx.id, &fence_s, holder, &lease_ms],
         Send::Retried { write: true },
         Route::default(),
     )
@@ -28,6 +29,6 @@ pub(crate) async fn extend(
     match reply.status() {
         "extended" => Ok(Some(Duration::from_millis(reply.u64(1)?))),
         "fenced" => Ok(None),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+        _ => Err(reply.refusal(ctx.record(), &env.digest)),
     }
 }

@@ -3,8 +3,9 @@
 //! by holder).
 
 use crate::error::Error;
+use crate::keys::SandboxRef;
 use crate::lifecycle::{Action, Outcome, State};
-use crate::ops::{Ctx, Env, Send, call};
+use crate::ops::{Env, Send, call};
 use crate::redis::{Replication, Route};
 use crate::retry::Retry;
 
@@ -24,7 +25,7 @@ pub(crate) enum Finished {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn finish(
     env: &Env,
-    ctx: &Ctx<'_>,
+    ctx: &SandboxRef,
     action: Action,
     fence: u64,
     holder: &str,
@@ -37,15 +38,15 @@ pub(crate) async fn finish(
         env,
         &env.scripts.finish,
         &[
-            &ctx.keys.record,
-            &ctx.keys.outcome(ctx.id, fence),
-            &ctx.keys.team.key("expiry"),
-            &ctx.keys.team.key("tombs"),
-            &ctx.keys.team.key("seq"),
+            ctx.record(),
+            &ctx.outcome(fence),
+            &ctx.keys.team.expiry(),
+            &ctx.keys.team.tombs(),
+            &ctx.keys.team.seq(),
         ],
         &[
-            &ctx.keys.team.prefix,
-            ctx.id,
+            ctx.prefix(),
+            &ctx.id,
             &fence_s,
             holder,
             action.as_str(),
@@ -57,7 +58,7 @@ pub(crate) async fn finish(
     )
     .await?;
     let corrupt = |e: String| Error::Corrupt {
-        detail: format!("{}: {e}", ctx.keys.record),
+        detail: format!("{}: {e}", ctx.record()),
     };
     let finished = match reply.status() {
         "finished" => Finished::Applied(reply.str(1).parse().map_err(corrupt)?),
@@ -69,7 +70,7 @@ pub(crate) async fn finish(
             current: reply.str(1).parse().ok(),
         },
         "not_found" => Finished::NotFound,
-        _ => return Err(reply.refusal(&ctx.keys.record, &env.digest)),
+        _ => return Err(reply.refusal(ctx.record(), &env.digest)),
     };
     Ok((finished, replication))
 }
@@ -87,15 +88,15 @@ pub(crate) enum Cancelled {
 
 pub(crate) async fn cancel(
     env: &Env,
-    ctx: &Ctx<'_>,
+    ctx: &SandboxRef,
     holder: &str,
     route: Route,
 ) -> Result<Cancelled, Error> {
     let (reply, _) = call(
         env,
         &env.scripts.cancel,
-        &[&ctx.keys.record],
-        &[&ctx.keys.team.prefix, ctx.id, holder],
+        &[ctx.record()],
+        &[ctx.prefix(), &ctx.id, holder],
         Send::Once { write: true },
         route,
     )
@@ -104,39 +105,29 @@ pub(crate) async fn cancel(
         "holds" => Ok(Cancelled::Holds {
             fence: reply.u64(1)?,
             action: reply.str(2).parse().map_err(|e: String| Error::Corrupt {
-                detail: format!("{}: {e}", ctx.keys.record),
+                detail: format!("{}: {e}", ctx.record()),
             })?,
         }),
         "dequeued" => Ok(Cancelled::Dequeued),
         "none" => Ok(Cancelled::None),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+        _ => Err(reply.refusal(ctx.record(), &env.digest)),
     }
 }
 
 /// A transition to finish: who it is about and which one.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
-    pub team: String,
-    pub id: String,
-    pub keys: crate::keys::SandboxKeys,
+    pub sandbox: SandboxRef,
     pub action: Action,
     pub fence: u64,
     pub holder: String,
 }
 
 impl Target {
-    pub(crate) fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            team: &self.team,
-            id: &self.id,
-            keys: &self.keys,
-        }
-    }
-
     pub(crate) fn fenced(&self, current: Option<u64>) -> Error {
         Error::Fenced {
-            team: self.team.clone(),
-            id: self.id.clone(),
+            team: self.sandbox.team.clone(),
+            id: self.sandbox.id.clone(),
             fence: self.fence,
             current,
         }
@@ -159,13 +150,13 @@ pub(crate) async fn finish_retrying(
     mut unsure: bool,
     route: Route,
 ) -> Result<(), Error> {
-    let ctx = target.ctx();
+    let ctx = &target.sandbox;
     let retry = Retry::TWICE.more_until(until.map(tokio::time::Instant::into_std));
     let mut attempt = 0u32;
     loop {
         let result = finish(
             env,
-            &ctx,
+            ctx,
             target.action,
             target.fence,
             &target.holder,
@@ -189,8 +180,8 @@ pub(crate) async fn finish_retrying(
             other => other?,
         };
         let unknown = || Error::FinishUnknown {
-            team: target.team.clone(),
-            id: target.id.clone(),
+            team: target.sandbox.team.clone(),
+            id: target.sandbox.id.clone(),
             fence: target.fence,
             action: target.action.as_str().into(),
         };

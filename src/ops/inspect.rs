@@ -3,7 +3,8 @@
 //! Rust twin of the scripts' validation.
 
 use crate::error::Error;
-use crate::ops::{Ctx, Env, Reply, Send, call};
+use crate::keys::SandboxRef;
+use crate::ops::{Env, Reply, Send, call};
 use crate::record::{FIELDS, Raw};
 use crate::redis::Route;
 use crate::sandbox::Sandbox;
@@ -39,19 +40,26 @@ pub(crate) fn row(
     )
 }
 
-pub(crate) async fn inspect(env: &Env, ctx: &Ctx<'_>) -> Result<Option<Sandbox>, Error> {
+pub(crate) async fn inspect(env: &Env, ctx: &SandboxRef) -> Result<Option<Sandbox>, Error> {
     let (reply, _) = call(
         env,
         &env.scripts.inspect,
-        &[&ctx.keys.record],
-        &[&ctx.keys.team.prefix, ctx.id],
+        &[ctx.record()],
+        &[ctx.prefix(), &ctx.id],
         Send::Retried { write: false },
         Route::default(),
     )
     .await?;
     match reply.status() {
-        "record" => Ok(Some(row(env, &reply, 2, reply.u64(1)?, ctx.team, ctx.id)?)),
+        "record" => Ok(Some(row(
+            env,
+            &reply,
+            2,
+            reply.u64(1)?,
+            &ctx.team,
+            &ctx.id,
+        )?)),
         "not_found" => Ok(None),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+        _ => Err(reply.refusal(ctx.record(), &env.digest)),
     }
 }

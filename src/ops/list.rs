@@ -14,7 +14,7 @@ pub(crate) async fn page(
     after: Option<&str>,
     count: usize,
 ) -> Result<Page, Error> {
-    let ids = keys.key("ids");
+    let ids = keys.ids();
     let count_s = count.to_string();
     let (reply, _) = call(
         env,

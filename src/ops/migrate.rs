@@ -1,7 +1,8 @@
 //! `migrate.lua`: convert one schema-1 record in place.
 
 use crate::error::Error;
-use crate::ops::{Ctx, Env, Send, call};
+use crate::keys::SandboxRef;
+use crate::ops::{Env, Send, call};
 use crate::redis::Route;
 
 /// What migrating one record did.
@@ -19,27 +20,27 @@ pub(crate) enum Migrated {
 
 pub(crate) async fn migrate(
     env: &Env,
-    ctx: &Ctx<'_>,
+    ctx: &SandboxRef,
     adopt_lifecycle: bool,
 ) -> Result<Migrated, Error> {
     let (reply, _) = call(
         env,
         &env.scripts.migrate,
         &[
-            &ctx.keys.record,
+            ctx.record(),
             &ctx.keys.team.key(&format!("lease:{}", ctx.id)),
-            &ctx.keys.team.key("expiry"),
-            &ctx.keys.team.key("tombs"),
-            &ctx.keys.team.key("ids"),
-            &ctx.keys.team.key("team"),
-            &ctx.keys.team.key("fence"),
-            &ctx.keys.team.slot_key("teams"),
-            &ctx.keys.team.slot_key("listed"),
+            &ctx.keys.team.expiry(),
+            &ctx.keys.team.tombs(),
+            &ctx.keys.team.ids(),
+            &ctx.keys.team.hash(),
+            &ctx.keys.team.fence(),
+            &ctx.keys.team.slot_teams(),
+            &ctx.keys.team.slot_listed(),
         ],
         &[
-            &ctx.keys.team.prefix,
-            ctx.id,
-            ctx.team,
+            ctx.prefix(),
+            &ctx.id,
+            &ctx.team,
             if adopt_lifecycle { "1" } else { "0" },
             &ctx.keys.team.slot_prefix,
         ],
@@ -57,6 +58,6 @@ pub(crate) async fn migrate(
         }),
         "not_found" => Ok(Migrated::NotFound),
         "busy" => Err(ctx.busy(&reply, 1)),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+        _ => Err(reply.refusal(ctx.record(), &env.digest)),
     }
 }

@@ -23,7 +23,7 @@ pub(crate) mod team_limit;
 use redis::Value;
 
 use crate::error::Error;
-use crate::keys::{Namespace, SCHEMA_VERSION, SandboxKeys};
+use crate::keys::{Namespace, SCHEMA_VERSION, SandboxRef};
 use crate::lifecycle::Lifecycle;
 use crate::redis::{Link, Replication, Route, value};
 use crate::retry::Retry;
@@ -126,25 +126,19 @@ impl Reply {
     }
 }
 
-/// Who a call is about, for the arguments and for error messages.
-pub(crate) struct Ctx<'a> {
-    pub team: &'a str,
-    pub id: &'a str,
-    pub keys: &'a SandboxKeys,
-}
-
-impl Ctx<'_> {
+/// The errors about one sandbox that several scripts answer.
+impl SandboxRef {
     pub(crate) fn not_found(&self) -> Error {
         Error::NotFound {
-            team: self.team.into(),
-            id: self.id.into(),
+            team: self.team.clone(),
+            id: self.id.clone(),
         }
     }
 
     pub(crate) fn busy(&self, reply: &Reply, at: usize) -> Error {
         Error::Busy {
-            team: self.team.into(),
-            id: self.id.into(),
+            team: self.team.clone(),
+            id: self.id.clone(),
             fence: reply.u64(at).unwrap_or(0),
             action: reply.str(at + 1).into(),
         }
@@ -152,8 +146,8 @@ impl Ctx<'_> {
 
     pub(crate) fn exists(&self, reply: &Reply) -> Error {
         Error::AlreadyExists {
-            team: self.team.into(),
-            id: self.id.into(),
+            team: self.team.clone(),
+            id: self.id.clone(),
             execution: reply.str(1).into(),
             state: reply.str(2).into(),
         }
@@ -161,8 +155,8 @@ impl Ctx<'_> {
 
     pub(crate) fn exec_mismatch(&self, reply: &Reply, expected: &str) -> Error {
         Error::ExecutionMismatch {
-            team: self.team.into(),
-            id: self.id.into(),
+            team: self.team.clone(),
+            id: self.id.clone(),
             expected: expected.into(),
             actual: reply.str(1).into(),
         }
@@ -170,7 +164,7 @@ impl Ctx<'_> {
 
     pub(crate) fn team_limit(&self, reply: &Reply) -> Error {
         Error::TeamLimit {
-            team: self.team.into(),
+            team: self.team.clone(),
             live: reply.usize(1).unwrap_or(0),
             limit: reply.usize(2).unwrap_or(0),
         }

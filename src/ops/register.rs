@@ -3,8 +3,9 @@
 
 use crate::bounds::EndArg;
 use crate::error::Error;
+use crate::keys::SandboxRef;
 use crate::ops::inspect::row;
-use crate::ops::{Ctx, Env, Send, call};
+use crate::ops::{Env, Send, call};
 use crate::redis::{Replication, Route};
 use crate::sandbox::{Registration, Sandbox};
 
@@ -19,7 +20,7 @@ pub(crate) struct Registered {
 
 pub(crate) async fn register(
     env: &Env,
-    ctx: &Ctx<'_>,
+    ctx: &SandboxRef,
     execution: &str,
     end: &EndArg,
     data: &str,
@@ -30,25 +31,25 @@ pub(crate) async fn register(
         env,
         &env.scripts.register,
         &[
-            &ctx.keys.record,
-            &ctx.keys.team.key("expiry"),
-            &ctx.keys.team.key("tombs"),
-            &ctx.keys.team.key("ids"),
-            &ctx.keys.team.key("resv"),
-            &ctx.keys.team.key("team"),
-            &ctx.keys.team.slot_key("teams"),
-            &ctx.keys.team.slot_key("listed"),
-            &ctx.keys.team.key("seq"),
+            ctx.record(),
+            &ctx.keys.team.expiry(),
+            &ctx.keys.team.tombs(),
+            &ctx.keys.team.ids(),
+            &ctx.keys.team.resv(),
+            &ctx.keys.team.hash(),
+            &ctx.keys.team.slot_teams(),
+            &ctx.keys.team.slot_listed(),
+            &ctx.keys.team.seq(),
         ],
         &[
-            &ctx.keys.team.prefix,
-            ctx.id,
+            ctx.prefix(),
+            &ctx.id,
             execution,
             end.mode,
             &end.ms,
             data,
             &limit,
-            ctx.team,
+            &ctx.team,
             &ctx.keys.team.slot_prefix,
             token,
         ],
@@ -65,9 +66,9 @@ pub(crate) async fn register(
         "busy" => return Err(ctx.busy(&reply, 1)),
         "exists" => return Err(ctx.exists(&reply)),
         "team_limit" => return Err(ctx.team_limit(&reply)),
-        _ => return Err(reply.refusal(&ctx.keys.record, &env.digest)),
+        _ => return Err(reply.refusal(ctx.record(), &env.digest)),
     };
-    let sandbox = row(env, &reply, 4, reply.u64(3)?, ctx.team, ctx.id)?;
+    let sandbox = row(env, &reply, 4, reply.u64(3)?, &ctx.team, &ctx.id)?;
     Ok(Registered {
         how,
         sandbox,

@@ -1,13 +1,14 @@
 //! `remove.lua`: delete a record and its index entries.
 
 use crate::error::Error;
-use crate::ops::{Ctx, Env, Send, call};
+use crate::keys::SandboxRef;
+use crate::ops::{Env, Send, call};
 use crate::redis::{Replication, Route};
 
 /// `true` if a record was removed, `false` if there was none.
 pub(crate) async fn remove(
     env: &Env,
-    ctx: &Ctx<'_>,
+    ctx: &SandboxRef,
     expect_execution: Option<&str>,
 ) -> Result<(bool, Replication), Error> {
     let expect = expect_execution.unwrap_or("");
@@ -15,15 +16,15 @@ pub(crate) async fn remove(
         env,
         &env.scripts.remove,
         &[
-            &ctx.keys.record,
-            &ctx.keys.team.key("expiry"),
-            &ctx.keys.team.key("tombs"),
-            &ctx.keys.team.key("ids"),
-            &ctx.keys.team.key("team"),
-            &ctx.keys.team.slot_key("teams"),
-            &ctx.keys.team.key("seq"),
+            ctx.record(),
+            &ctx.keys.team.expiry(),
+            &ctx.keys.team.tombs(),
+            &ctx.keys.team.ids(),
+            &ctx.keys.team.hash(),
+            &ctx.keys.team.slot_teams(),
+            &ctx.keys.team.seq(),
         ],
-        &[&ctx.keys.team.prefix, ctx.id, expect, ctx.team],
+        &[ctx.prefix(), &ctx.id, expect, &ctx.team],
         Send::Once { write: true },
         Route::default(),
     )
@@ -33,6 +34,6 @@ pub(crate) async fn remove(
         "not_found" => Ok((false, replication)),
         "busy" => Err(ctx.busy(&reply, 1)),
         "exec_mismatch" => Err(ctx.exec_mismatch(&reply, expect)),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+        _ => Err(reply.refusal(ctx.record(), &env.digest)),
     }
 }

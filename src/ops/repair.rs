@@ -47,16 +47,16 @@ pub(crate) async fn team(
     candidates.sort();
     candidates.dedup();
     let mut key_names = vec![
-        keys.key("ids"),
-        keys.key("expiry"),
-        keys.key("tombs"),
-        keys.key("resv"),
-        keys.key("team"),
-        keys.slot_key("teams"),
+        keys.ids(),
+        keys.expiry(),
+        keys.tombs(),
+        keys.resv(),
+        keys.hash(),
+        keys.slot_teams(),
     ];
     key_names.extend(candidates.iter().map(|id| keys.key(&format!("rec:{id}"))));
     // Last: the team view's sequence (repair.lua announces through it).
-    key_names.push(keys.key("seq"));
+    key_names.push(keys.seq());
     let key_refs: Vec<&str> = key_names.iter().map(String::as_str).collect();
     let mut args: Vec<&str> = vec![&keys.prefix, if dry_run { "1" } else { "0" }, team];
     args.extend(candidates.iter().map(String::as_str));

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::ops::{Ctx, Env, Send, call};
+use crate::keys::SandboxRef;
+use crate::ops::{Env, Send, call};
 use crate::redis::{Replication, Route};
 
 /// A reservation as the script made it.
@@ -16,7 +17,7 @@ pub(crate) struct Reserved {
 
 pub(crate) async fn reserve(
     env: &Env,
-    ctx: &Ctx<'_>,
+    ctx: &SandboxRef,
     token: &str,
     ttl: Duration,
     resume: bool,
@@ -27,15 +28,15 @@ pub(crate) async fn reserve(
         env,
         &env.scripts.reserve,
         &[
-            &ctx.keys.record,
-            &ctx.keys.team.key("expiry"),
-            &ctx.keys.team.key("resv"),
-            &ctx.keys.team.key("team"),
-            &ctx.keys.team.key("seq"),
+            ctx.record(),
+            &ctx.keys.team.expiry(),
+            &ctx.keys.team.resv(),
+            &ctx.keys.team.hash(),
+            &ctx.keys.team.seq(),
         ],
         &[
-            &ctx.keys.team.prefix,
-            ctx.id,
+            ctx.prefix(),
+            &ctx.id,
             token,
             &ttl_ms,
             &limit,
@@ -51,22 +52,22 @@ pub(crate) async fn reserve(
         "not_found" => Err(ctx.not_found()),
         "busy" => Err(ctx.busy(&reply, 1)),
         "team_limit" => Err(ctx.team_limit(&reply)),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+        _ => Err(reply.refusal(ctx.record(), &env.digest)),
     }
 }
 
 /// `true` if this call released it.
-pub(crate) async fn unreserve(env: &Env, ctx: &Ctx<'_>, token: &str) -> Result<bool, Error> {
+pub(crate) async fn unreserve(env: &Env, ctx: &SandboxRef, token: &str) -> Result<bool, Error> {
     let (reply, _) = call(
         env,
         &env.scripts.unreserve,
         &[
-            &ctx.keys.record,
-            &ctx.keys.team.key("resv"),
-            &ctx.keys.team.key("team"),
-            &ctx.keys.team.key("seq"),
+            ctx.record(),
+            &ctx.keys.team.resv(),
+            &ctx.keys.team.hash(),
+            &ctx.keys.team.seq(),
         ],
-        &[&ctx.keys.team.prefix, ctx.id, token],
+        &[ctx.prefix(), &ctx.id, token],
         Send::Retried { write: true },
         Route::default(),
     )
@@ -74,6 +75,6 @@ pub(crate) async fn unreserve(env: &Env, ctx: &Ctx<'_>, token: &str) -> Result<b
     match reply.status() {
         "released" => Ok(true),
         "none" => Ok(false),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+        _ => Err(reply.refusal(ctx.record(), &env.digest)),
     }
 }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::keys::SandboxRef;
 use crate::lifecycle::{Action, Outcome};
-use crate::ops::{Ctx, Env, Send, call};
+use crate::ops::{Env, Send, call};
 use crate::redis::Route;
 
 /// What settle found.
@@ -32,7 +33,7 @@ pub(crate) enum Settled {
 /// `force`: end a live lease too.
 pub(crate) async fn settle(
     env: &Env,
-    ctx: &Ctx<'_>,
+    ctx: &SandboxRef,
     fence: u64,
     holder: &str,
     force: bool,
@@ -42,14 +43,10 @@ pub(crate) async fn settle(
     let (reply, _) = call(
         env,
         &env.scripts.settle,
+        &[ctx.record(), &ctx.outcome(fence), &ctx.keys.team.seq()],
         &[
-            &ctx.keys.record,
-            &ctx.keys.outcome(ctx.id, fence),
-            &ctx.keys.team.key("seq"),
-        ],
-        &[
-            &ctx.keys.team.prefix,
-            ctx.id,
+            ctx.prefix(),
+            &ctx.id,
             &fence_s,
             holder,
             if force { "force" } else { "check" },
@@ -60,7 +57,7 @@ pub(crate) async fn settle(
     )
     .await?;
     let corrupt = |e: String| Error::Corrupt {
-        detail: format!("{}: {e}", ctx.keys.record),
+        detail: format!("{}: {e}", ctx.record()),
     };
     match reply.status() {
         "outcome" => Ok(Settled::Ended {
@@ -74,6 +71,6 @@ pub(crate) async fn settle(
         }),
         "live" => Ok(Settled::Live(Duration::from_millis(reply.u64(1)?))),
         "unknown" => Ok(Settled::Unknown),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+        _ => Err(reply.refusal(ctx.record(), &env.digest)),
     }
 }

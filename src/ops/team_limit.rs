@@ -11,12 +11,12 @@ pub(crate) async fn set(
     keys: &TeamKeys,
     limit: Option<usize>,
 ) -> Result<(Option<usize>, Replication), Error> {
-    let hash = keys.key("team");
+    let hash = keys.hash();
     let limit_s = limit.map(|n| n.to_string()).unwrap_or_default();
     let (reply, replication) = call(
         env,
         &env.scripts.team_limit,
-        &[&hash, &keys.key("seq")],
+        &[&hash, &keys.seq()],
         &[&keys.prefix, &limit_s],
         Send::Retried { write: true },
         Route::default(),

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::ops::{self, Ctx};
+use crate::ops;
 use crate::protocol::slots;
 use crate::runtime::Runtime;
 use crate::sandbox::{Drift, RepairReport};
@@ -93,24 +93,14 @@ pub(crate) async fn migrate(rt: &Runtime, adopt_lifecycle: bool) -> Result<(usiz
         let Some((team, id)) = parse_record_key(env.ns.prefix(), &key) else {
             continue;
         };
-        let Ok(keys) = env.ns.sandbox(&team, &id) else {
+        let Ok(sandbox) = env.ns.sandbox_ref(&team, &id) else {
             continue;
         };
-        match ops::migrate::migrate(
-            env,
-            &Ctx {
-                team: &team,
-                id: &id,
-                keys: &keys,
-            },
-            adopt_lifecycle,
-        )
-        .await?
-        {
+        match ops::migrate::migrate(env, &sandbox, adopt_lifecycle).await? {
             ops::migrate::Migrated::Converted { slot_unlisted } => {
                 converted += 1;
                 if slot_unlisted {
-                    slots::list(rt, &keys.team, true).await?;
+                    slots::list(rt, &sandbox.keys.team, true).await?;
                 }
             }
             ops::migrate::Migrated::Restamped { .. } => restamped += 1,

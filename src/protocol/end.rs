@@ -6,9 +6,9 @@ use crate::bounds;
 use crate::error::{Error, Result};
 use crate::keys::validate_id;
 use crate::lifecycle::{Action, Outcome};
+use crate::ops;
 use crate::ops::finish::{Target as FinishTarget, finish_retrying};
 use crate::ops::settle::Settled;
-use crate::ops::{self, Ctx};
 use crate::options::Finish;
 use crate::redis::Route;
 use crate::runtime::Runtime;
@@ -23,16 +23,11 @@ pub(crate) async fn set_end_time(
     end: EndTime,
     expect_execution: Option<&str>,
 ) -> Result<()> {
-    let keys = rt.env.ns.sandbox(team, id)?;
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     if let Some(e) = expect_execution {
         validate_id("execution id", e)?;
     }
     let end = bounds::end_arg(end)?;
-    let ctx = Ctx {
-        team,
-        id,
-        keys: &keys,
-    };
     let replication = ops::end_time::set_end_time(&rt.env, &ctx, &end, expect_execution).await?;
     ops::replicated("set_end_time", replication)
 }
@@ -47,12 +42,7 @@ pub(crate) async fn remove(
     if let Some(e) = execution {
         validate_id("execution id", e)?;
     }
-    let keys = rt.env.ns.sandbox(team, id)?;
-    let ctx = Ctx {
-        team,
-        id,
-        keys: &keys,
-    };
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     let (removed, replication) = ops::remove::remove(&rt.env, &ctx, execution).await?;
     ops::replicated("remove", replication)?;
     Ok(removed)
@@ -68,16 +58,14 @@ pub(crate) async fn finish(
     holder: &str,
     how: Finish,
 ) -> Result<()> {
-    let keys = rt.env.ns.sandbox(team, id)?;
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     validate_id("holder id", holder)?;
     let (outcome, reason) = match how {
         Finish::Succeeded => (Outcome::Succeeded, String::new()),
         Finish::Failed(r) => (Outcome::Failed, cut_reason(&r).to_string()),
     };
     let target = FinishTarget {
-        team: team.into(),
-        id: id.into(),
-        keys,
+        sandbox: ctx,
         action,
         fence,
         holder: holder.into(),
@@ -102,12 +90,7 @@ pub(crate) async fn abandon(
     fence: u64,
     reason: &str,
 ) -> Result<Abandonment> {
-    let keys = rt.env.ns.sandbox(team, id)?;
-    let ctx = Ctx {
-        team,
-        id,
-        keys: &keys,
-    };
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     match ops::settle::settle(&rt.env, &ctx, fence, "", true, cut_reason(reason)).await? {
         Settled::Abandoned { action, reason } => {
             crate::metrics::abandoned(action);

@@ -7,19 +7,14 @@
 use crate::bounds;
 use crate::error::{Error, Result};
 use crate::keys::validate_id;
-use crate::ops::{self, Ctx};
+use crate::ops;
 use crate::protocol::slots;
 use crate::runtime::Runtime;
 use crate::sandbox::{Page, Sandbox, TeamCount};
 
 /// One sandbox's record, with its lease, queue and reservation.
 pub(crate) async fn get(rt: &Runtime, team: &str, id: &str) -> Result<Option<Sandbox>> {
-    let keys = rt.env.ns.sandbox(team, id)?;
-    let ctx = Ctx {
-        team,
-        id,
-        keys: &keys,
-    };
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     ops::inspect::inspect(&rt.env, &ctx).await
 }
 

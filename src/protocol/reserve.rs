@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::bounds;
 use crate::error::{Error, Result};
-use crate::ops::{self, Ctx};
+use crate::ops;
 use crate::reservation::Reservation;
 use crate::runtime::Runtime;
 
@@ -22,16 +22,11 @@ pub(crate) async fn reserve(
     ttl: Duration,
     resume: bool,
 ) -> Result<Reservation> {
-    let keys = rt.env.ns.sandbox(team, id)?;
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     bounds::duration_ms("reservation ttl", ttl, Duration::from_millis(10))?;
     let token = rt.next_holder();
-    let ctx = Ctx {
-        team,
-        id,
-        keys: &keys,
-    };
     let reserved = ops::reserve::reserve(&rt.env, &ctx, &token, ttl, resume).await?;
-    let reservation = Reservation::new(Arc::clone(rt), team, id, keys, token, reserved.ttl);
+    let reservation = Reservation::new(Arc::clone(rt), ctx, token, reserved.ttl);
     ops::replicated("reserve", reserved.replication)?;
     Ok(reservation)
 }
@@ -45,7 +40,7 @@ pub(crate) async fn reserve_waiting(
     ttl: Duration,
     timeout: Duration,
 ) -> Result<Reservation> {
-    let keys = rt.env.ns.sandbox(team, id)?;
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     let deadline = bounds::deadline(Instant::now(), timeout);
     let mut watch = None;
     loop {
@@ -57,7 +52,7 @@ pub(crate) async fn reserve_waiting(
                 }
                 match &mut watch {
                     None => {
-                        let mut w = rt.notifier.watch_team(team, &keys.team.channel());
+                        let mut w = rt.notifier.watch_team(team, &ctx.keys.team.channel());
                         w.ready(rt.settings.response_timeout.min(Duration::from_secs(2)))
                             .await;
                         watch = Some(w);

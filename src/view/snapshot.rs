@@ -16,12 +16,12 @@ pub(crate) async fn page(
     after: Option<&str>,
     count: usize,
 ) -> Result<Page, Error> {
-    let ids = keys.key("ids");
+    let ids = keys.ids();
     let count_s = count.to_string();
     let (reply, _) = call(
         env,
         &env.scripts.view,
-        &[&ids, &keys.key("seq"), &keys.key("resv"), &keys.key("team")],
+        &[&ids, &keys.seq(), &keys.resv(), &keys.hash()],
         &[&keys.prefix, after.unwrap_or(""), &count_s],
         Send::Retried { write: false },
         Route::default(),
