@@ -32,7 +32,8 @@ use tokio::time::Instant;
 use crate::keys::SandboxRef;
 use crate::lifecycle::Outcome;
 use crate::ops::Env;
-use crate::ops::finish::{Target, finish_retrying};
+use crate::ops::command::invoke;
+use crate::ops::finish::{Cancel, Cancelled, Finish, Target};
 use crate::redis::Route;
 
 /// The lease as its holder sees it: a local deadline never later than the
@@ -290,16 +291,15 @@ fn background(
             until,
             unsure,
         } => Box::pin(async move {
-            let result = finish_retrying(
-                &env,
-                &target,
+            let finish = Finish {
+                target: &target,
                 outcome,
-                &reason,
-                Some(until),
+                reason: &reason,
+                until: Some(until),
                 unsure,
-                Route::default(),
-            )
-            .await;
+                route: Route::default(),
+            };
+            let result = crate::ops::finish::finish(&env, &finish).await;
             match result {
                 Ok(()) => tracing::debug!(
                     team = %target.sandbox.team, sandbox = %target.sandbox.id, fence = target.fence,
@@ -338,25 +338,28 @@ fn background(
             }
             Box::pin(async move {
                 let (team, id) = (sandbox.team.clone(), sandbox.id.clone());
-                match crate::ops::finish::cancel(&env, &sandbox, &holder, route).await {
-                    Ok(crate::ops::finish::Cancelled::Holds { fence, action }) => {
+                let cancel = Cancel {
+                    sandbox: &sandbox,
+                    holder: &holder,
+                    route,
+                };
+                match invoke(&env, &cancel).await.map(|i| i.reply) {
+                    Ok(Cancelled::Holds { fence, action }) => {
                         let target = Target {
                             sandbox,
                             action,
                             fence,
                             holder: holder.clone(),
                         };
-                        match finish_retrying(
-                            &env,
-                            &target,
-                            Outcome::Failed,
+                        let finish = Finish {
+                            target: &target,
+                            outcome: Outcome::Failed,
                             reason,
-                            None,
-                            false,
+                            until: None,
+                            unsure: false,
                             route,
-                        )
-                        .await
-                        {
+                        };
+                        match crate::ops::finish::finish(&env, &finish).await {
                             Ok(()) => {
                                 crate::metrics::cancelled("begin");
                                 tracing::info!(%team, sandbox = %id, fence, %holder, reason, "undid a started transition nobody received");

@@ -14,7 +14,8 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::keeper::{Job, LeaseGuard};
 use crate::lifecycle::{Action, EndReason, Outcome};
-use crate::ops::finish::{Target, finish_retrying};
+use crate::ops;
+use crate::ops::finish::{Finish, Target};
 use crate::redis::Route;
 use crate::runtime::Runtime;
 
@@ -254,17 +255,17 @@ impl Transition {
             action = %self.target.action, fence = self.target.fence, %outcome
         );
         self.finishing = Finishing::Sent(outcome, reason.clone());
-        let result = finish_retrying(
-            &self.rt.env,
-            &self.target,
+        let finish = Finish {
+            target: &self.target,
             outcome,
-            &reason,
-            Some(self.guard.deadline()),
-            false,
-            self.route,
-        )
-        .instrument(span)
-        .await;
+            reason: &reason,
+            until: Some(self.guard.deadline()),
+            unsure: false,
+            route: self.route,
+        };
+        let result = ops::finish::finish(&self.rt.env, &finish)
+            .instrument(span)
+            .await;
         self.finishing = Finishing::Done;
         self.forget();
         match &result {

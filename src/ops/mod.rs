@@ -5,6 +5,7 @@
 //! mapped here once.
 
 pub(crate) mod begin;
+pub(crate) mod command;
 pub(crate) mod count;
 pub(crate) mod due;
 pub(crate) mod end_time;
@@ -179,13 +180,15 @@ pub(crate) enum Send {
     /// ([`Retry::TWICE`]), so one broken connection costs the caller nothing.
     Retried { write: bool },
     /// Its effect after a lost reply is unknown and a retry could differ
-    /// (register, remove, reserve): sent once; the caller decides. Begin and
-    /// finish retry in their own loops (by holder id, by recorded outcome),
-    /// with the same [`Retry`].
+    /// (register, remove, reserve): sent once; the caller decides. Begin
+    /// and finish are commands (`command::Command`) with their own
+    /// [`Retry`]: begin's step function retries it by holder id, a finish
+    /// is retried by fence until its lease's end.
     Once { write: bool },
 }
 
-/// Runs a script and wraps its reply.
+/// Runs a script and wraps its reply (the ops that are not yet a
+/// `command::Command`).
 pub(crate) async fn call(
     env: &Env,
     script: &Script,
@@ -198,10 +201,26 @@ pub(crate) async fn call(
         Send::Retried { write } => (write, Retry::TWICE),
         Send::Once { write } => (write, Retry::ONCE),
     };
+    let (reply, replication, _) = run(env, script, keys, args, write, retry, route).await?;
+    Ok((reply, replication))
+}
+
+/// The one retry loop of a script call: a transport failure (retryable,
+/// and not a short replication, which is an answer) is sent again after
+/// the pause `retry` gives, until it gives none.
+pub(crate) async fn run(
+    env: &Env,
+    script: &Script,
+    keys: &[&str],
+    args: &[&str],
+    write: bool,
+    retry: Retry,
+    route: Route,
+) -> Result<(Reply, Replication, bool), Error> {
     let mut attempt = 0;
     loop {
         match env.link.run(script, keys, args, write, route).await {
-            Err(e) if e.is_retryable() => {
+            Err(e) if e.is_retryable() && !matches!(e, Error::NotReplicated { .. }) => {
                 let now = tokio::time::Instant::now().into_std();
                 let Some(pause) = retry.next(attempt, now) else {
                     return Err(e);
@@ -211,7 +230,9 @@ pub(crate) async fn call(
                 attempt += 1;
             }
             Err(e) => return Err(e),
-            Ok((value, replication)) => return Ok((Reply::new(script, value)?, replication)),
+            Ok((value, replication)) => {
+                return Ok((Reply::new(script, value)?, replication, attempt > 0));
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::keeper::Job;
 use crate::keys::{SandboxRef, validate_id};
 use crate::lifecycle::{Action, EndReason};
 use crate::ops;
-use crate::ops::begin::BeginArgs;
+use crate::ops::command::invoke;
 use crate::ops::finish::Target as FinishTarget;
 use crate::options::{BeginOptions, Begun};
 use crate::protocol::step::{Answer, Call, Input, Loop, Mode, Next};
@@ -104,12 +104,15 @@ async fn begin_inner(
     let deadline = opts.wait_timeout.and_then(|t| bounds::deadline(started, t));
     let holder = rt.next_holder();
     let route = rt.env.link.pick();
-    let args = BeginArgs {
+    let command = ops::begin::Begin {
+        sandbox: ctx,
+        action,
         holder: &holder,
         lease: opts.lease,
         expect_execution: opts.expect_execution.as_deref(),
         eviction: opts.eviction,
         queue_place: rt.queue_place(opts.lease),
+        route,
     };
     let mut guard = PendingBegin {
         rt,
@@ -140,7 +143,8 @@ async fn begin_inner(
         input = match next {
             Next::Call(Call::Begin) => {
                 sent_at = Instant::now();
-                Input::Begun(ops::begin::begin(&rt.env, ctx, action, &args, route).await)
+                let invoked = invoke(&rt.env, &command).await;
+                Input::Begun(invoked.map(|i| (i.reply, i.replication)))
             }
             Next::Answer(r) => break r,
             other => io.perform(other).await,

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::keys::validate_id;
 use crate::lifecycle::{Action, Outcome};
 use crate::ops;
-use crate::ops::finish::{Target as FinishTarget, finish_retrying};
+use crate::ops::finish::Target as FinishTarget;
 use crate::ops::settle::Settled;
 use crate::options::Finish;
 use crate::redis::Route;
@@ -70,16 +70,15 @@ pub(crate) async fn finish(
         fence,
         holder: holder.into(),
     };
-    finish_retrying(
-        &rt.env,
-        &target,
+    let finish = ops::finish::Finish {
+        target: &target,
         outcome,
-        &reason,
-        None,
-        false,
-        Route::default(),
-    )
-    .await
+        reason: &reason,
+        until: None,
+        unsure: false,
+        route: Route::default(),
+    };
+    ops::finish::finish(&rt.env, &finish).await
 }
 
 /// Records `abandoned` for transition `fence` if it has no outcome yet.
