@@ -33,6 +33,7 @@ use crate::keys::SandboxRef;
 use crate::lifecycle::Outcome;
 use crate::ops::Env;
 use crate::ops::command::invoke;
+use crate::ops::extend::Extend;
 use crate::ops::finish::{Cancel, Cancelled, Finish, Target};
 use crate::redis::Route;
 
@@ -241,14 +242,11 @@ async fn run(env: Arc<Env>, mut rx: mpsc::UnboundedReceiver<Job>, response_timeo
                         let (env, target, lease) = (Arc::clone(&env), k.target.clone(), k.lease);
                         calls.push(Box::pin(async move {
                             let sent_at = Instant::now();
-                            let result = crate::ops::extend::extend(
-                                &env,
-                                &target.sandbox,
-                                target.fence,
-                                &target.holder,
+                            let command = Extend {
+                                target: &target,
                                 lease,
-                            )
-                            .await;
+                            };
+                            let result = invoke(&env, &command).await.map(|i| i.reply);
                             Done::Extended { id, sent_at, result }
                         }));
                         // A deadline check in case the extend hangs.

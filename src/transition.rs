@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 use crate::keeper::{Job, LeaseGuard};
 use crate::lifecycle::{Action, EndReason, Outcome};
 use crate::ops;
+use crate::ops::command::invoke;
+use crate::ops::extend::Extend;
 use crate::ops::finish::{Finish, Target};
 use crate::redis::Route;
 use crate::runtime::Runtime;
@@ -165,15 +167,11 @@ impl Transition {
             action = %self.target.action, fence = self.target.fence
         );
         let sent_at = Instant::now();
-        let extended = crate::ops::extend::extend(
-            &self.rt.env,
-            &self.target.sandbox,
-            self.target.fence,
-            &self.target.holder,
-            self.lease,
-        )
-        .instrument(span)
-        .await?;
+        let command = Extend {
+            target: &self.target,
+            lease: self.lease,
+        };
+        let extended = invoke(&self.rt.env, &command).instrument(span).await?.reply;
         match extended {
             Some(ttl) => {
                 self.guard.renewed(sent_at, ttl);

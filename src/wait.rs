@@ -21,8 +21,9 @@ use crate::error::Error;
 use crate::keys::SandboxRef;
 use crate::lifecycle::EndReason;
 use crate::notify::{Notice, Wake, Watch};
+use crate::ops::command::invoke;
 use crate::ops::inspect::inspect;
-use crate::ops::settle::{Settled, settle};
+use crate::ops::settle::{self, Settle, Settled};
 use crate::protocol::step::{Call, Input, Next, Woke};
 use crate::runtime::Runtime;
 
@@ -87,15 +88,14 @@ impl<'a> Io<'a> {
         let (rt, ctx) = (self.rt, self.ctx);
         match next {
             Next::Call(Call::Settle { fence, holder }) => {
-                let r = settle(
-                    &rt.env,
-                    ctx,
+                let command = Settle {
+                    sandbox: ctx,
                     fence,
-                    &holder,
-                    false,
-                    EndReason::LeaseExpired.as_str(),
-                )
-                .await;
+                    holder: &holder,
+                    mode: settle::Mode::Check,
+                    reason: EndReason::LeaseExpired.as_str(),
+                };
+                let r = invoke(&rt.env, &command).await.map(|i| i.reply);
                 if let Ok(Settled::Abandoned { action, .. }) = &r {
                     crate::metrics::abandoned(*action);
                 }

@@ -6,8 +6,11 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::keys::SandboxRef;
 use crate::lifecycle::{Action, Outcome};
-use crate::ops::{Env, Send, call};
+use crate::ops::command::Command;
+use crate::ops::{Env, Reply};
 use crate::redis::Route;
+use crate::retry::Retry;
+use crate::scripts::Script;
 
 /// What settle found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,48 +32,86 @@ pub(crate) enum Settled {
     Unknown,
 }
 
-/// `holder`: the transition's holder ("" for any: the operator);
-/// `force`: end a live lease too.
-pub(crate) async fn settle(
-    env: &Env,
-    ctx: &SandboxRef,
-    fence: u64,
-    holder: &str,
-    force: bool,
-    reason: &str,
-) -> Result<Settled, Error> {
-    let fence_s = fence.to_string();
-    let (reply, _) = call(
-        env,
-        &env.scripts.settle,
-        &[ctx.record(), &ctx.outcome(fence), &ctx.keys.team.seq()],
-        &[
-            ctx.prefix(),
-            &ctx.id,
-            &fence_s,
-            holder,
-            if force { "force" } else { "check" },
-            reason,
-        ],
-        Send::Retried { write: true },
-        Route::default(),
-    )
-    .await?;
-    let corrupt = |e: String| Error::Corrupt {
-        detail: format!("{}: {e}", ctx.record()),
-    };
-    match reply.status() {
-        "outcome" => Ok(Settled::Ended {
-            action: reply.str(1).parse().ok(),
-            outcome: reply.str(2).parse().map_err(corrupt)?,
-            reason: reply.str(3).to_string(),
-        }),
-        "abandoned" => Ok(Settled::Abandoned {
-            action: reply.str(1).parse().ok(),
-            reason: reply.str(2).to_string(),
-        }),
-        "live" => Ok(Settled::Live(Duration::from_millis(reply.u64(1)?))),
-        "unknown" => Ok(Settled::Unknown),
-        _ => Err(reply.refusal(ctx.record(), &env.digest)),
+/// Which leases a settle ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Only one that has expired (a waiter's check).
+    Check,
+    /// A live one too (an operator's abandon).
+    Force,
+}
+
+/// One settle of transition `fence`.
+#[derive(Debug, Clone)]
+pub(crate) struct Settle<'a> {
+    pub sandbox: &'a SandboxRef,
+    pub fence: u64,
+    /// The transition's holder ("" for any: the operator).
+    pub holder: &'a str,
+    pub mode: Mode,
+    /// Recorded with `abandoned`.
+    pub reason: &'a str,
+}
+
+impl Command for Settle<'_> {
+    type Reply = Settled;
+    const WRITE: bool = true;
+
+    fn script<'e>(&self, env: &'e Env) -> &'e Script {
+        &env.scripts.settle
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let sb = self.sandbox;
+        vec![
+            sb.record().to_string(),
+            sb.outcome(self.fence),
+            sb.keys.team.seq(),
+        ]
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mode = match self.mode {
+            Mode::Check => "check",
+            Mode::Force => "force",
+        };
+        vec![
+            self.sandbox.prefix().to_string(),
+            self.sandbox.id.clone(),
+            self.fence.to_string(),
+            self.holder.to_string(),
+            mode.to_string(),
+            self.reason.to_string(),
+        ]
+    }
+
+    /// Idempotent for the same arguments.
+    fn retry(&self) -> Retry {
+        Retry::TWICE
+    }
+
+    fn route(&self) -> Route {
+        Route::default()
+    }
+
+    fn parse(&self, env: &Env, reply: Reply) -> Result<Settled, Error> {
+        let record = self.sandbox.record();
+        let corrupt = |e: String| Error::Corrupt {
+            detail: format!("{record}: {e}"),
+        };
+        match reply.status() {
+            "outcome" => Ok(Settled::Ended {
+                action: reply.str(1).parse().ok(),
+                outcome: reply.str(2).parse().map_err(corrupt)?,
+                reason: reply.str(3).to_string(),
+            }),
+            "abandoned" => Ok(Settled::Abandoned {
+                action: reply.str(1).parse().ok(),
+                reason: reply.str(2).to_string(),
+            }),
+            "live" => Ok(Settled::Live(Duration::from_millis(reply.u64(1)?))),
+            "unknown" => Ok(Settled::Unknown),
+            _ => Err(reply.refusal(record, &env.digest)),
+        }
     }
 }

@@ -7,8 +7,9 @@ use crate::error::{Error, Result};
 use crate::keys::validate_id;
 use crate::lifecycle::{Action, Outcome};
 use crate::ops;
+use crate::ops::command::invoke;
 use crate::ops::finish::Target as FinishTarget;
-use crate::ops::settle::Settled;
+use crate::ops::settle::{self, Settle, Settled};
 use crate::options::Finish;
 use crate::redis::Route;
 use crate::runtime::Runtime;
@@ -28,8 +29,13 @@ pub(crate) async fn set_end_time(
         validate_id("execution id", e)?;
     }
     let end = bounds::end_arg(end)?;
-    let replication = ops::end_time::set_end_time(&rt.env, &ctx, &end, expect_execution).await?;
-    ops::replicated("set_end_time", replication)
+    let command = ops::end_time::SetEndTime {
+        sandbox: &ctx,
+        end: &end,
+        expect_execution,
+    };
+    let done = invoke(&rt.env, &command).await?;
+    ops::replicated("set_end_time", done.replication)
 }
 
 /// Removes the record (only `execution`'s, if given).
@@ -43,9 +49,13 @@ pub(crate) async fn remove(
         validate_id("execution id", e)?;
     }
     let ctx = rt.env.ns.sandbox_ref(team, id)?;
-    let (removed, replication) = ops::remove::remove(&rt.env, &ctx, execution).await?;
-    ops::replicated("remove", replication)?;
-    Ok(removed)
+    let command = ops::remove::Remove {
+        sandbox: &ctx,
+        expect_execution: execution,
+    };
+    let done = invoke(&rt.env, &command).await?;
+    ops::replicated("remove", done.replication)?;
+    Ok(done.reply)
 }
 
 /// Finishes transition `fence` of `holder` from outside its `Transition`.
@@ -90,7 +100,14 @@ pub(crate) async fn abandon(
     reason: &str,
 ) -> Result<Abandonment> {
     let ctx = rt.env.ns.sandbox_ref(team, id)?;
-    match ops::settle::settle(&rt.env, &ctx, fence, "", true, cut_reason(reason)).await? {
+    let command = Settle {
+        sandbox: &ctx,
+        fence,
+        holder: "",
+        mode: settle::Mode::Force,
+        reason: cut_reason(reason),
+    };
+    match invoke(&rt.env, &command).await?.reply {
         Settled::Abandoned { action, reason } => {
             crate::metrics::abandoned(action);
             Ok(Abandonment::Abandoned { action, reason })
