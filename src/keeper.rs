@@ -376,7 +376,11 @@ fn background(
             })
         }
         Job::Unreserve { sandbox, token } => Box::pin(async move {
-            if let Err(e) = crate::ops::reserve::unreserve(&env, &sandbox, &token).await {
+            let command = crate::ops::reserve::Unreserve {
+                sandbox: &sandbox,
+                token: &token,
+            };
+            if let Err(e) = invoke(&env, &command).await {
                 tracing::warn!(team = %sandbox.team, sandbox = %sandbox.id, error = %e, "giving back a dropped reservation failed");
             }
             Done::Other

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::keeper::Job;
 use crate::keys::SandboxRef;
 use crate::ops;
+use crate::ops::command::invoke;
 use crate::protocol::register;
 use crate::runtime::Runtime;
 use crate::sandbox::{NewSandbox, Registration, Sandbox};
@@ -97,7 +98,11 @@ impl Reservation {
     ///
     /// Cancel safety: if dropped, it is given back in the background.
     pub async fn release(mut self) -> Result<bool> {
-        let released = ops::reserve::unreserve(&self.rt.env, &self.sandbox, &self.token).await;
+        let command = ops::reserve::Unreserve {
+            sandbox: &self.sandbox,
+            token: &self.token,
+        };
+        let released = invoke(&self.rt.env, &command).await.map(|i| i.reply);
         if released.is_ok() {
             self.done = true;
         }

@@ -22,7 +22,7 @@ use crate::keys::SandboxRef;
 use crate::lifecycle::EndReason;
 use crate::notify::{Notice, Wake, Watch};
 use crate::ops::command::invoke;
-use crate::ops::inspect::inspect;
+use crate::ops::inspect::Inspect;
 use crate::ops::settle::{self, Settle, Settled};
 use crate::protocol::step::{Call, Input, Next, Woke};
 use crate::runtime::Runtime;
@@ -101,7 +101,10 @@ impl<'a> Io<'a> {
                 }
                 Input::Settled(r)
             }
-            Next::Call(Call::Inspect) => Input::Inspected(inspect(&rt.env, ctx).await),
+            Next::Call(Call::Inspect) => {
+                let command = Inspect { sandbox: ctx };
+                Input::Inspected(invoke(&rt.env, &command).await.map(|i| i.reply))
+            }
             Next::Call(Call::Begin) | Next::Answer(_) => Input::Begun(Err(Error::Corrupt {
                 detail: "the request loop asked the wrong performer".into(),
             })),

@@ -8,6 +8,7 @@ use crate::bounds;
 use crate::error::{Error, Result};
 use crate::keys::validate_id;
 use crate::ops;
+use crate::ops::command::invoke;
 use crate::protocol::slots;
 use crate::runtime::Runtime;
 use crate::sandbox::{Page, Sandbox, TeamCount};
@@ -15,7 +16,8 @@ use crate::sandbox::{Page, Sandbox, TeamCount};
 /// One sandbox's record, with its lease, queue and reservation.
 pub(crate) async fn get(rt: &Runtime, team: &str, id: &str) -> Result<Option<Sandbox>> {
     let ctx = rt.env.ns.sandbox_ref(team, id)?;
-    ops::inspect::inspect(&rt.env, &ctx).await
+    let command = ops::inspect::Inspect { sandbox: &ctx };
+    Ok(invoke(&rt.env, &command).await?.reply)
 }
 
 /// The team's ids past their end time, oldest first, at most `limit`.

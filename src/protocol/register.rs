@@ -9,6 +9,7 @@ use crate::bounds;
 use crate::error::{Error, Result};
 use crate::keys::validate_id;
 use crate::ops;
+use crate::ops::command::invoke;
 use crate::protocol::slots;
 use crate::runtime::Runtime;
 use crate::sandbox::{MAX_DATA_LEN, NewSandbox, Registration, Sandbox};
@@ -34,9 +35,16 @@ pub(crate) async fn register(
     if listed_first {
         slots::list(rt, &ctx.keys.team, false).await?;
     }
-    let registered = ops::register::register(&rt.env, &ctx, &new.execution, &end, &new.data, token)
-        .instrument(span)
-        .await?;
+    let command = ops::register::Register {
+        sandbox: &ctx,
+        execution: &new.execution,
+        end: &end,
+        data: &new.data,
+        token,
+        default_limit: rt.env.default_limit,
+    };
+    let done = invoke(&rt.env, &command).instrument(span).await?;
+    let registered = done.reply;
     if registered.slot_unlisted {
         if listed_first && rt.listed.contains(ctx.keys.team.slot) {
             slots::mark_listed(rt, &ctx.keys.team).await?;
@@ -44,6 +52,6 @@ pub(crate) async fn register(
             slots::list(rt, &ctx.keys.team, true).await?;
         }
     }
-    ops::replicated("register", registered.replication)?;
+    ops::replicated("register", done.replication)?;
     Ok((registered.sandbox, registered.how))
 }
