@@ -194,7 +194,7 @@ impl Namespace {
         let team_keys = self.team(team)?;
         validate_id("sandbox id", id)?;
         Ok(SandboxKeys {
-            record: format!("{}rec:{id}", team_keys.prefix),
+            record: team_keys.record(id),
             team: team_keys,
         })
     }
@@ -275,6 +275,16 @@ impl TeamKeys {
     /// `seq`: the team's change sequence.
     pub fn seq(&self) -> String {
         self.key("seq")
+    }
+
+    /// The record of sandbox `id` of the team (`rec:<id>`).
+    pub fn record(&self, id: &str) -> String {
+        format!("{}rec:{id}", self.prefix)
+    }
+
+    /// `lease:<id>`: schema 1's lease key of sandbox `id` (migrate only).
+    pub fn lease_v1(&self, id: &str) -> String {
+        format!("{}lease:{id}", self.prefix)
     }
 
     /// `fence`: schema 1's fence counter (read by migrate only).

@@ -31,8 +31,10 @@ pub(crate) trait Command {
     /// When a transport failure is retried.
     fn retry(&self) -> Retry;
 
-    /// Which connection carries it.
-    fn route(&self) -> Route;
+    /// Which connection carries it (any, by default).
+    fn route(&self) -> Route {
+        Route::default()
+    }
 
     /// The reply, typed; the refusals every script shares are errors.
     fn parse(&self, env: &Env, reply: Reply) -> Result<Self::Reply, Error>;

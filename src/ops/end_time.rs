@@ -5,7 +5,6 @@ use crate::error::Error;
 use crate::keys::SandboxRef;
 use crate::ops::command::Command;
 use crate::ops::{Env, Reply};
-use crate::redis::Route;
 use crate::retry::Retry;
 use crate::scripts::Script;
 
@@ -48,10 +47,6 @@ impl Command for SetEndTime<'_> {
     /// Idempotent for the same arguments.
     fn retry(&self) -> Retry {
         Retry::TWICE
-    }
-
-    fn route(&self) -> Route {
-        Route::default()
     }
 
     fn parse(&self, env: &Env, reply: Reply) -> Result<(), Error> {

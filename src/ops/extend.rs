@@ -6,7 +6,6 @@ use crate::error::Error;
 use crate::ops::command::Command;
 use crate::ops::finish::Target;
 use crate::ops::{Env, Reply};
-use crate::redis::Route;
 use crate::retry::Retry;
 use crate::scripts::Script;
 
@@ -45,10 +44,6 @@ impl Command for Extend<'_> {
     /// Idempotent for the same arguments.
     fn retry(&self) -> Retry {
         Retry::TWICE
-    }
-
-    fn route(&self) -> Route {
-        Route::default()
     }
 
     fn parse(&self, env: &Env, reply: Reply) -> Result<Option<Duration>, Error> {

@@ -7,7 +7,6 @@ use crate::keys::SandboxRef;
 use crate::ops::command::Command;
 use crate::ops::{Env, Reply};
 use crate::record::{FIELDS, Raw};
-use crate::redis::Route;
 use crate::retry::Retry;
 use crate::sandbox::Sandbox;
 use crate::scripts::Script;
@@ -68,10 +67,6 @@ impl Command for Inspect<'_> {
     /// Read-only.
     fn retry(&self) -> Retry {
         Retry::TWICE
-    }
-
-    fn route(&self) -> Route {
-        Route::default()
     }
 
     fn parse(&self, env: &Env, reply: Reply) -> Result<Option<Sandbox>, Error> {

@@ -1,8 +1,9 @@
-//! One module per script: the arguments it is called with and its reply as
-//! a typed value, parsed in exactly one place (as mini-redis does per
-//! command). Status words never travel further than these modules; the
-//! refusals every script shares (`corrupt`, `schema`, `lifecycle`) are
-//! mapped here once.
+//! One module per script: each call is a value (a `command::Command`: its
+//! KEYS and ARGV, its retry policy, its reply as a typed value, parsed in
+//! exactly one place, as mini-redis does per command), sent by
+//! `command::invoke`. Status words never travel further than these
+//! modules; the refusals every script shares (`corrupt`, `schema`,
+//! `lifecycle`) are mapped here once.
 
 pub(crate) mod begin;
 pub(crate) mod command;
@@ -172,40 +173,7 @@ impl SandboxRef {
     }
 }
 
-/// How a script may be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Send {
-    /// Read-only, or idempotent for the same arguments (settle, extend,
-    /// set_end_time, ...): a transient failure is retried
-    /// ([`Retry::TWICE`]), so one broken connection costs the caller nothing.
-    Retried { write: bool },
-    /// Its effect after a lost reply is unknown and a retry could differ
-    /// (register, remove, reserve): sent once; the caller decides. Begin
-    /// and finish are commands (`command::Command`) with their own
-    /// [`Retry`]: begin's step function retries it by holder id, a finish
-    /// is retried by fence until its lease's end.
-    Once { write: bool },
-}
-
-/// Runs a script and wraps its reply (the ops that are not yet a
-/// `command::Command`).
-pub(crate) async fn call(
-    env: &Env,
-    script: &Script,
-    keys: &[&str],
-    args: &[&str],
-    send: Send,
-    route: Route,
-) -> Result<(Reply, Replication), Error> {
-    let (write, retry) = match send {
-        Send::Retried { write } => (write, Retry::TWICE),
-        Send::Once { write } => (write, Retry::ONCE),
-    };
-    let (reply, replication, _) = run(env, script, keys, args, write, retry, route).await?;
-    Ok((reply, replication))
-}
-
-/// The one retry loop of a script call: a transport failure (retryable,
+/// The one retry loop of a script call (`command::invoke`'s): a transport failure (retryable,
 /// and not a short replication, which is an answer) is sent again after
 /// the pause `retry` gives, until it gives none.
 pub(crate) async fn run(

@@ -7,7 +7,6 @@ use crate::keys::SandboxRef;
 use crate::ops::command::Command;
 use crate::ops::inspect::row;
 use crate::ops::{Env, Reply};
-use crate::redis::Route;
 use crate::retry::Retry;
 use crate::sandbox::{Registration, Sandbox};
 use crate::scripts::Script;
@@ -77,10 +76,6 @@ impl Command for Register<'_> {
     /// Sent once: the caller decides.
     fn retry(&self) -> Retry {
         Retry::ONCE
-    }
-
-    fn route(&self) -> Route {
-        Route::default()
     }
 
     fn parse(&self, env: &Env, reply: Reply) -> Result<Registered, Error> {

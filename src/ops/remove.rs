@@ -4,7 +4,6 @@ use crate::error::Error;
 use crate::keys::SandboxRef;
 use crate::ops::command::Command;
 use crate::ops::{Env, Reply};
-use crate::redis::Route;
 use crate::retry::Retry;
 use crate::scripts::Script;
 
@@ -51,10 +50,6 @@ impl Command for Remove<'_> {
     /// incarnation registered meanwhile.
     fn retry(&self) -> Retry {
         Retry::ONCE
-    }
-
-    fn route(&self) -> Route {
-        Route::default()
     }
 
     fn parse(&self, env: &Env, reply: Reply) -> Result<bool, Error> {

@@ -7,7 +7,6 @@ use crate::error::Error;
 use crate::keys::SandboxRef;
 use crate::ops::command::Command;
 use crate::ops::{Env, Reply};
-use crate::redis::Route;
 use crate::retry::Retry;
 use crate::scripts::Script;
 
@@ -73,10 +72,6 @@ impl Command for Reserve<'_> {
         Retry::ONCE
     }
 
-    fn route(&self) -> Route {
-        Route::default()
-    }
-
     fn parse(&self, env: &Env, reply: Reply) -> Result<Duration, Error> {
         let sb = self.sandbox;
         match reply.status() {
@@ -122,10 +117,6 @@ impl Command for Unreserve<'_> {
     /// Idempotent by its token.
     fn retry(&self) -> Retry {
         Retry::TWICE
-    }
-
-    fn route(&self) -> Route {
-        Route::default()
     }
 
     fn parse(&self, env: &Env, reply: Reply) -> Result<bool, Error> {

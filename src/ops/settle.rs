@@ -8,7 +8,6 @@ use crate::keys::SandboxRef;
 use crate::lifecycle::{Action, Outcome};
 use crate::ops::command::Command;
 use crate::ops::{Env, Reply};
-use crate::redis::Route;
 use crate::retry::Retry;
 use crate::scripts::Script;
 
@@ -88,10 +87,6 @@ impl Command for Settle<'_> {
     /// Idempotent for the same arguments.
     fn retry(&self) -> Retry {
         Retry::TWICE
-    }
-
-    fn route(&self) -> Route {
-        Route::default()
     }
 
     fn parse(&self, env: &Env, reply: Reply) -> Result<Settled, Error> {

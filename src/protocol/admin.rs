@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::ops;
+use crate::ops::command::invoke;
 use crate::protocol::slots;
 use crate::runtime::Runtime;
 use crate::sandbox::{Drift, RepairReport};
@@ -66,7 +67,8 @@ pub(crate) async fn repair(rt: &Runtime, dry_run: bool) -> Result<RepairReport> 
         };
         report.teams += 1;
         report.records += ids.len();
-        let mut drift = ops::repair::team(env, team, &keys, ids, dry_run).await?;
+        let command = ops::repair::Repair::new(env, team, &keys, ids, dry_run).await?;
+        let mut drift = invoke(env, &command).await?.reply;
         let has_records = !ids.is_empty();
         if registry_sound && has_records && !registered.contains(&keys.slot) {
             drift.push(Drift {
@@ -96,7 +98,11 @@ pub(crate) async fn migrate(rt: &Runtime, adopt_lifecycle: bool) -> Result<(usiz
         let Ok(sandbox) = env.ns.sandbox_ref(&team, &id) else {
             continue;
         };
-        match ops::migrate::migrate(env, &sandbox, adopt_lifecycle).await? {
+        let command = ops::migrate::Migrate {
+            sandbox: &sandbox,
+            adopt_lifecycle,
+        };
+        match invoke(env, &command).await?.reply {
             ops::migrate::Migrated::Converted { slot_unlisted } => {
                 converted += 1;
                 if slot_unlisted {
