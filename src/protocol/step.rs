@@ -223,6 +223,8 @@ impl<'a> Loop<'a> {
             )))),
             Some((f, true)) if f == fence => {
                 self.repeats += 1;
+                // Waiting for a write to show, not a transport retry
+                // (`crate::retry`): its own, shorter steps.
                 let pause = Duration::from_millis(10 << self.repeats.min(6));
                 if self.repeats > REPEATS {
                     return Next::Answer(Err(self.corrupt(format!(
