@@ -51,6 +51,8 @@ pub(crate) async fn watch_ready(rt: &Runtime, ctx: &SandboxRef) -> Watch {
 pub(crate) struct Io<'a> {
     rt: &'a Runtime,
     ctx: &'a SandboxRef,
+    /// The request's deadline: no retry of its calls waits past it.
+    deadline: Option<std::time::Instant>,
     watch: Option<Watch>,
     /// The `wait` span: opened when the request first waits (subscribes),
     /// it covers everything the request does from then until it answers.
@@ -58,10 +60,15 @@ pub(crate) struct Io<'a> {
 }
 
 impl<'a> Io<'a> {
-    pub(crate) fn new(rt: &'a Runtime, ctx: &'a SandboxRef) -> Io<'a> {
+    pub(crate) fn new(
+        rt: &'a Runtime,
+        ctx: &'a SandboxRef,
+        deadline: Option<std::time::Instant>,
+    ) -> Io<'a> {
         Io {
             rt,
             ctx,
+            deadline,
             watch: None,
             span: None,
         }
@@ -94,6 +101,7 @@ impl<'a> Io<'a> {
                     holder: &holder,
                     mode: settle::Mode::Check,
                     reason: EndReason::LeaseExpired.as_str(),
+                    deadline: self.deadline,
                 };
                 let r = invoke(&rt.env, &command).await.map(|i| i.reply);
                 if let Ok(Settled::Abandoned { action, .. }) = &r {
@@ -102,7 +110,10 @@ impl<'a> Io<'a> {
                 Input::Settled(r)
             }
             Next::Call(Call::Inspect) => {
-                let command = Inspect { sandbox: ctx };
+                let command = Inspect {
+                    sandbox: ctx,
+                    deadline: self.deadline,
+                };
                 Input::Inspected(invoke(&rt.env, &command).await.map(|i| i.reply))
             }
             Next::Call(Call::Begin) | Next::Answer(_) => Input::Begun(Err(Error::Corrupt {

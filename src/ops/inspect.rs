@@ -2,6 +2,8 @@
 //! `list.lua` reply with: parsed and validated by [`crate::record`], the
 //! Rust twin of the scripts' validation.
 
+use std::time::Instant;
+
 use crate::error::Error;
 use crate::keys::SandboxRef;
 use crate::ops::command::Command;
@@ -46,6 +48,8 @@ pub(crate) fn row(
 #[derive(Debug, Clone)]
 pub(crate) struct Inspect<'a> {
     pub sandbox: &'a SandboxRef,
+    /// The caller's: no retry waits past it.
+    pub deadline: Option<Instant>,
 }
 
 impl Command for Inspect<'_> {
@@ -66,7 +70,7 @@ impl Command for Inspect<'_> {
 
     /// Read-only.
     fn retry(&self) -> Retry {
-        Retry::TWICE
+        Retry::TWICE.within(self.deadline)
     }
 
     fn parse(&self, env: &Env, reply: Reply) -> Result<Option<Sandbox>, Error> {

@@ -1,7 +1,7 @@
 //! `settle.lua`: how a transition ended; records `abandoned` for a lease
 //! that ended without an outcome (mode check), or ends a live one (force).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::keys::SandboxRef;
@@ -50,6 +50,8 @@ pub(crate) struct Settle<'a> {
     pub mode: Mode,
     /// Recorded with `abandoned`.
     pub reason: &'a str,
+    /// The caller's: no retry waits past it.
+    pub deadline: Option<Instant>,
 }
 
 impl Command for Settle<'_> {
@@ -86,7 +88,7 @@ impl Command for Settle<'_> {
 
     /// Idempotent for the same arguments.
     fn retry(&self) -> Retry {
-        Retry::TWICE
+        Retry::TWICE.within(self.deadline)
     }
 
     fn parse(&self, env: &Env, reply: Reply) -> Result<Settled, Error> {
@@ -107,6 +109,48 @@ impl Command for Settle<'_> {
             "live" => Ok(Settled::Live(Duration::from_millis(reply.u64(1)?))),
             "unknown" => Ok(Settled::Unknown),
             _ => Err(reply.refusal(record, &env.digest)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Namespace;
+    use crate::ops::inspect::Inspect;
+
+    /// The calls a begin or wait_idle makes while it waits (settle,
+    /// inspect) take the request's deadline: no retry of theirs waits past
+    /// it, and without one they retry twice.
+    #[test]
+    fn a_waiting_requests_calls_never_retry_past_its_deadline() {
+        let sb = Namespace::new("sbx")
+            .unwrap()
+            .sandbox_ref("t", "s")
+            .unwrap();
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        for deadline in [None, Some(now + ms(50))] {
+            let settle = Settle {
+                sandbox: &sb,
+                fence: 1,
+                holder: "h",
+                mode: Mode::Check,
+                reason: "lease expired",
+                deadline,
+            };
+            let inspect = Inspect {
+                sandbox: &sb,
+                deadline,
+            };
+            for retry in [settle.retry(), inspect.retry()] {
+                assert_eq!(retry.next(0, now), Some(ms(20)));
+                let second = retry.next(1, now + ms(20));
+                match deadline {
+                    None => assert_eq!(second, Some(ms(80))),
+                    Some(_) => assert_eq!(second, None, "20 + 80 ms is past 50"),
+                }
+            }
         }
     }
 }

@@ -133,7 +133,7 @@ async fn begin_inner(
         deadline.map(Instant::into_std),
     );
     let mut sent_at = started;
-    let mut io = Io::new(rt, ctx);
+    let mut io = Io::new(rt, ctx, deadline.map(Instant::into_std));
     let mut input = Input::Start;
     let result = loop {
         let next = lp.step(input, Io::now());
@@ -208,7 +208,7 @@ pub(crate) async fn wait_idle(
         started.into_std(),
         deadline.map(Instant::into_std),
     );
-    let mut io = Io::new(rt, &ctx);
+    let mut io = Io::new(rt, &ctx, deadline.map(Instant::into_std));
     let mut input = Input::Start;
     let answer = loop {
         match lp.step(input, Io::now()) {

@@ -106,6 +106,7 @@ pub(crate) async fn abandon(
         holder: "",
         mode: settle::Mode::Force,
         reason: cut_reason(reason),
+        deadline: None,
     };
     match invoke(&rt.env, &command).await?.reply {
         Settled::Abandoned { action, reason } => {

@@ -16,7 +16,10 @@ use crate::sandbox::{Page, Sandbox, TeamCount};
 /// One sandbox's record, with its lease, queue and reservation.
 pub(crate) async fn get(rt: &Runtime, team: &str, id: &str) -> Result<Option<Sandbox>> {
     let ctx = rt.env.ns.sandbox_ref(team, id)?;
-    let command = ops::inspect::Inspect { sandbox: &ctx };
+    let command = ops::inspect::Inspect {
+        sandbox: &ctx,
+        deadline: None,
+    };
     Ok(invoke(&rt.env, &command).await?.reply)
 }
 
