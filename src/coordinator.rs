@@ -336,7 +336,8 @@ impl Coordinator {
     /// until its ttl (its handle never reached the caller); nothing else is
     /// left behind.
     pub async fn reserve(&self, team: &str, id: &str, ttl: Duration) -> Result<Reservation> {
-        protocol::reserve::reserve(&self.rt, team, id, ttl, false).await
+        protocol::reserve::reserve(&self.rt, team, id, ttl, protocol::reserve::Purpose::Create)
+            .await
     }
 
     /// Holds one place of the team's limit, and the paused sandbox `id`, for
@@ -351,7 +352,8 @@ impl Coordinator {
     ///
     /// Cancel safety: as for [`reserve`](Coordinator::reserve).
     pub async fn reserve_resume(&self, team: &str, id: &str, ttl: Duration) -> Result<Reservation> {
-        protocol::reserve::reserve(&self.rt, team, id, ttl, true).await
+        protocol::reserve::reserve(&self.rt, team, id, ttl, protocol::reserve::Purpose::Resume)
+            .await
     }
 
     /// Like [`reserve`](Coordinator::reserve), but while the team is full it

@@ -29,10 +29,12 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::keys::SandboxKeys;
+use crate::keys::SandboxRef;
 use crate::lifecycle::Outcome;
-use crate::ops::finish::{Target, finish_retrying};
-use crate::ops::{Ctx, Env};
+use crate::ops::Env;
+use crate::ops::command::invoke;
+use crate::ops::extend::Extend;
+use crate::ops::finish::{Cancel, Cancelled, Finish, Target};
 use crate::redis::Route;
 
 /// The lease as its holder sees it: a local deadline never later than the
@@ -98,9 +100,7 @@ pub(crate) enum Job {
     },
     /// Undo what a dropped begin call may have left (by holder).
     Cancel {
-        team: String,
-        id: String,
-        keys: SandboxKeys,
+        sandbox: SandboxRef,
         holder: String,
         reason: &'static str,
         route: Route,
@@ -109,12 +109,7 @@ pub(crate) enum Job {
     /// Answer once every background call sent so far has ended.
     Flush(tokio::sync::oneshot::Sender<()>),
     /// Give back a reservation.
-    Unreserve {
-        team: String,
-        id: String,
-        keys: SandboxKeys,
-        token: String,
-    },
+    Unreserve { sandbox: SandboxRef, token: String },
 }
 
 /// The keeper's address.
@@ -247,14 +242,11 @@ async fn run(env: Arc<Env>, mut rx: mpsc::UnboundedReceiver<Job>, response_timeo
                         let (env, target, lease) = (Arc::clone(&env), k.target.clone(), k.lease);
                         calls.push(Box::pin(async move {
                             let sent_at = Instant::now();
-                            let result = crate::ops::extend::extend(
-                                &env,
-                                &target.ctx(),
-                                target.fence,
-                                &target.holder,
+                            let command = Extend {
+                                target: &target,
                                 lease,
-                            )
-                            .await;
+                            };
+                            let result = invoke(&env, &command).await.map(|i| i.reply);
                             Done::Extended { id, sent_at, result }
                         }));
                         // A deadline check in case the extend hangs.
@@ -297,32 +289,29 @@ fn background(
             until,
             unsure,
         } => Box::pin(async move {
-            let result = finish_retrying(
-                &env,
-                &target,
+            let finish = Finish {
+                target: &target,
                 outcome,
-                &reason,
-                Some(until),
+                reason: &reason,
+                until: Some(until),
                 unsure,
-                Route::default(),
-            )
-            .await;
+                route: Route::default(),
+            };
+            let result = crate::ops::finish::finish(&env, &finish).await;
             match result {
                 Ok(()) => tracing::debug!(
-                    team = %target.team, sandbox = %target.id, fence = target.fence,
+                    team = %target.sandbox.team, sandbox = %target.sandbox.id, fence = target.fence,
                     %outcome, %reason, "finished in the background"
                 ),
                 Err(e) => tracing::warn!(
-                    team = %target.team, sandbox = %target.id, fence = target.fence,
+                    team = %target.sandbox.team, sandbox = %target.sandbox.id, fence = target.fence,
                     error = %e, "finishing in the background failed"
                 ),
             }
             Done::Other
         }),
         Job::Cancel {
-            team,
-            id,
-            keys,
+            sandbox,
             holder,
             reason,
             route,
@@ -337,9 +326,7 @@ fn background(
                         *seq,
                     ),
                     Timer::Job(Box::new(Job::Cancel {
-                        team: team.clone(),
-                        id: id.clone(),
-                        keys: keys.clone(),
+                        sandbox: sandbox.clone(),
                         holder: holder.clone(),
                         reason,
                         route: Route::default(),
@@ -348,32 +335,29 @@ fn background(
                 );
             }
             Box::pin(async move {
-                let ctx = Ctx {
-                    team: &team,
-                    id: &id,
-                    keys: &keys,
+                let (team, id) = (sandbox.team.clone(), sandbox.id.clone());
+                let cancel = Cancel {
+                    sandbox: &sandbox,
+                    holder: &holder,
+                    route,
                 };
-                match crate::ops::finish::cancel(&env, &ctx, &holder, route).await {
-                    Ok(crate::ops::finish::Cancelled::Holds { fence, action }) => {
+                match invoke(&env, &cancel).await.map(|i| i.reply) {
+                    Ok(Cancelled::Holds { fence, action }) => {
                         let target = Target {
-                            team: team.clone(),
-                            id: id.clone(),
-                            keys: keys.clone(),
+                            sandbox,
                             action,
                             fence,
                             holder: holder.clone(),
                         };
-                        match finish_retrying(
-                            &env,
-                            &target,
-                            Outcome::Failed,
+                        let finish = Finish {
+                            target: &target,
+                            outcome: Outcome::Failed,
                             reason,
-                            None,
-                            false,
+                            until: None,
+                            unsure: false,
                             route,
-                        )
-                        .await
-                        {
+                        };
+                        match crate::ops::finish::finish(&env, &finish).await {
                             Ok(()) => {
                                 crate::metrics::cancelled("begin");
                                 tracing::info!(%team, sandbox = %id, fence, %holder, reason, "undid a started transition nobody received");
@@ -391,19 +375,13 @@ fn background(
                 Done::Other
             })
         }
-        Job::Unreserve {
-            team,
-            id,
-            keys,
-            token,
-        } => Box::pin(async move {
-            let ctx = Ctx {
-                team: &team,
-                id: &id,
-                keys: &keys,
+        Job::Unreserve { sandbox, token } => Box::pin(async move {
+            let command = crate::ops::reserve::Unreserve {
+                sandbox: &sandbox,
+                token: &token,
             };
-            if let Err(e) = crate::ops::reserve::unreserve(&env, &ctx, &token).await {
-                tracing::warn!(%team, sandbox = %id, error = %e, "giving back a dropped reservation failed");
+            if let Err(e) = invoke(&env, &command).await {
+                tracing::warn!(team = %sandbox.team, sandbox = %sandbox.id, error = %e, "giving back a dropped reservation failed");
             }
             Done::Other
         }),

@@ -194,8 +194,17 @@ impl Namespace {
         let team_keys = self.team(team)?;
         validate_id("sandbox id", id)?;
         Ok(SandboxKeys {
-            record: format!("{}rec:{id}", team_keys.prefix),
+            record: team_keys.record(id),
             team: team_keys,
+        })
+    }
+
+    /// One sandbox as every call about it names it (both ids validated).
+    pub(crate) fn sandbox_ref(&self, team: &str, id: &str) -> Result<SandboxRef, Error> {
+        Ok(SandboxRef {
+            keys: self.sandbox(team, id)?,
+            team: team.to_string(),
+            id: id.to_string(),
         })
     }
 
@@ -238,9 +247,64 @@ impl TeamKeys {
         self.key("notify")
     }
 
+    /// `expiry`: id → end time of every record that is not a tombstone.
+    pub fn expiry(&self) -> String {
+        self.key("expiry")
+    }
+
+    /// `tombs`: id → when the tombstone expires.
+    pub fn tombs(&self) -> String {
+        self.key("tombs")
+    }
+
+    /// `ids`: every record id (pages by id).
+    pub fn ids(&self) -> String {
+        self.key("ids")
+    }
+
+    /// `resv`: id → reservation deadline.
+    pub fn resv(&self) -> String {
+        self.key("resv")
+    }
+
+    /// `team`: the team's hash (limit, floor, listed, reservation tokens).
+    pub fn hash(&self) -> String {
+        self.key("team")
+    }
+
+    /// `seq`: the team's change sequence.
+    pub fn seq(&self) -> String {
+        self.key("seq")
+    }
+
+    /// The record of sandbox `id` of the team (`rec:<id>`).
+    pub fn record(&self, id: &str) -> String {
+        format!("{}rec:{id}", self.prefix)
+    }
+
+    /// `lease:<id>`: schema 1's lease key of sandbox `id` (migrate only).
+    pub fn lease_v1(&self, id: &str) -> String {
+        format!("{}lease:{id}", self.prefix)
+    }
+
+    /// `fence`: schema 1's fence counter (read by migrate only).
+    pub fn fence(&self) -> String {
+        self.key("fence")
+    }
+
     /// A key of the team's hash slot's own (`teams`, `listed`).
     pub fn slot_key(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.slot_prefix)
+    }
+
+    /// The slot's team set (`<ns>:{<slot tag>}:teams`).
+    pub fn slot_teams(&self) -> String {
+        self.slot_key("teams")
+    }
+
+    /// The slot's listed flag (`<ns>:{<slot tag>}:listed`).
+    pub fn slot_listed(&self) -> String {
+        self.slot_key("listed")
     }
 }
 
@@ -248,6 +312,33 @@ impl SandboxKeys {
     /// The outcome key of transition `fence` of this sandbox.
     pub fn outcome(&self, id: &str, fence: u64) -> String {
         format!("{}out:{id}:{fence}", self.team.prefix)
+    }
+}
+
+/// One sandbox: its team, its id and its keys, named by methods. The one
+/// identity a call, a transition, a reservation and the keeper's jobs
+/// carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SandboxRef {
+    pub team: String,
+    pub id: String,
+    pub keys: SandboxKeys,
+}
+
+impl SandboxRef {
+    /// The record hash.
+    pub(crate) fn record(&self) -> &str {
+        &self.keys.record
+    }
+
+    /// The team's key prefix (the scripts' first argument).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.keys.team.prefix
+    }
+
+    /// The outcome key of transition `fence`.
+    pub(crate) fn outcome(&self, fence: u64) -> String {
+        self.keys.outcome(&self.id, fence)
     }
 }
 

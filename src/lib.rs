@@ -33,7 +33,9 @@
 //! - `notify`: the one subscription connection per coordinator (plain or
 //!   sharded pub/sub), its routing table and its supervisor.
 //! - `lua/`: one script per operation assembled from shared pieces (see
-//!   [`scripts`]); `ops` holds each script's arguments and typed reply.
+//!   [`scripts`]); `ops` holds each script call as a value (its keys,
+//!   arguments, retry policy and typed reply), sent by one `invoke`;
+//!   `retry` is the one retry schedule, never past the caller's deadline.
 //! - `redis`: the edge — where Redis is (TLS, credentials), the command
 //!   connections, the script call with its `WAIT` and `NOSCRIPT` reload,
 //!   `SCAN`, and the one place a raw reply becomes text or a number.
@@ -115,6 +117,7 @@ mod record;
 mod redact;
 mod redis;
 mod reservation;
+mod retry;
 mod runtime;
 mod sandbox;
 pub mod scripts;

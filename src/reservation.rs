@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::keeper::Job;
-use crate::keys::SandboxKeys;
+use crate::keys::SandboxRef;
 use crate::ops;
+use crate::ops::command::invoke;
 use crate::protocol::register;
 use crate::runtime::Runtime;
 use crate::sandbox::{NewSandbox, Registration, Sandbox};
@@ -20,9 +21,7 @@ use crate::sandbox::{NewSandbox, Registration, Sandbox};
 #[must_use = "a reservation holds a place; dropping it gives the place back"]
 pub struct Reservation {
     rt: Arc<Runtime>,
-    team: String,
-    id: String,
-    keys: SandboxKeys,
+    sandbox: SandboxRef,
     token: String,
     ttl: Duration,
     done: bool,
@@ -31,8 +30,8 @@ pub struct Reservation {
 impl std::fmt::Debug for Reservation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reservation")
-            .field("team", &self.team)
-            .field("id", &self.id)
+            .field("team", &self.sandbox.team)
+            .field("id", &self.sandbox.id)
             .field("ttl", &self.ttl)
             .finish()
     }
@@ -41,17 +40,13 @@ impl std::fmt::Debug for Reservation {
 impl Reservation {
     pub(crate) fn new(
         rt: Arc<Runtime>,
-        team: &str,
-        id: &str,
-        keys: SandboxKeys,
+        sandbox: SandboxRef,
         token: String,
         ttl: Duration,
     ) -> Reservation {
         Reservation {
             rt,
-            team: team.into(),
-            id: id.into(),
-            keys,
+            sandbox,
             token,
             ttl,
             done: false,
@@ -60,12 +55,12 @@ impl Reservation {
 
     /// Team id.
     pub fn team(&self) -> &str {
-        &self.team
+        &self.sandbox.team
     }
 
     /// Sandbox id.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.sandbox.id
     }
 
     /// How long it held when it was made.
@@ -81,11 +76,14 @@ impl Reservation {
     /// [`Coordinator::register`](crate::Coordinator::register); the reservation is
     /// given back in the background (a no-op if the register consumed it).
     pub async fn register(mut self, new: NewSandbox) -> Result<(Sandbox, Registration)> {
-        if new.team != self.team || new.id != self.id {
+        if new.team != self.sandbox.team || new.id != self.sandbox.id {
             return Err(Error::InvalidInput {
                 what: "sandbox",
                 value: format!("{}/{}", new.team, new.id),
-                why: format!("is not the reserved {}/{}", self.team, self.id),
+                why: format!(
+                    "is not the reserved {}/{}",
+                    self.sandbox.team, self.sandbox.id
+                ),
             });
         }
         let result = register::register(&self.rt, new, &self.token).await;
@@ -100,12 +98,11 @@ impl Reservation {
     ///
     /// Cancel safety: if dropped, it is given back in the background.
     pub async fn release(mut self) -> Result<bool> {
-        let ctx = ops::Ctx {
-            team: &self.team,
-            id: &self.id,
-            keys: &self.keys,
+        let command = ops::reserve::Unreserve {
+            sandbox: &self.sandbox,
+            token: &self.token,
         };
-        let released = ops::reserve::unreserve(&self.rt.env, &ctx, &self.token).await;
+        let released = invoke(&self.rt.env, &command).await.map(|i| i.reply);
         if released.is_ok() {
             self.done = true;
         }
@@ -119,9 +116,7 @@ impl Drop for Reservation {
             return;
         }
         self.rt.keeper.send(Job::Unreserve {
-            team: self.team.clone(),
-            id: self.id.clone(),
-            keys: self.keys.clone(),
+            sandbox: self.sandbox.clone(),
             token: self.token.clone(),
         });
     }

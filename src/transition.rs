@@ -14,7 +14,10 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::keeper::{Job, LeaseGuard};
 use crate::lifecycle::{Action, EndReason, Outcome};
-use crate::ops::finish::{Target, finish_retrying};
+use crate::ops;
+use crate::ops::command::invoke;
+use crate::ops::extend::Extend;
+use crate::ops::finish::{Finish, Target};
 use crate::redis::Route;
 use crate::runtime::Runtime;
 
@@ -61,8 +64,8 @@ pub struct Transition {
 impl std::fmt::Debug for Transition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transition")
-            .field("team", &self.target.team)
-            .field("id", &self.target.id)
+            .field("team", &self.target.sandbox.team)
+            .field("id", &self.target.sandbox.id)
             .field("action", &self.target.action)
             .field("fence", &self.target.fence)
             .field("holder", &self.target.holder)
@@ -126,12 +129,12 @@ impl Transition {
 
     /// Team id.
     pub fn team(&self) -> &str {
-        &self.target.team
+        &self.target.sandbox.team
     }
 
     /// Sandbox id.
     pub fn id(&self) -> &str {
-        &self.target.id
+        &self.target.sandbox.id
     }
 
     /// The execution (incarnation) the transition is on.
@@ -160,19 +163,15 @@ impl Transition {
     pub async fn extend(&self) -> Result<Duration> {
         let span = tracing::debug_span!(
             parent: &self.span, "extend",
-            team = %self.target.team, sandbox = %self.target.id,
+            team = %self.target.sandbox.team, sandbox = %self.target.sandbox.id,
             action = %self.target.action, fence = self.target.fence
         );
         let sent_at = Instant::now();
-        let extended = crate::ops::extend::extend(
-            &self.rt.env,
-            &self.target.ctx(),
-            self.target.fence,
-            &self.target.holder,
-            self.lease,
-        )
-        .instrument(span)
-        .await?;
+        let command = Extend {
+            target: &self.target,
+            lease: self.lease,
+        };
+        let extended = invoke(&self.rt.env, &command).instrument(span).await?.reply;
         match extended {
             Some(ttl) => {
                 self.guard.renewed(sent_at, ttl);
@@ -250,21 +249,21 @@ impl Transition {
     async fn finish(&mut self, outcome: Outcome, reason: String) -> Result<()> {
         let span = tracing::info_span!(
             parent: &self.span, "finish",
-            team = %self.target.team, sandbox = %self.target.id,
+            team = %self.target.sandbox.team, sandbox = %self.target.sandbox.id,
             action = %self.target.action, fence = self.target.fence, %outcome
         );
         self.finishing = Finishing::Sent(outcome, reason.clone());
-        let result = finish_retrying(
-            &self.rt.env,
-            &self.target,
+        let finish = Finish {
+            target: &self.target,
             outcome,
-            &reason,
-            Some(self.guard.deadline()),
-            false,
-            self.route,
-        )
-        .instrument(span)
-        .await;
+            reason: &reason,
+            until: Some(self.guard.deadline()),
+            unsure: false,
+            route: self.route,
+        };
+        let result = ops::finish::finish(&self.rt.env, &finish)
+            .instrument(span)
+            .await;
         self.finishing = Finishing::Done;
         self.forget();
         match &result {
@@ -308,7 +307,7 @@ impl Drop for Transition {
             };
         crate::metrics::cancelled(what);
         tracing::debug!(
-            team = %self.target.team, sandbox = %self.target.id, fence = self.target.fence,
+            team = %self.target.sandbox.team, sandbox = %self.target.sandbox.id, fence = self.target.fence,
             %outcome, %reason, "finishing a dropped {what} in the background"
         );
         self.rt.keeper.send(Job::Finish {

@@ -18,11 +18,12 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::Error;
+use crate::keys::SandboxRef;
 use crate::lifecycle::EndReason;
 use crate::notify::{Notice, Wake, Watch};
-use crate::ops::Ctx;
-use crate::ops::inspect::inspect;
-use crate::ops::settle::{Settled, settle};
+use crate::ops::command::invoke;
+use crate::ops::inspect::Inspect;
+use crate::ops::settle::{self, Settle, Settled};
 use crate::protocol::step::{Call, Input, Next, Woke};
 use crate::runtime::Runtime;
 
@@ -31,14 +32,14 @@ fn subscribe_bound(rt: &Runtime) -> Duration {
     rt.settings.response_timeout.min(Duration::from_secs(2))
 }
 
-pub(crate) fn watch(rt: &Runtime, ctx: &Ctx<'_>) -> Watch {
+pub(crate) fn watch(rt: &Runtime, ctx: &SandboxRef) -> Watch {
     rt.notifier
-        .watch(ctx.team, ctx.id, &ctx.keys.team.channel())
+        .watch(&ctx.team, &ctx.id, &ctx.keys.team.channel())
 }
 
 /// Registers for the sandbox's notices and waits (bounded) until they are
 /// subscribed: a check made after this cannot miss one.
-pub(crate) async fn watch_ready(rt: &Runtime, ctx: &Ctx<'_>) -> Watch {
+pub(crate) async fn watch_ready(rt: &Runtime, ctx: &SandboxRef) -> Watch {
     let mut w = watch(rt, ctx);
     w.ready(subscribe_bound(rt)).await;
     w
@@ -49,7 +50,9 @@ pub(crate) async fn watch_ready(rt: &Runtime, ctx: &Ctx<'_>) -> Watch {
 /// the one subscription (made when first asked for), sleeps.
 pub(crate) struct Io<'a> {
     rt: &'a Runtime,
-    ctx: &'a Ctx<'a>,
+    ctx: &'a SandboxRef,
+    /// The request's deadline: no retry of its calls waits past it.
+    deadline: Option<std::time::Instant>,
     watch: Option<Watch>,
     /// The `wait` span: opened when the request first waits (subscribes),
     /// it covers everything the request does from then until it answers.
@@ -57,10 +60,15 @@ pub(crate) struct Io<'a> {
 }
 
 impl<'a> Io<'a> {
-    pub(crate) fn new(rt: &'a Runtime, ctx: &'a Ctx<'a>) -> Io<'a> {
+    pub(crate) fn new(
+        rt: &'a Runtime,
+        ctx: &'a SandboxRef,
+        deadline: Option<std::time::Instant>,
+    ) -> Io<'a> {
         Io {
             rt,
             ctx,
+            deadline,
             watch: None,
             span: None,
         }
@@ -87,21 +95,27 @@ impl<'a> Io<'a> {
         let (rt, ctx) = (self.rt, self.ctx);
         match next {
             Next::Call(Call::Settle { fence, holder }) => {
-                let r = settle(
-                    &rt.env,
-                    ctx,
+                let command = Settle {
+                    sandbox: ctx,
                     fence,
-                    &holder,
-                    false,
-                    EndReason::LeaseExpired.as_str(),
-                )
-                .await;
+                    holder: &holder,
+                    mode: settle::Mode::Check,
+                    reason: EndReason::LeaseExpired.as_str(),
+                    deadline: self.deadline,
+                };
+                let r = invoke(&rt.env, &command).await.map(|i| i.reply);
                 if let Ok(Settled::Abandoned { action, .. }) = &r {
                     crate::metrics::abandoned(*action);
                 }
                 Input::Settled(r)
             }
-            Next::Call(Call::Inspect) => Input::Inspected(inspect(&rt.env, ctx).await),
+            Next::Call(Call::Inspect) => {
+                let command = Inspect {
+                    sandbox: ctx,
+                    deadline: self.deadline,
+                };
+                Input::Inspected(invoke(&rt.env, &command).await.map(|i| i.reply))
+            }
             Next::Call(Call::Begin) | Next::Answer(_) => Input::Begun(Err(Error::Corrupt {
                 detail: "the request loop asked the wrong performer".into(),
             })),

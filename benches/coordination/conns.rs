@@ -173,13 +173,8 @@ impl Conns {
     }
 }
 
-/// A script reply's field `i` as text.
+/// A script reply's field `i` as text (redis-rs's `FromRedisValue`).
 pub fn text(v: &Value, i: usize) -> Option<String> {
     let Value::Array(items) = v else { return None };
-    match items.get(i)? {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(n) => Some(n.to_string()),
-        _ => None,
-    }
+    redis::from_redis_value_ref(items.get(i)?).ok()
 }

@@ -233,9 +233,9 @@ impl Reference {
         key: &str,
         transition_key: &str,
     ) -> Result<Started> {
-        let record = match self.pool.query(redis::cmd("GET").arg(key)).await? {
-            Value::BulkString(b) => String::from_utf8(b)?,
-            other => return Err(format!("reference record {key}: {other:?}").into()),
+        let record: String = match self.pool.query(redis::cmd("GET").arg(key)).await? {
+            Value::Nil => return Err(format!("reference record {key}: none").into()),
+            v => redis::from_redis_value(v)?,
         };
         let in_flight = self
             .pool

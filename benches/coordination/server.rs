@@ -291,12 +291,7 @@ impl Admin {
         let Value::Array(entries) = v else {
             return Err("SLOWLOG GET: not an array".into());
         };
-        let text = |v: &Value| match v {
-            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-            Value::SimpleString(s) => s.clone(),
-            Value::Int(i) => i.to_string(),
-            _ => String::new(),
-        };
+        let text = |v: &Value| redis::from_redis_value_ref::<String>(v).unwrap_or_default();
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             let Value::Array(fields) = e else { continue };

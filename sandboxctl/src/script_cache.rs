@@ -10,7 +10,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use redis::Value;
 use sandbox_coordinator::Lifecycle;
 use sandbox_coordinator::scripts::{Script, ScriptOptions};
 use serde::Serialize;
@@ -123,17 +122,13 @@ pub async fn scripts(
             loaded.push(None);
             continue;
         }
-        let reply: Value = redis::cmd("SCRIPT")
+        let sha: String = redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(script.source())
             .query_async(&mut conn)
             .await
             .with_context(|| format!("SCRIPT LOAD {}.lua", script.name()))?;
-        loaded.push(Some(match reply {
-            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
-            Value::SimpleString(s) => s,
-            other => format!("{other:?}"),
-        }));
+        loaded.push(Some(sha));
     }
     let mut exists = redis::cmd("SCRIPT");
     exists.arg("EXISTS");

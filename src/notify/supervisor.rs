@@ -21,6 +21,8 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     mut control: mpsc::UnboundedReceiver<String>,
 ) {
+    // Not `crate::retry`: this paces the reconnects of a long-lived
+    // subscription, forever; no caller waits on it with a deadline.
     const MIN_BACKOFF: Duration = Duration::from_millis(20);
     const MAX_BACKOFF: Duration = Duration::from_secs(1);
     let mut backoff = MIN_BACKOFF;

@@ -4,18 +4,28 @@
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::keys::SandboxRef;
 use crate::lifecycle::{Action, State};
-use crate::ops::{Ctx, Env, Send, call};
-use crate::redis::{Replication, Route};
+use crate::ops::command::Command;
+use crate::ops::{Env, Reply};
+use crate::redis::Route;
+use crate::retry::Retry;
+use crate::scripts::Script;
 
-/// The arguments of one begin call.
-pub(crate) struct BeginArgs<'a> {
+/// One begin call: request `action` for `sandbox` as `holder`.
+#[derive(Debug, Clone)]
+pub(crate) struct Begin<'a> {
+    pub sandbox: &'a SandboxRef,
+    pub action: Action,
     pub holder: &'a str,
     pub lease: Duration,
+    /// Refuse unless the record is this execution's.
     pub expect_execution: Option<&'a str>,
+    /// The call is the evictor's (at the sandbox's end time).
     pub eviction: bool,
     /// How long a queued waiter keeps its place without a re-check.
     pub queue_place: Duration,
+    pub route: Route,
 }
 
 /// What the script decided (its refusals are already errors).
@@ -44,94 +54,107 @@ pub(crate) enum Decided {
     Absorbed(State),
 }
 
-fn state(ctx: &Ctx<'_>, s: &str) -> Result<State, Error> {
+fn state(ctx: &SandboxRef, s: &str) -> Result<State, Error> {
     s.parse().map_err(|e: String| Error::Corrupt {
-        detail: format!("{}: {e}", ctx.keys.record),
+        detail: format!("{}: {e}", ctx.record()),
     })
 }
 
-pub(crate) async fn begin(
-    env: &Env,
-    ctx: &Ctx<'_>,
-    action: Action,
-    args: &BeginArgs<'_>,
-    route: Route,
-) -> Result<(Decided, Replication), Error> {
-    let lease_ms = args.lease.as_millis().to_string();
-    let queue_ms = args.queue_place.as_millis().to_string();
-    let expect = args.expect_execution.unwrap_or("");
-    let (reply, replication) = call(
-        env,
-        env.scripts.begin(action),
-        &[
-            &ctx.keys.record,
-            &ctx.keys.team.key("expiry"),
-            &ctx.keys.team.key("tombs"),
-            &ctx.keys.team.key("ids"),
-            &ctx.keys.team.key("seq"),
-        ],
-        &[
-            &ctx.keys.team.prefix,
-            ctx.id,
-            args.holder,
-            &lease_ms,
-            expect,
-            if args.eviction { "1" } else { "0" },
-            &queue_ms,
-        ],
-        Send::Once { write: true },
-        route,
-    )
-    .await?;
-    let ms = |i| reply.u64(i).map(Duration::from_millis);
-    let decided = match reply.status() {
-        "started" => Decided::Started {
-            fence: reply.u64(1)?,
-            lease: ms(2)?,
-            execution: reply.str(3).to_string(),
-        },
-        "join" => Decided::Join {
-            fence: reply.u64(1)?,
-            lease_left: ms(2)?,
-            holder: reply.str(3).to_string(),
-        },
-        "wait" => Decided::Wait {
-            fence: Some(reply.u64(1)?).filter(|f| *f > 0),
-            wake: ms(2)?,
-        },
-        "stuck" => Decided::Stuck {
-            fence: reply.u64(1)?,
-            holder: reply.str(2).to_string(),
-        },
-        "same" => Decided::Same(state(ctx, reply.str(1))?),
-        "absorbed" => Decided::Absorbed(state(ctx, reply.str(1))?),
-        "invalid" => {
-            return Err(Error::InvalidTransition {
-                team: ctx.team.into(),
-                id: ctx.id.into(),
-                from: state(ctx, reply.str(1))?,
-                action,
-            });
-        }
-        "not_found" => return Err(ctx.not_found()),
-        "exec_mismatch" => return Err(ctx.exec_mismatch(&reply, expect)),
-        "eviction_in_progress" => {
-            return Err(Error::EvictionInProgress {
-                team: ctx.team.into(),
-                id: ctx.id.into(),
-                fence: reply.u64(1).unwrap_or(0),
-                action: reply.str(2).into(),
-            });
-        }
-        "eviction_not_needed" => {
-            return Err(Error::EvictionNotNeeded {
-                team: ctx.team.into(),
-                id: ctx.id.into(),
-                end_ms: reply.u64(1)?,
-                now_ms: reply.u64(2)?,
-            });
-        }
-        _ => return Err(reply.refusal(&ctx.keys.record, &env.digest)),
-    };
-    Ok((decided, replication))
+impl Command for Begin<'_> {
+    type Reply = Decided;
+    const WRITE: bool = true;
+
+    fn script<'e>(&self, env: &'e Env) -> &'e Script {
+        env.scripts.begin(self.action)
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let (sb, team) = (self.sandbox, &self.sandbox.keys.team);
+        vec![
+            sb.record().to_string(),
+            team.expiry(),
+            team.tombs(),
+            team.ids(),
+            team.seq(),
+        ]
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            self.sandbox.prefix().to_string(),
+            self.sandbox.id.clone(),
+            self.holder.to_string(),
+            self.lease.as_millis().to_string(),
+            self.expect_execution.unwrap_or("").to_string(),
+            if self.eviction { "1" } else { "0" }.to_string(),
+            self.queue_place.as_millis().to_string(),
+        ]
+    }
+
+    /// Sent once here: the step function (`protocol::step`) retries a
+    /// begin (by its holder id) with [`Retry::TWICE`] within the request's
+    /// deadline, since a retry is one of its decisions.
+    fn retry(&self) -> Retry {
+        Retry::ONCE
+    }
+
+    fn route(&self) -> Route {
+        self.route
+    }
+
+    fn parse(&self, env: &Env, reply: Reply) -> Result<Decided, Error> {
+        let ctx = self.sandbox;
+        let ms = |i| reply.u64(i).map(Duration::from_millis);
+        Ok(match reply.status() {
+            "started" => Decided::Started {
+                fence: reply.u64(1)?,
+                lease: ms(2)?,
+                execution: reply.str(3).to_string(),
+            },
+            "join" => Decided::Join {
+                fence: reply.u64(1)?,
+                lease_left: ms(2)?,
+                holder: reply.str(3).to_string(),
+            },
+            "wait" => Decided::Wait {
+                fence: Some(reply.u64(1)?).filter(|f| *f > 0),
+                wake: ms(2)?,
+            },
+            "stuck" => Decided::Stuck {
+                fence: reply.u64(1)?,
+                holder: reply.str(2).to_string(),
+            },
+            "same" => Decided::Same(state(ctx, reply.str(1))?),
+            "absorbed" => Decided::Absorbed(state(ctx, reply.str(1))?),
+            "invalid" => {
+                return Err(Error::InvalidTransition {
+                    team: ctx.team.clone(),
+                    id: ctx.id.clone(),
+                    from: state(ctx, reply.str(1))?,
+                    action: self.action,
+                });
+            }
+            "not_found" => return Err(ctx.not_found()),
+            "exec_mismatch" => {
+                return Err(ctx.exec_mismatch(&reply, self.expect_execution.unwrap_or("")));
+            }
+            "eviction_in_progress" => {
+                return Err(Error::EvictionInProgress {
+                    team: ctx.team.clone(),
+                    id: ctx.id.clone(),
+                    fence: reply.u64(1).unwrap_or(0),
+                    action: reply.str(2).into(),
+                });
+            }
+            "eviction_not_needed" => {
+                return Err(Error::EvictionNotNeeded {
+                    team: ctx.team.clone(),
+                    id: ctx.id.clone(),
+                    end_ms: reply.u64(1)?,
+                    now_ms: reply.u64(2)?,
+                });
+            }
+            _ => return Err(reply.refusal(ctx.record(), &env.digest)),
+        })
+    }
 }

@@ -2,38 +2,65 @@
 
 use crate::bounds::EndArg;
 use crate::error::Error;
-use crate::ops::{Ctx, Env, Send, call};
-use crate::redis::{Replication, Route};
+use crate::keys::SandboxRef;
+use crate::ops::command::Command;
+use crate::ops::{Env, Reply};
+use crate::retry::Retry;
+use crate::scripts::Script;
 
-pub(crate) async fn set_end_time(
-    env: &Env,
-    ctx: &Ctx<'_>,
-    end: &EndArg,
-    expect_execution: Option<&str>,
-) -> Result<Replication, Error> {
-    let expect = expect_execution.unwrap_or("");
-    let (reply, replication) = call(
-        env,
-        &env.scripts.set_end_time,
-        &[
-            &ctx.keys.record,
-            &ctx.keys.team.key("expiry"),
-            &ctx.keys.team.key("seq"),
-        ],
-        &[&ctx.keys.team.prefix, ctx.id, end.mode, &end.ms, expect],
-        Send::Retried { write: true },
-        Route::default(),
-    )
-    .await?;
-    match reply.status() {
-        "ok" => Ok(replication),
-        "not_found" => Err(ctx.not_found()),
-        "exec_mismatch" => Err(ctx.exec_mismatch(&reply, expect)),
-        "settled" => Err(Error::NotLive {
-            team: ctx.team.into(),
-            id: ctx.id.into(),
-            state: reply.str(1).into(),
-        }),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+/// One move of `sandbox`'s end time (refused unless the record is
+/// `expect_execution`'s, if given).
+#[derive(Clone)]
+pub(crate) struct SetEndTime<'a> {
+    pub sandbox: &'a SandboxRef,
+    pub end: &'a EndArg,
+    pub expect_execution: Option<&'a str>,
+}
+
+impl Command for SetEndTime<'_> {
+    type Reply = ();
+    const WRITE: bool = true;
+
+    fn script<'e>(&self, env: &'e Env) -> &'e Script {
+        &env.scripts.set_end_time
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let sb = self.sandbox;
+        vec![
+            sb.record().to_string(),
+            sb.keys.team.expiry(),
+            sb.keys.team.seq(),
+        ]
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            self.sandbox.prefix().to_string(),
+            self.sandbox.id.clone(),
+            self.end.mode.to_string(),
+            self.end.ms.clone(),
+            self.expect_execution.unwrap_or("").to_string(),
+        ]
+    }
+
+    /// Idempotent for the same arguments.
+    fn retry(&self) -> Retry {
+        Retry::TWICE
+    }
+
+    fn parse(&self, env: &Env, reply: Reply) -> Result<(), Error> {
+        let sb = self.sandbox;
+        match reply.status() {
+            "ok" => Ok(()),
+            "not_found" => Err(sb.not_found()),
+            "exec_mismatch" => Err(sb.exec_mismatch(&reply, self.expect_execution.unwrap_or(""))),
+            "settled" => Err(Error::NotLive {
+                team: sb.team.clone(),
+                id: sb.id.clone(),
+                state: reply.str(1).into(),
+            }),
+            _ => Err(reply.refusal(sb.record(), &env.digest)),
+        }
     }
 }

@@ -3,31 +3,54 @@
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::ops::{Ctx, Env, Send, call};
-use crate::redis::Route;
+use crate::ops::command::Command;
+use crate::ops::finish::Target;
+use crate::ops::{Env, Reply};
+use crate::retry::Retry;
+use crate::scripts::Script;
 
+/// One extend of `target`'s lease to `lease` from now. Its reply:
 /// `Some(lease)` when extended, `None` when fenced (the lease is not ours).
-pub(crate) async fn extend(
-    env: &Env,
-    ctx: &Ctx<'_>,
-    fence: u64,
-    holder: &str,
-    lease: Duration,
-) -> Result<Option<Duration>, Error> {
-    let fence_s = fence.to_string();
-    let lease_ms = lease.as_millis().to_string();
-    let (reply, _) = call(
-        env,
-        &env.scripts.extend,
-        &[&ctx.keys.record, &ctx.keys.team.key("seq")],
-        &[&ctx.keys.team.prefix, ctx.id, &fence_s, holder, &lease_ms],
-        Send::Retried { write: true },
-        Route::default(),
-    )
-    .await?;
-    match reply.status() {
-        "extended" => Ok(Some(Duration::from_millis(reply.u64(1)?))),
-        "fenced" => Ok(None),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+#[derive(Debug, Clone)]
+pub(crate) struct Extend<'a> {
+    pub target: &'a Target,
+    pub lease: Duration,
+}
+
+impl Command for Extend<'_> {
+    type Reply = Option<Duration>;
+    const WRITE: bool = true;
+
+    fn script<'e>(&self, env: &'e Env) -> &'e Script {
+        &env.scripts.extend
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let sb = &self.target.sandbox;
+        vec![sb.record().to_string(), sb.keys.team.seq()]
+    }
+
+    fn args(&self) -> Vec<String> {
+        let t = self.target;
+        vec![
+            t.sandbox.prefix().to_string(),
+            t.sandbox.id.clone(),
+            t.fence.to_string(),
+            t.holder.clone(),
+            self.lease.as_millis().to_string(),
+        ]
+    }
+
+    /// Idempotent for the same arguments.
+    fn retry(&self) -> Retry {
+        Retry::TWICE
+    }
+
+    fn parse(&self, env: &Env, reply: Reply) -> Result<Option<Duration>, Error> {
+        match reply.status() {
+            "extended" => Ok(Some(Duration::from_millis(reply.u64(1)?))),
+            "fenced" => Ok(None),
+            _ => Err(reply.refusal(self.target.sandbox.record(), &env.digest)),
+        }
     }
 }

@@ -1,11 +1,43 @@
 //! `finish.lua` (end a transition by fence and holder) and `cancel.lua`
 //! (end or dequeue whatever a begin call whose answer nobody received left,
-//! by holder).
+//! by holder), as command values ([`Finish`], [`Cancel`]).
+
+use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::keys::SandboxRef;
 use crate::lifecycle::{Action, Outcome, State};
-use crate::ops::{Ctx, Env, Send, call};
-use crate::redis::{Replication, Route};
+use crate::ops::command::{Command, invoke};
+use crate::ops::{Env, Reply};
+use crate::redis::Route;
+use crate::retry::Retry;
+use crate::scripts::Script;
+
+/// A transition to finish: who it is about and which one.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub sandbox: SandboxRef,
+    pub action: Action,
+    pub fence: u64,
+    pub holder: String,
+}
+
+impl Target {
+    pub(crate) fn fenced(&self, current: Option<u64>) -> Error {
+        Error::Fenced {
+            team: self.sandbox.team.clone(),
+            id: self.sandbox.id.clone(),
+            fence: self.fence,
+            current,
+        }
+    }
+
+    fn corrupt(&self, e: String) -> Error {
+        Error::Corrupt {
+            detail: format!("{}: {e}", self.sandbox.record()),
+        }
+    }
+}
 
 /// How a finish call went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,57 +52,103 @@ pub(crate) enum Finished {
     NotFound,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn finish(
-    env: &Env,
-    ctx: &Ctx<'_>,
-    action: Action,
-    fence: u64,
-    holder: &str,
-    outcome: Outcome,
-    reason: &str,
-    route: Route,
-) -> Result<(Finished, Replication), Error> {
-    let fence_s = fence.to_string();
-    let (reply, replication) = call(
-        env,
-        &env.scripts.finish,
-        &[
-            &ctx.keys.record,
-            &ctx.keys.outcome(ctx.id, fence),
-            &ctx.keys.team.key("expiry"),
-            &ctx.keys.team.key("tombs"),
-            &ctx.keys.team.key("seq"),
-        ],
-        &[
-            &ctx.keys.team.prefix,
-            ctx.id,
-            &fence_s,
-            holder,
-            action.as_str(),
-            outcome.as_str(),
-            reason,
-        ],
-        Send::Once { write: true },
-        route,
-    )
-    .await?;
-    let corrupt = |e: String| Error::Corrupt {
-        detail: format!("{}: {e}", ctx.keys.record),
+/// One finish: record `outcome` (with `reason`) for transition `target`.
+/// Finishing is retry-safe (by fence and holder): transient errors are
+/// retried ([`Retry::TWICE`], then on while `until` — the lease's end,
+/// while nobody else may take over — has not passed).
+#[derive(Debug, Clone)]
+pub(crate) struct Finish<'a> {
+    pub target: &'a Target,
+    pub outcome: Outcome,
+    pub reason: &'a str,
+    pub until: Option<Instant>,
+    /// An attempt may already have been sent (by a dropped finish).
+    pub unsure: bool,
+    pub route: Route,
+}
+
+impl Command for Finish<'_> {
+    type Reply = Finished;
+    const WRITE: bool = true;
+
+    fn script<'e>(&self, env: &'e Env) -> &'e Script {
+        &env.scripts.finish
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let (sb, t) = (&self.target.sandbox, &self.target.sandbox.keys.team);
+        vec![
+            sb.record().to_string(),
+            sb.outcome(self.target.fence),
+            t.expiry(),
+            t.tombs(),
+            t.seq(),
+        ]
+    }
+
+    fn args(&self) -> Vec<String> {
+        let t = self.target;
+        vec![
+            t.sandbox.prefix().to_string(),
+            t.sandbox.id.clone(),
+            t.fence.to_string(),
+            t.holder.clone(),
+            t.action.as_str().to_string(),
+            self.outcome.as_str().to_string(),
+            self.reason.to_string(),
+        ]
+    }
+
+    fn retry(&self) -> Retry {
+        Retry::TWICE.more_until(self.until.map(Instant::into_std))
+    }
+
+    fn route(&self) -> Route {
+        self.route
+    }
+
+    fn parse(&self, env: &Env, reply: Reply) -> Result<Finished, Error> {
+        let t = self.target;
+        Ok(match reply.status() {
+            "finished" => Finished::Applied(reply.str(1).parse().map_err(|e| t.corrupt(e))?),
+            "recorded" => Finished::Recorded {
+                outcome: reply.str(1).parse().map_err(|e| t.corrupt(e))?,
+                reason: reply.str(2).to_string(),
+            },
+            "fenced" => Finished::Fenced {
+                current: reply.str(1).parse().ok(),
+            },
+            "not_found" => Finished::NotFound,
+            _ => return Err(reply.refusal(t.sandbox.record(), &env.digest)),
+        })
+    }
+}
+
+/// Runs `finish` (see [`Finish`]). After an attempt whose reply was lost
+/// (`unsure`, or a retry here), an answer that the fence is stale or the
+/// record gone is [`Error::FinishUnknown`], never `Fenced`: the lost
+/// attempt may have recorded it. A repeated finish with the same outcome
+/// succeeds.
+pub(crate) async fn finish(env: &Env, finish: &Finish<'_>) -> Result<(), Error> {
+    let target = finish.target;
+    let done = invoke(env, finish).await?;
+    let unsure = finish.unsure || done.retried;
+    let unknown = || Error::FinishUnknown {
+        team: target.sandbox.team.clone(),
+        id: target.sandbox.id.clone(),
+        fence: target.fence,
+        action: target.action.as_str().into(),
     };
-    let finished = match reply.status() {
-        "finished" => Finished::Applied(reply.str(1).parse().map_err(corrupt)?),
-        "recorded" => Finished::Recorded {
-            outcome: reply.str(1).parse().map_err(corrupt)?,
-            reason: reply.str(2).to_string(),
-        },
-        "fenced" => Finished::Fenced {
-            current: reply.str(1).parse().ok(),
-        },
-        "not_found" => Finished::NotFound,
-        _ => return Err(reply.refusal(&ctx.keys.record, &env.digest)),
-    };
-    Ok((finished, replication))
+    match done.reply {
+        Finished::Applied(_) => crate::ops::replicated("finish", done.replication),
+        Finished::Recorded { outcome, .. } if outcome == finish.outcome => {
+            crate::ops::replicated("finish", done.replication)
+        }
+        Finished::Recorded { .. } => Err(target.fenced(None)),
+        Finished::Fenced { .. } | Finished::NotFound if unsure => Err(unknown()),
+        Finished::Fenced { current } => Err(target.fenced(current)),
+        Finished::NotFound => Err(target.sandbox.not_found()),
+    }
 }
 
 /// What `cancel.lua` found of a holder's.
@@ -84,128 +162,55 @@ pub(crate) enum Cancelled {
     None,
 }
 
-pub(crate) async fn cancel(
-    env: &Env,
-    ctx: &Ctx<'_>,
-    holder: &str,
-    route: Route,
-) -> Result<Cancelled, Error> {
-    let (reply, _) = call(
-        env,
-        &env.scripts.cancel,
-        &[&ctx.keys.record],
-        &[&ctx.keys.team.prefix, ctx.id, holder],
-        Send::Once { write: true },
-        route,
-    )
-    .await?;
-    match reply.status() {
-        "holds" => Ok(Cancelled::Holds {
-            fence: reply.u64(1)?,
-            action: reply.str(2).parse().map_err(|e: String| Error::Corrupt {
-                detail: format!("{}: {e}", ctx.keys.record),
-            })?,
-        }),
-        "dequeued" => Ok(Cancelled::Dequeued),
-        "none" => Ok(Cancelled::None),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
-    }
-}
-
-/// A transition to finish: who it is about and which one.
+/// One cancel: undo what `holder`'s begin calls left (sent once: the
+/// keeper sends a second attempt later itself).
 #[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub team: String,
-    pub id: String,
-    pub keys: crate::keys::SandboxKeys,
-    pub action: Action,
-    pub fence: u64,
-    pub holder: String,
+pub(crate) struct Cancel<'a> {
+    pub sandbox: &'a SandboxRef,
+    pub holder: &'a str,
+    pub route: Route,
 }
 
-impl Target {
-    pub(crate) fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            team: &self.team,
-            id: &self.id,
-            keys: &self.keys,
-        }
+impl Command for Cancel<'_> {
+    type Reply = Cancelled;
+    const WRITE: bool = true;
+
+    fn script<'e>(&self, env: &'e Env) -> &'e Script {
+        &env.scripts.cancel
     }
 
-    pub(crate) fn fenced(&self, current: Option<u64>) -> Error {
-        Error::Fenced {
-            team: self.team.clone(),
-            id: self.id.clone(),
-            fence: self.fence,
-            current,
-        }
+    fn keys(&self) -> Vec<String> {
+        vec![self.sandbox.record().to_string()]
     }
-}
 
-/// Finishes `target` with the retry discipline of a finish: transient
-/// errors are retried (twice quickly, then every 100 ms while `until` —
-/// the lease deadline — has not passed); finishing is retry-safe, and after
-/// an attempt whose reply was lost (`unsure`), an answer that the fence is
-/// stale or the record gone is [`Error::FinishUnknown`], never `Fenced`:
-/// the lost attempt may have recorded it. Returns the state the record is
-/// left in (or, for a repeated finish, the recorded outcome's).
-pub(crate) async fn finish_retrying(
-    env: &Env,
-    target: &Target,
-    outcome: Outcome,
-    reason: &str,
-    until: Option<tokio::time::Instant>,
-    mut unsure: bool,
-    route: Route,
-) -> Result<(), Error> {
-    let ctx = target.ctx();
-    let mut attempt = 0u32;
-    loop {
-        let result = finish(
-            env,
-            &ctx,
-            target.action,
-            target.fence,
-            &target.holder,
-            outcome,
-            reason,
-            route,
-        )
-        .await;
-        let (finished, replication) = match result {
-            Err(e) if e.is_retryable() && !matches!(e, Error::NotReplicated { .. }) => {
-                let now = tokio::time::Instant::now();
-                if attempt >= 2 && until.is_none_or(|u| now >= u) {
-                    return Err(e);
-                }
-                unsure = true;
-                let pause = match attempt {
-                    0 => 20,
-                    1 => 80,
-                    _ => 100,
-                };
-                attempt += 1;
-                tracing::debug!(fence = target.fence, error = %e, "finish failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
-                continue;
-            }
-            other => other?,
-        };
-        let unknown = || Error::FinishUnknown {
-            team: target.team.clone(),
-            id: target.id.clone(),
-            fence: target.fence,
-            action: target.action.as_str().into(),
-        };
-        return match finished {
-            Finished::Applied(_) => crate::ops::replicated("finish", replication),
-            Finished::Recorded { outcome: o, .. } if o == outcome => {
-                crate::ops::replicated("finish", replication)
-            }
-            Finished::Recorded { .. } => Err(target.fenced(None)),
-            Finished::Fenced { .. } | Finished::NotFound if unsure => Err(unknown()),
-            Finished::Fenced { current } => Err(target.fenced(current)),
-            Finished::NotFound => Err(ctx.not_found()),
-        };
+    fn args(&self) -> Vec<String> {
+        vec![
+            self.sandbox.prefix().to_string(),
+            self.sandbox.id.clone(),
+            self.holder.to_string(),
+        ]
+    }
+
+    fn retry(&self) -> Retry {
+        Retry::ONCE
+    }
+
+    fn route(&self) -> Route {
+        self.route
+    }
+
+    fn parse(&self, env: &Env, reply: Reply) -> Result<Cancelled, Error> {
+        let record = self.sandbox.record();
+        match reply.status() {
+            "holds" => Ok(Cancelled::Holds {
+                fence: reply.u64(1)?,
+                action: reply.str(2).parse().map_err(|e: String| Error::Corrupt {
+                    detail: format!("{record}: {e}"),
+                })?,
+            }),
+            "dequeued" => Ok(Cancelled::Dequeued),
+            "none" => Ok(Cancelled::None),
+            _ => Err(reply.refusal(record, &env.digest)),
+        }
     }
 }

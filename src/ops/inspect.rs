@@ -2,11 +2,16 @@
 //! `list.lua` reply with: parsed and validated by [`crate::record`], the
 //! Rust twin of the scripts' validation.
 
+use std::time::Instant;
+
 use crate::error::Error;
-use crate::ops::{Ctx, Env, Reply, Send, call};
+use crate::keys::SandboxRef;
+use crate::ops::command::Command;
+use crate::ops::{Env, Reply};
 use crate::record::{FIELDS, Raw};
-use crate::redis::Route;
+use crate::retry::Retry;
 use crate::sandbox::Sandbox;
+use crate::scripts::Script;
 
 /// Fields one record row takes in a reply: PTTL, the FIELDS, data.
 pub(crate) const ROW: usize = FIELDS.len() + 2;
@@ -39,19 +44,41 @@ pub(crate) fn row(
     )
 }
 
-pub(crate) async fn inspect(env: &Env, ctx: &Ctx<'_>) -> Result<Option<Sandbox>, Error> {
-    let (reply, _) = call(
-        env,
-        &env.scripts.inspect,
-        &[&ctx.keys.record],
-        &[&ctx.keys.team.prefix, ctx.id],
-        Send::Retried { write: false },
-        Route::default(),
-    )
-    .await?;
-    match reply.status() {
-        "record" => Ok(Some(row(env, &reply, 2, reply.u64(1)?, ctx.team, ctx.id)?)),
-        "not_found" => Ok(None),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+/// One read of `sandbox`'s record (with its lease, queue and reservation).
+#[derive(Debug, Clone)]
+pub(crate) struct Inspect<'a> {
+    pub sandbox: &'a SandboxRef,
+    /// The caller's: no retry waits past it.
+    pub deadline: Option<Instant>,
+}
+
+impl Command for Inspect<'_> {
+    type Reply = Option<Sandbox>;
+    const WRITE: bool = false;
+
+    fn script<'e>(&self, env: &'e Env) -> &'e Script {
+        &env.scripts.inspect
+    }
+
+    fn keys(&self) -> Vec<String> {
+        vec![self.sandbox.record().to_string()]
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![self.sandbox.prefix().to_string(), self.sandbox.id.clone()]
+    }
+
+    /// Read-only.
+    fn retry(&self) -> Retry {
+        Retry::TWICE.within(self.deadline)
+    }
+
+    fn parse(&self, env: &Env, reply: Reply) -> Result<Option<Sandbox>, Error> {
+        let sb = self.sandbox;
+        match reply.status() {
+            "record" => Ok(Some(row(env, &reply, 2, reply.u64(1)?, &sb.team, &sb.id)?)),
+            "not_found" => Ok(None),
+            _ => Err(reply.refusal(sb.record(), &env.digest)),
+        }
     }
 }

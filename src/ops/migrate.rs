@@ -1,8 +1,11 @@
 //! `migrate.lua`: convert one schema-1 record in place.
 
 use crate::error::Error;
-use crate::ops::{Ctx, Env, Send, call};
-use crate::redis::Route;
+use crate::keys::SandboxRef;
+use crate::ops::command::Command;
+use crate::ops::{Env, Reply};
+use crate::retry::Retry;
+use crate::scripts::Script;
 
 /// What migrating one record did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,46 +20,66 @@ pub(crate) enum Migrated {
     NotFound,
 }
 
-pub(crate) async fn migrate(
-    env: &Env,
-    ctx: &Ctx<'_>,
-    adopt_lifecycle: bool,
-) -> Result<Migrated, Error> {
-    let (reply, _) = call(
-        env,
-        &env.scripts.migrate,
-        &[
-            &ctx.keys.record,
-            &ctx.keys.team.key(&format!("lease:{}", ctx.id)),
-            &ctx.keys.team.key("expiry"),
-            &ctx.keys.team.key("tombs"),
-            &ctx.keys.team.key("ids"),
-            &ctx.keys.team.key("team"),
-            &ctx.keys.team.key("fence"),
-            &ctx.keys.team.slot_key("teams"),
-            &ctx.keys.team.slot_key("listed"),
-        ],
-        &[
-            &ctx.keys.team.prefix,
-            ctx.id,
-            ctx.team,
-            if adopt_lifecycle { "1" } else { "0" },
-            &ctx.keys.team.slot_prefix,
-        ],
-        Send::Retried { write: true },
-        Route::default(),
-    )
-    .await?;
-    match reply.status() {
-        "migrated" => Ok(Migrated::Converted {
-            slot_unlisted: reply.str(1) == "1",
-        }),
-        "current" => Ok(Migrated::Current),
-        "restamped" => Ok(Migrated::Restamped {
-            previous: reply.str(1).to_string(),
-        }),
-        "not_found" => Ok(Migrated::NotFound),
-        "busy" => Err(ctx.busy(&reply, 1)),
-        _ => Err(reply.refusal(&ctx.keys.record, &env.digest)),
+/// One migration of `sandbox`'s record (with `adopt_lifecycle`: re-stamp
+/// a record of another rule table).
+#[derive(Debug, Clone)]
+pub(crate) struct Migrate<'a> {
+    pub sandbox: &'a SandboxRef,
+    pub adopt_lifecycle: bool,
+}
+
+impl Command for Migrate<'_> {
+    type Reply = Migrated;
+    const WRITE: bool = true;
+
+    fn script<'e>(&self, env: &'e Env) -> &'e Script {
+        &env.scripts.migrate
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let (sb, t) = (self.sandbox, &self.sandbox.keys.team);
+        vec![
+            sb.record().to_string(),
+            t.lease_v1(&sb.id),
+            t.expiry(),
+            t.tombs(),
+            t.ids(),
+            t.hash(),
+            t.fence(),
+            t.slot_teams(),
+            t.slot_listed(),
+        ]
+    }
+
+    fn args(&self) -> Vec<String> {
+        let sb = self.sandbox;
+        vec![
+            sb.prefix().to_string(),
+            sb.id.clone(),
+            sb.team.clone(),
+            if self.adopt_lifecycle { "1" } else { "0" }.to_string(),
+            sb.keys.team.slot_prefix.clone(),
+        ]
+    }
+
+    /// Idempotent: a converted record is `current`.
+    fn retry(&self) -> Retry {
+        Retry::TWICE
+    }
+
+    fn parse(&self, env: &Env, reply: Reply) -> Result<Migrated, Error> {
+        let sb = self.sandbox;
+        match reply.status() {
+            "migrated" => Ok(Migrated::Converted {
+                slot_unlisted: reply.str(1) == "1",
+            }),
+            "current" => Ok(Migrated::Current),
+            "restamped" => Ok(Migrated::Restamped {
+                previous: reply.str(1).to_string(),
+            }),
+            "not_found" => Ok(Migrated::NotFound),
+            "busy" => Err(sb.busy(&reply, 1)),
+            _ => Err(reply.refusal(sb.record(), &env.digest)),
+        }
     }
 }

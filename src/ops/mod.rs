@@ -1,10 +1,12 @@
-//! One module per script: the arguments it is called with and its reply as
-//! a typed value, parsed in exactly one place (as mini-redis does per
-//! command). Status words never travel further than these modules; the
-//! refusals every script shares (`corrupt`, `schema`, `lifecycle`) are
-//! mapped here once.
+//! One module per script: each call is a value (a `command::Command`: its
+//! KEYS and ARGV, its retry policy, its reply as a typed value, parsed in
+//! exactly one place, as mini-redis does per command), sent by
+//! `command::invoke`. Status words never travel further than these
+//! modules; the refusals every script shares (`corrupt`, `schema`,
+//! `lifecycle`) are mapped here once.
 
 pub(crate) mod begin;
+pub(crate) mod command;
 pub(crate) mod count;
 pub(crate) mod due;
 pub(crate) mod end_time;
@@ -23,9 +25,10 @@ pub(crate) mod team_limit;
 use redis::Value;
 
 use crate::error::Error;
-use crate::keys::{Namespace, SCHEMA_VERSION, SandboxKeys};
+use crate::keys::{Namespace, SCHEMA_VERSION, SandboxRef};
 use crate::lifecycle::Lifecycle;
 use crate::redis::{Link, Replication, Route, value};
+use crate::retry::Retry;
 use crate::scripts::{Script, Scripts};
 
 /// What every script call needs: the connections, this coordinator's
@@ -125,25 +128,19 @@ impl Reply {
     }
 }
 
-/// Who a call is about, for the arguments and for error messages.
-pub(crate) struct Ctx<'a> {
-    pub team: &'a str,
-    pub id: &'a str,
-    pub keys: &'a SandboxKeys,
-}
-
-impl Ctx<'_> {
+/// The errors about one sandbox that several scripts answer.
+impl SandboxRef {
     pub(crate) fn not_found(&self) -> Error {
         Error::NotFound {
-            team: self.team.into(),
-            id: self.id.into(),
+            team: self.team.clone(),
+            id: self.id.clone(),
         }
     }
 
     pub(crate) fn busy(&self, reply: &Reply, at: usize) -> Error {
         Error::Busy {
-            team: self.team.into(),
-            id: self.id.into(),
+            team: self.team.clone(),
+            id: self.id.clone(),
             fence: reply.u64(at).unwrap_or(0),
             action: reply.str(at + 1).into(),
         }
@@ -151,8 +148,8 @@ impl Ctx<'_> {
 
     pub(crate) fn exists(&self, reply: &Reply) -> Error {
         Error::AlreadyExists {
-            team: self.team.into(),
-            id: self.id.into(),
+            team: self.team.clone(),
+            id: self.id.clone(),
             execution: reply.str(1).into(),
             state: reply.str(2).into(),
         }
@@ -160,8 +157,8 @@ impl Ctx<'_> {
 
     pub(crate) fn exec_mismatch(&self, reply: &Reply, expected: &str) -> Error {
         Error::ExecutionMismatch {
-            team: self.team.into(),
-            id: self.id.into(),
+            team: self.team.clone(),
+            id: self.id.clone(),
             expected: expected.into(),
             actual: reply.str(1).into(),
         }
@@ -169,49 +166,41 @@ impl Ctx<'_> {
 
     pub(crate) fn team_limit(&self, reply: &Reply) -> Error {
         Error::TeamLimit {
-            team: self.team.into(),
+            team: self.team.clone(),
             live: reply.usize(1).unwrap_or(0),
             limit: reply.usize(2).unwrap_or(0),
         }
     }
 }
 
-/// How a script may be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Send {
-    /// Read-only, or idempotent for the same arguments (settle, extend,
-    /// set_end_time, ...): a transient failure is retried twice (after 20
-    /// and 80 ms), so one broken connection costs the caller nothing.
-    Retried { write: bool },
-    /// Its effect after a lost reply is unknown and a retry could differ
-    /// (register, remove, reserve): sent once; the caller decides. Begin and
-    /// finish retry in their own loops (by holder id, by recorded outcome).
-    Once { write: bool },
-}
-
-/// Runs a script and wraps its reply.
-pub(crate) async fn call(
+/// The one retry loop of a script call (`command::invoke`'s): a transport failure (retryable,
+/// and not a short replication, which is an answer) is sent again after
+/// the pause `retry` gives, until it gives none.
+pub(crate) async fn run(
     env: &Env,
     script: &Script,
     keys: &[&str],
     args: &[&str],
-    send: Send,
+    write: bool,
+    retry: Retry,
     route: Route,
-) -> Result<(Reply, Replication), Error> {
-    let (write, retries) = match send {
-        Send::Retried { write } => (write, 2),
-        Send::Once { write } => (write, 0),
-    };
+) -> Result<(Reply, Replication, bool), Error> {
     let mut attempt = 0;
     loop {
         match env.link.run(script, keys, args, write, route).await {
-            Err(e) if attempt < retries && e.is_retryable() => {
+            Err(e) if e.is_retryable() && !matches!(e, Error::NotReplicated { .. }) => {
+                let now = tokio::time::Instant::now().into_std();
+                let Some(pause) = retry.next(attempt, now) else {
+                    return Err(e);
+                };
                 tracing::debug!(script = script.name(), error = %e, "retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(20 << (2 * attempt))).await;
+                tokio::time::sleep(pause).await;
                 attempt += 1;
             }
             Err(e) => return Err(e),
-            Ok((value, replication)) => return Ok((Reply::new(script, value)?, replication)),
+            Ok((value, replication)) => {
+                return Ok((Reply::new(script, value)?, replication, attempt > 0));
+            }
         }
     }
 }

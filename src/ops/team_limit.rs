@@ -2,28 +2,47 @@
 
 use crate::error::Error;
 use crate::keys::TeamKeys;
-use crate::ops::{Env, Send, call};
-use crate::redis::{Replication, Route};
+use crate::ops::command::Command;
+use crate::ops::{Env, Reply};
+use crate::retry::Retry;
+use crate::scripts::Script;
 
-/// The previous limit and the replication.
-pub(crate) async fn set(
-    env: &Env,
-    keys: &TeamKeys,
-    limit: Option<usize>,
-) -> Result<(Option<usize>, Replication), Error> {
-    let hash = keys.key("team");
-    let limit_s = limit.map(|n| n.to_string()).unwrap_or_default();
-    let (reply, replication) = call(
-        env,
-        &env.scripts.team_limit,
-        &[&hash, &keys.key("seq")],
-        &[&keys.prefix, &limit_s],
-        Send::Retried { write: true },
-        Route::default(),
-    )
-    .await?;
-    if reply.status() != "ok" {
-        return Err(reply.refusal(&hash, &env.digest));
+/// One set (or, `None`, clear) of a team's limit. Its reply: the previous
+/// limit.
+#[derive(Debug, Clone)]
+pub(crate) struct SetTeamLimit<'a> {
+    pub team: &'a TeamKeys,
+    pub limit: Option<usize>,
+}
+
+impl Command for SetTeamLimit<'_> {
+    type Reply = Option<usize>;
+    const WRITE: bool = true;
+
+    fn script<'e>(&self, env: &'e Env) -> &'e Script {
+        &env.scripts.team_limit
     }
-    Ok((reply.str(1).parse().ok(), replication))
+
+    fn keys(&self) -> Vec<String> {
+        vec![self.team.hash(), self.team.seq()]
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            self.team.prefix.clone(),
+            self.limit.map(|n| n.to_string()).unwrap_or_default(),
+        ]
+    }
+
+    /// Idempotent for the same arguments.
+    fn retry(&self) -> Retry {
+        Retry::TWICE
+    }
+
+    fn parse(&self, env: &Env, reply: Reply) -> Result<Option<usize>, Error> {
+        if reply.status() != "ok" {
+            return Err(reply.refusal(&self.team.hash(), &env.digest));
+        }
+        Ok(reply.str(1).parse().ok())
+    }
 }

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::ops::{self, Ctx};
+use crate::ops;
+use crate::ops::command::invoke;
 use crate::protocol::slots;
 use crate::runtime::Runtime;
 use crate::sandbox::{Drift, RepairReport};
@@ -66,7 +67,8 @@ pub(crate) async fn repair(rt: &Runtime, dry_run: bool) -> Result<RepairReport> 
         };
         report.teams += 1;
         report.records += ids.len();
-        let mut drift = ops::repair::team(env, team, &keys, ids, dry_run).await?;
+        let command = ops::repair::Repair::new(env, team, &keys, ids, dry_run).await?;
+        let mut drift = invoke(env, &command).await?.reply;
         let has_records = !ids.is_empty();
         if registry_sound && has_records && !registered.contains(&keys.slot) {
             drift.push(Drift {
@@ -93,24 +95,18 @@ pub(crate) async fn migrate(rt: &Runtime, adopt_lifecycle: bool) -> Result<(usiz
         let Some((team, id)) = parse_record_key(env.ns.prefix(), &key) else {
             continue;
         };
-        let Ok(keys) = env.ns.sandbox(&team, &id) else {
+        let Ok(sandbox) = env.ns.sandbox_ref(&team, &id) else {
             continue;
         };
-        match ops::migrate::migrate(
-            env,
-            &Ctx {
-                team: &team,
-                id: &id,
-                keys: &keys,
-            },
+        let command = ops::migrate::Migrate {
+            sandbox: &sandbox,
             adopt_lifecycle,
-        )
-        .await?
-        {
+        };
+        match invoke(env, &command).await?.reply {
             ops::migrate::Migrated::Converted { slot_unlisted } => {
                 converted += 1;
                 if slot_unlisted {
-                    slots::list(rt, &keys.team, true).await?;
+                    slots::list(rt, &sandbox.keys.team, true).await?;
                 }
             }
             ops::migrate::Migrated::Restamped { .. } => restamped += 1,

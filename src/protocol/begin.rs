@@ -13,11 +13,11 @@ use tracing::Instrument;
 use crate::bounds;
 use crate::error::{Error, Result};
 use crate::keeper::Job;
-use crate::keys::{SandboxKeys, validate_id};
+use crate::keys::{SandboxRef, validate_id};
 use crate::lifecycle::{Action, EndReason};
-use crate::ops::begin::BeginArgs;
+use crate::ops;
+use crate::ops::command::invoke;
 use crate::ops::finish::Target as FinishTarget;
-use crate::ops::{self, Ctx};
 use crate::options::{BeginOptions, Begun};
 use crate::protocol::step::{Answer, Call, Input, Loop, Mode, Next};
 use crate::runtime::Runtime;
@@ -31,9 +31,7 @@ use crate::wait::Io;
 /// received, or takes the caller out of the queue.
 struct PendingBegin<'a> {
     rt: &'a Runtime,
-    team: &'a str,
-    id: &'a str,
-    keys: &'a SandboxKeys,
+    sandbox: &'a SandboxRef,
     holder: &'a str,
     route: crate::redis::Route,
     armed: bool,
@@ -44,9 +42,7 @@ impl Drop for PendingBegin<'_> {
     fn drop(&mut self) {
         if self.armed {
             self.rt.keeper.send(Job::Cancel {
-                team: self.team.to_string(),
-                id: self.id.to_string(),
-                keys: self.keys.clone(),
+                sandbox: self.sandbox.clone(),
                 holder: self.holder.to_string(),
                 reason: self.reason.as_str(),
                 route: self.route,
@@ -64,7 +60,7 @@ pub(crate) async fn begin(
     action: Action,
     opts: BeginOptions,
 ) -> Result<Begun> {
-    let keys = rt.env.ns.sandbox(team, id)?;
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     if let Some(e) = &opts.expect_execution {
         validate_id("execution id", e)?;
     }
@@ -73,7 +69,7 @@ pub(crate) async fn begin(
         "begin", team = %team, sandbox = %id, action = %action,
         fence = tracing::field::Empty, decision = tracing::field::Empty
     );
-    let result = begin_inner(rt, team, id, &keys, action, &opts, span.clone())
+    let result = begin_inner(rt, &ctx, action, &opts, span.clone())
         .instrument(span.clone())
         .await;
     let decision = match &result {
@@ -99,39 +95,37 @@ pub(crate) async fn begin(
 
 async fn begin_inner(
     rt: &Arc<Runtime>,
-    team: &str,
-    id: &str,
-    keys: &SandboxKeys,
+    ctx: &SandboxRef,
     action: Action,
     opts: &BeginOptions,
     span: tracing::Span,
 ) -> Result<Begun> {
-    let ctx = Ctx { team, id, keys };
     let started = Instant::now();
     let deadline = opts.wait_timeout.and_then(|t| bounds::deadline(started, t));
     let holder = rt.next_holder();
     let route = rt.env.link.pick();
-    let args = BeginArgs {
+    let command = ops::begin::Begin {
+        sandbox: ctx,
+        action,
         holder: &holder,
         lease: opts.lease,
         expect_execution: opts.expect_execution.as_deref(),
         eviction: opts.eviction,
         queue_place: rt.queue_place(opts.lease),
+        route,
     };
     let mut guard = PendingBegin {
         rt,
-        team,
-        id,
-        keys,
+        sandbox: ctx,
         holder: &holder,
         route,
         armed: false,
         reason: EndReason::Cancelled,
     };
     let mut lp = Loop::new(
-        team,
-        id,
-        &keys.record,
+        &ctx.team,
+        &ctx.id,
+        ctx.record(),
         &rt.env.lifecycle,
         rt.settings.poll_interval,
         Mode::Begin(action),
@@ -139,7 +133,7 @@ async fn begin_inner(
         deadline.map(Instant::into_std),
     );
     let mut sent_at = started;
-    let mut io = Io::new(rt, &ctx);
+    let mut io = Io::new(rt, ctx, deadline.map(Instant::into_std));
     let mut input = Input::Start;
     let result = loop {
         let next = lp.step(input, Io::now());
@@ -149,7 +143,8 @@ async fn begin_inner(
         input = match next {
             Next::Call(Call::Begin) => {
                 sent_at = Instant::now();
-                Input::Begun(ops::begin::begin(&rt.env, &ctx, action, &args, route).await)
+                let invoked = invoke(&rt.env, &command).await;
+                Input::Begun(invoked.map(|i| (i.reply, i.replication)))
             }
             Next::Answer(r) => break r,
             other => io.perform(other).await,
@@ -169,9 +164,7 @@ async fn begin_inner(
             }
             guard.armed = false;
             let target = FinishTarget {
-                team: team.to_string(),
-                id: id.to_string(),
-                keys: keys.clone(),
+                sandbox: ctx.clone(),
                 action,
                 fence,
                 holder: holder.clone(),
@@ -202,25 +195,20 @@ pub(crate) async fn wait_idle(
     id: &str,
     timeout: Duration,
 ) -> Result<Sandbox> {
-    let keys = rt.env.ns.sandbox(team, id)?;
-    let ctx = Ctx {
-        team,
-        id,
-        keys: &keys,
-    };
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     let started = Instant::now();
     let deadline = bounds::deadline(started, timeout);
     let mut lp = Loop::new(
         team,
         id,
-        &keys.record,
+        ctx.record(),
         &rt.env.lifecycle,
         rt.settings.poll_interval,
         Mode::Idle,
         started.into_std(),
         deadline.map(Instant::into_std),
     );
-    let mut io = Io::new(rt, &ctx);
+    let mut io = Io::new(rt, &ctx, deadline.map(Instant::into_std));
     let mut input = Input::Start;
     let answer = loop {
         match lp.step(input, Io::now()) {

@@ -6,9 +6,10 @@ use crate::bounds;
 use crate::error::{Error, Result};
 use crate::keys::validate_id;
 use crate::lifecycle::{Action, Outcome};
-use crate::ops::finish::{Target as FinishTarget, finish_retrying};
-use crate::ops::settle::Settled;
-use crate::ops::{self, Ctx};
+use crate::ops;
+use crate::ops::command::invoke;
+use crate::ops::finish::Target as FinishTarget;
+use crate::ops::settle::{self, Settle, Settled};
 use crate::options::Finish;
 use crate::redis::Route;
 use crate::runtime::Runtime;
@@ -23,18 +24,18 @@ pub(crate) async fn set_end_time(
     end: EndTime,
     expect_execution: Option<&str>,
 ) -> Result<()> {
-    let keys = rt.env.ns.sandbox(team, id)?;
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     if let Some(e) = expect_execution {
         validate_id("execution id", e)?;
     }
     let end = bounds::end_arg(end)?;
-    let ctx = Ctx {
-        team,
-        id,
-        keys: &keys,
+    let command = ops::end_time::SetEndTime {
+        sandbox: &ctx,
+        end: &end,
+        expect_execution,
     };
-    let replication = ops::end_time::set_end_time(&rt.env, &ctx, &end, expect_execution).await?;
-    ops::replicated("set_end_time", replication)
+    let done = invoke(&rt.env, &command).await?;
+    ops::replicated("set_end_time", done.replication)
 }
 
 /// Removes the record (only `execution`'s, if given).
@@ -47,15 +48,14 @@ pub(crate) async fn remove(
     if let Some(e) = execution {
         validate_id("execution id", e)?;
     }
-    let keys = rt.env.ns.sandbox(team, id)?;
-    let ctx = Ctx {
-        team,
-        id,
-        keys: &keys,
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
+    let command = ops::remove::Remove {
+        sandbox: &ctx,
+        expect_execution: execution,
     };
-    let (removed, replication) = ops::remove::remove(&rt.env, &ctx, execution).await?;
-    ops::replicated("remove", replication)?;
-    Ok(removed)
+    let done = invoke(&rt.env, &command).await?;
+    ops::replicated("remove", done.replication)?;
+    Ok(done.reply)
 }
 
 /// Finishes transition `fence` of `holder` from outside its `Transition`.
@@ -68,30 +68,27 @@ pub(crate) async fn finish(
     holder: &str,
     how: Finish,
 ) -> Result<()> {
-    let keys = rt.env.ns.sandbox(team, id)?;
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     validate_id("holder id", holder)?;
     let (outcome, reason) = match how {
         Finish::Succeeded => (Outcome::Succeeded, String::new()),
         Finish::Failed(r) => (Outcome::Failed, cut_reason(&r).to_string()),
     };
     let target = FinishTarget {
-        team: team.into(),
-        id: id.into(),
-        keys,
+        sandbox: ctx,
         action,
         fence,
         holder: holder.into(),
     };
-    finish_retrying(
-        &rt.env,
-        &target,
+    let finish = ops::finish::Finish {
+        target: &target,
         outcome,
-        &reason,
-        None,
-        false,
-        Route::default(),
-    )
-    .await
+        reason: &reason,
+        until: None,
+        unsure: false,
+        route: Route::default(),
+    };
+    ops::finish::finish(&rt.env, &finish).await
 }
 
 /// Records `abandoned` for transition `fence` if it has no outcome yet.
@@ -102,13 +99,16 @@ pub(crate) async fn abandon(
     fence: u64,
     reason: &str,
 ) -> Result<Abandonment> {
-    let keys = rt.env.ns.sandbox(team, id)?;
-    let ctx = Ctx {
-        team,
-        id,
-        keys: &keys,
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
+    let command = Settle {
+        sandbox: &ctx,
+        fence,
+        holder: "",
+        mode: settle::Mode::Force,
+        reason: cut_reason(reason),
+        deadline: None,
     };
-    match ops::settle::settle(&rt.env, &ctx, fence, "", true, cut_reason(reason)).await? {
+    match invoke(&rt.env, &command).await?.reply {
         Settled::Abandoned { action, reason } => {
             crate::metrics::abandoned(action);
             Ok(Abandonment::Abandoned { action, reason })

@@ -7,27 +7,32 @@
 use crate::bounds;
 use crate::error::{Error, Result};
 use crate::keys::validate_id;
-use crate::ops::{self, Ctx};
+use crate::ops;
+use crate::ops::command::invoke;
 use crate::protocol::slots;
 use crate::runtime::Runtime;
 use crate::sandbox::{Page, Sandbox, TeamCount};
 
 /// One sandbox's record, with its lease, queue and reservation.
 pub(crate) async fn get(rt: &Runtime, team: &str, id: &str) -> Result<Option<Sandbox>> {
-    let keys = rt.env.ns.sandbox(team, id)?;
-    let ctx = Ctx {
-        team,
-        id,
-        keys: &keys,
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
+    let command = ops::inspect::Inspect {
+        sandbox: &ctx,
+        deadline: None,
     };
-    ops::inspect::inspect(&rt.env, &ctx).await
+    Ok(invoke(&rt.env, &command).await?.reply)
 }
 
 /// The team's ids past their end time, oldest first, at most `limit`.
 pub(crate) async fn due(rt: &Runtime, team: &str, limit: usize) -> Result<Vec<String>> {
     let keys = rt.env.ns.team(team)?;
     let limit = bounds::count("limit", limit, 100_000)?;
-    let found = ops::due::team(&rt.env, team, &keys, limit).await?;
+    let command = ops::due::DueTeam {
+        team,
+        keys: &keys,
+        limit,
+    };
+    let found = invoke(&rt.env, &command).await?.reply;
     sweep(rt, found.orphans).await?;
     Ok(found.due.into_iter().map(|(_, id, _)| id).collect())
 }
@@ -37,9 +42,10 @@ pub(crate) async fn due(rt: &Runtime, team: &str, limit: usize) -> Result<Vec<St
 /// Housekeeping only: a sweep that fails (an id no key can name, a
 /// transient error) is logged and left for the next call or `repair`.
 async fn sweep(rt: &Runtime, orphans: Vec<(String, String)>) -> Result<()> {
-    let calls = orphans
-        .iter()
-        .map(|(team, id)| ops::due::sweep(&rt.env, team, id));
+    let calls = orphans.iter().map(|(team, id)| async move {
+        let sandbox = rt.env.ns.sandbox_ref(team, id)?;
+        invoke(&rt.env, &ops::due::Sweep { sandbox: &sandbox }).await
+    });
     for (swept, (team, id)) in futures_util::future::join_all(calls)
         .await
         .iter()
@@ -59,7 +65,14 @@ pub(crate) async fn due_all(rt: &Runtime, limit: usize) -> Result<Vec<(String, S
     let limit = bounds::count("limit", limit, 100_000)?;
     let env = &rt.env;
     let slots = slots::registered(rt).await?;
-    let calls = slots.iter().map(|&slot| ops::due::slot(env, slot, limit));
+    let calls = slots.iter().map(|&slot| async move {
+        let command = ops::due::DueSlot {
+            ns: &env.ns,
+            slot,
+            limit,
+        };
+        invoke(env, &command).await.map(|i| i.reply)
+    });
     let mut all = Vec::new();
     let mut orphans = Vec::new();
     for (found, slot) in futures_util::future::join_all(calls)
@@ -120,13 +133,20 @@ pub(crate) async fn list_page(
         validate_id("sandbox id", a)?;
     }
     let count = bounds::count("count", count, 10_000)?;
-    ops::list::page(&rt.env, team, &keys, after, count).await
+    let command = ops::list::List {
+        team,
+        keys: &keys,
+        after,
+        count,
+    };
+    Ok(invoke(&rt.env, &command).await?.reply)
 }
 
 /// The team's counts by state class, reservations and limit.
 pub(crate) async fn count(rt: &Runtime, team: &str) -> Result<TeamCount> {
     let keys = rt.env.ns.team(team)?;
-    ops::count::count(&rt.env, &keys).await
+    let command = ops::count::Count { team: &keys };
+    Ok(invoke(&rt.env, &command).await?.reply)
 }
 
 /// Sets or clears the team's limit; the previous one.
@@ -139,7 +159,8 @@ pub(crate) async fn set_team_limit(
     if let Some(l) = limit {
         bounds::team_limit(l)?;
     }
-    let (previous, replication) = ops::team_limit::set(&rt.env, &keys, limit).await?;
-    ops::replicated("set_team_limit", replication)?;
-    Ok(previous)
+    let command = ops::team_limit::SetTeamLimit { team: &keys, limit };
+    let done = invoke(&rt.env, &command).await?;
+    ops::replicated("set_team_limit", done.replication)?;
+    Ok(done.reply)
 }

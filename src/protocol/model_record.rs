@@ -11,7 +11,7 @@ use crate::lifecycle::{Decision, LeaseView, State};
 /// Lease length, in ms.
 pub(super) const LEASE: u64 = 30;
 /// The queue place as `Runtime::queue_place` sets it (never under 2 s):
-/// longer than a begin's retry backoffs (80 + 320 ms); with a place shorter
+/// longer than a begin's retry backoffs (`retry::pause`: 20 + 80 ms); with a place shorter
 /// than those, a waiter whose reply was lost is overtaken.
 pub(super) const QUEUE: u64 = 2000;
 pub(super) const HOLDERS: [&str; 3] = ["c0", "c1", "c2"];

@@ -511,16 +511,18 @@ fn model_no_fault() {
 
 #[test]
 fn model_lost_reply() {
-    // The lost reply is final (no time left for its 80 ms retry backoff).
-    check([true, false, false], [70; 3]);
+    // The lost reply is final (no time left for its 20 ms retry backoff,
+    // `retry::pause`).
+    check([true, false, false], [15, 70, 70]);
 }
 
 /// The world that found both deadline bugs (a_join_found_after_… and
-/// a_first_wait_past_…): client 0 outlives its 80 ms retry backoff; the
-/// kill request gives up early. The largest world here (about 20 s unoptimised).
+/// a_first_wait_past_…): client 0 outlives its 20 ms retry backoff
+/// (`retry::pause`) by 5 ms; the kill request gives up early. The largest
+/// world here.
 #[test]
 fn model_lost_reply_retried() {
-    check([true, false, false], [85, 70, 20]);
+    check([true, false, false], [25, 70, 20]);
 }
 
 #[test]

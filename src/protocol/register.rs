@@ -8,7 +8,8 @@ use tracing::Instrument;
 use crate::bounds;
 use crate::error::{Error, Result};
 use crate::keys::validate_id;
-use crate::ops::{self, Ctx};
+use crate::ops;
+use crate::ops::command::invoke;
 use crate::protocol::slots;
 use crate::runtime::Runtime;
 use crate::sandbox::{MAX_DATA_LEN, NewSandbox, Registration, Sandbox};
@@ -19,7 +20,7 @@ pub(crate) async fn register(
     new: NewSandbox,
     token: &str,
 ) -> Result<(Sandbox, Registration)> {
-    let keys = rt.env.ns.sandbox(&new.team, &new.id)?;
+    let ctx = rt.env.ns.sandbox_ref(&new.team, &new.id)?;
     validate_id("execution id", &new.execution)?;
     if new.data.len() > MAX_DATA_LEN {
         return Err(Error::InvalidInput {
@@ -29,26 +30,28 @@ pub(crate) async fn register(
         });
     }
     let end = bounds::end_arg(new.end_time)?;
-    let ctx = Ctx {
-        team: &new.team,
-        id: &new.id,
-        keys: &keys,
-    };
     let span = tracing::info_span!("register", team = %new.team, sandbox = %new.id);
-    let listed_first = !rt.listed.contains(keys.team.slot);
+    let listed_first = !rt.listed.contains(ctx.keys.team.slot);
     if listed_first {
-        slots::list(rt, &keys.team, false).await?;
+        slots::list(rt, &ctx.keys.team, false).await?;
     }
-    let registered = ops::register::register(&rt.env, &ctx, &new.execution, &end, &new.data, token)
-        .instrument(span)
-        .await?;
+    let command = ops::register::Register {
+        sandbox: &ctx,
+        execution: &new.execution,
+        end: &end,
+        data: &new.data,
+        token,
+        default_limit: rt.env.default_limit,
+    };
+    let done = invoke(&rt.env, &command).instrument(span).await?;
+    let registered = done.reply;
     if registered.slot_unlisted {
-        if listed_first && rt.listed.contains(keys.team.slot) {
-            slots::mark_listed(rt, &keys.team).await?;
+        if listed_first && rt.listed.contains(ctx.keys.team.slot) {
+            slots::mark_listed(rt, &ctx.keys.team).await?;
         } else {
-            slots::list(rt, &keys.team, true).await?;
+            slots::list(rt, &ctx.keys.team, true).await?;
         }
     }
-    ops::replicated("register", registered.replication)?;
+    ops::replicated("register", done.replication)?;
     Ok((registered.sandbox, registered.how))
 }

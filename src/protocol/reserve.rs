@@ -10,28 +10,33 @@ use tokio::time::Instant;
 
 use crate::bounds;
 use crate::error::{Error, Result};
-use crate::ops::{self, Ctx};
+use crate::ops;
+use crate::ops::command::invoke;
+pub(crate) use crate::ops::reserve::Purpose;
+use crate::ops::reserve::Reserve;
 use crate::reservation::Reservation;
 use crate::runtime::Runtime;
 
-/// Reserves `id` for `ttl`: a new id, or (`resume`) a paused sandbox.
+/// Reserves `id` for `ttl`: a new id, or a paused sandbox to resume.
 pub(crate) async fn reserve(
     rt: &Arc<Runtime>,
     team: &str,
     id: &str,
     ttl: Duration,
-    resume: bool,
+    purpose: Purpose,
 ) -> Result<Reservation> {
-    let keys = rt.env.ns.sandbox(team, id)?;
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     bounds::duration_ms("reservation ttl", ttl, Duration::from_millis(10))?;
     let token = rt.next_holder();
-    let ctx = Ctx {
-        team,
-        id,
-        keys: &keys,
+    let command = Reserve {
+        sandbox: &ctx,
+        token: &token,
+        ttl,
+        purpose,
+        default_limit: rt.env.default_limit,
     };
-    let reserved = ops::reserve::reserve(&rt.env, &ctx, &token, ttl, resume).await?;
-    let reservation = Reservation::new(Arc::clone(rt), team, id, keys, token, reserved.ttl);
+    let reserved = invoke(&rt.env, &command).await?;
+    let reservation = Reservation::new(Arc::clone(rt), ctx, token, reserved.reply);
     ops::replicated("reserve", reserved.replication)?;
     Ok(reservation)
 }
@@ -45,11 +50,11 @@ pub(crate) async fn reserve_waiting(
     ttl: Duration,
     timeout: Duration,
 ) -> Result<Reservation> {
-    let keys = rt.env.ns.sandbox(team, id)?;
+    let ctx = rt.env.ns.sandbox_ref(team, id)?;
     let deadline = bounds::deadline(Instant::now(), timeout);
     let mut watch = None;
     loop {
-        match reserve(rt, team, id, ttl, false).await {
+        match reserve(rt, team, id, ttl, Purpose::Create).await {
             Err(e @ Error::TeamLimit { .. }) => {
                 let now = Instant::now();
                 if deadline.is_some_and(|d| now >= d) {
@@ -57,7 +62,7 @@ pub(crate) async fn reserve_waiting(
                 }
                 match &mut watch {
                     None => {
-                        let mut w = rt.notifier.watch_team(team, &keys.team.channel());
+                        let mut w = rt.notifier.watch_team(team, &ctx.keys.team.channel());
                         w.ready(rt.settings.response_timeout.min(Duration::from_secs(2)))
                             .await;
                         watch = Some(w);

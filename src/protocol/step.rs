@@ -22,14 +22,13 @@ use crate::lifecycle::{Action, EndReason, Lifecycle, Outcome, StateClass};
 use crate::ops::begin::Decided;
 use crate::ops::settle::Settled;
 use crate::redis::Replication;
+use crate::retry::Retry;
 use crate::sandbox::{Done, DoneReason, Sandbox};
 
 /// Re-checks are at least this far apart, however many notices arrive.
 pub(crate) const MIN_GAP: Duration = Duration::from_millis(2);
 /// How often a state that should have changed may be seen again.
 pub(crate) const REPEATS: u32 = 3;
-/// Transport failures of a begin call retried (by its holder id).
-const BEGIN_RETRIES: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Phase {
@@ -224,6 +223,8 @@ impl<'a> Loop<'a> {
             )))),
             Some((f, true)) if f == fence => {
                 self.repeats += 1;
+                // Waiting for a write to show, not a transport retry
+                // (`crate::retry`): its own, shorter steps.
                 let pause = Duration::from_millis(10 << self.repeats.min(6));
                 if self.repeats > REPEATS {
                     return Next::Answer(Err(self.corrupt(format!(
@@ -254,16 +255,15 @@ impl<'a> Loop<'a> {
             Ok(r) => r,
             // Idempotent by its holder id: a retry after a lost reply finds
             // the lease (or the queue place) already ours.
-            Err(e)
-                if e.is_retryable()
-                    && !matches!(e, Error::NotReplicated { .. })
-                    && self.attempt < BEGIN_RETRIES =>
-            {
-                self.attempt += 1;
-                let pause = Duration::from_millis(20 << (2 * self.attempt));
-                if self.past(now + pause) {
+            Err(e) if e.is_retryable() && !matches!(e, Error::NotReplicated { .. }) => {
+                let retry = Retry::TWICE.within(self.deadline);
+                let Some(pause) = retry.next(self.attempt, now) else {
+                    // Out of retries or of time: as any transport error.
+                    self.in_doubt = true;
+                    self.queued = false;
                     return Next::Answer(Err(e));
-                }
+                };
+                self.attempt += 1;
                 self.phase = Phase::Backoff {
                     then: Call::Begin,
                     until: now + pause,
