@@ -364,8 +364,6 @@ fn retire_slot(slot: &Slot) {
     *slot.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
 }
 
-/// Bounds a connect: plaintext to a TLS port, a blackholed address or a
-/// stalled handshake fail instead of hanging.
 /// The slot's connection, if it has one.
 fn cached(slot: &Slot) -> Option<MultiplexedConnection> {
     slot.conn
@@ -374,6 +372,8 @@ fn cached(slot: &Slot) -> Option<MultiplexedConnection> {
         .clone()
 }
 
+/// Bounds a connect: plaintext to a TLS port, a blackholed address or a
+/// stalled handshake fail instead of hanging.
 async fn bounded<T>(
     limit: Duration,
     fut: impl std::future::Future<Output = Result<T, RedisError>>,
