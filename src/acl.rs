@@ -50,6 +50,7 @@ const SCRIPTS: &[&str] = &[
     "persist",
     "pttl",
     "incr",
+    "decr",
     "type",
     "zadd",
     "zrem",
@@ -89,6 +90,7 @@ pub(crate) const CHECKED: &[&str] = &[
     "PERSIST|$K",
     "PTTL|$K",
     "INCR|$K",
+    "DECR|$K",
     "TYPE|$K",
     "ZADD|$K|1|m",
     "ZREM|$K|m",
@@ -192,6 +194,36 @@ mod tests {
                 .split(' ')
                 .any(|r| r == "+scan")
         );
+    }
+
+    /// Every command a script runs (`redis.call`/`redis.pcall` with a
+    /// literal name) is granted and probed: a least-privilege user missing
+    /// one would see NOPERM in the middle of a script.
+    #[test]
+    fn every_command_the_scripts_run_is_granted_and_probed() {
+        let all = crate::scripts::assemble(
+            &crate::lifecycle::Lifecycle::sandbox(),
+            crate::scripts::ScriptOptions::default(),
+        );
+        for script in &all {
+            for call in ["redis.call('", "redis.pcall('"] {
+                for (at, _) in script.source().match_indices(call) {
+                    let rest = &script.source()[at + call.len()..];
+                    let name = &rest[..rest.find('\'').unwrap_or(0)];
+                    let lower = name.to_ascii_lowercase();
+                    assert!(
+                        SCRIPTS.contains(&lower.as_str()) || CLIENT.contains(&lower.as_str()),
+                        "{} runs {name}, which the rules do not grant",
+                        script.name()
+                    );
+                    assert!(
+                        CHECKED.iter().any(|c| c.split('|').next() == Some(name)),
+                        "{} runs {name}, which the probe does not check",
+                        script.name()
+                    );
+                }
+            }
+        }
     }
 
     /// `s*` would make the rules `~s*:*`: every namespace starting with s.
