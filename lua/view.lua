@@ -5,8 +5,10 @@
   it (notify.lua). Each row has the format of an announced change
   "s <id> <state> <exec> <fence> <end_ms> <action> <holder> <until_ms>
   <resv_ms> <ttl_ms>" ("-" for an empty field), so one parser reads both.
-  Records are validated as list.lua does; an index entry whose record is
-  missing is skipped (records are not declared keys: see list.lua).
+  Records are validated as inspect.lua does; an index entry whose record is
+  missing is skipped (records are not declared keys: a script that read
+  them while the team's slot is being migrated could miss some, so it
+  writes nothing on what it did not find).
   The first page (ARGV[2] "") also carries the team's reservations and its
   own limit. Page size 0 reads the sequence only (a view's poll).
 

@@ -69,7 +69,8 @@ fn queue(s: &str) -> Option<Vec<(&str, u64)>> {
     s.split(' ').map(stamp).collect()
 }
 
-/// The fields of one record as replied by `inspect.lua` / `list.lua`.
+/// The fields of one record as replied by `inspect.lua` / `register.lua`, or
+/// read by `list` with `HGETALL`.
 pub(crate) struct Raw<'a> {
     pub fields: [&'a str; 17],
 }

@@ -176,7 +176,6 @@ scripts!(
     remove,
     set_end_time,
     inspect,
-    list,
     count,
     due,
     due_slot,
@@ -424,7 +423,7 @@ mod tests {
             );
             assert!(s.source().contains("local SCHEMA = '2'"), "{}", s.name());
         }
-        assert_eq!(scripts.all().len(), 23);
+        assert_eq!(scripts.all().len(), 22);
     }
 
     #[test]

@@ -133,32 +133,3 @@ local function load_record(key)
   if x[1] == false and redis.call('EXISTS', key) == 0 then return nil, nil end
   return record_of(key, x)
 end
-
--- The position of each of FIELDS (load_record_and_data builds it once).
-local AT = nil
-
--- load_record for a reader that also wants the opaque `data` (list): one
--- HGETALL instead of an HMGET and an HGET. Returns (record, data, nil),
--- (nil, nil, nil) when the record does not exist, or (nil, nil, refusal).
-local function load_record_and_data(key)
-  local all = redis.pcall('HGETALL', key)
-  if all.err then return nil, nil, wrongtype(all, key, 'hash') end
-  if #all == 0 then return nil, nil, nil end
-  if not AT then
-    AT = {}
-    for i, f in ipairs(FIELDS) do AT[f] = i end
-  end
-  local x = {false, false, false, false, false, false, false, false, false, false, false, false, false,
-             false, false, false, false}
-  local data = ''
-  for i = 1, #all - 1, 2 do
-    local at = AT[all[i]]
-    if at then
-      x[at] = all[i + 1]
-    elseif all[i] == 'data' then
-      data = all[i + 1]
-    end
-  end
-  local r, err = record_of(key, x)
-  return r, data, err
-end

@@ -1,6 +1,6 @@
-//! `inspect.lua` (one record) and the record rows that `register.lua` and
-//! `list.lua` reply with: parsed and validated by [`crate::record`], the
-//! Rust twin of the scripts' validation.
+//! `inspect.lua` (one record), and the record rows it and `register.lua`
+//! reply with: parsed and validated by [`crate::record`], the Rust twin of
+//! the scripts' validation.
 
 use std::time::Instant;
 

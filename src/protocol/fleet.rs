@@ -133,13 +133,7 @@ pub(crate) async fn list_page(
         validate_id("sandbox id", a)?;
     }
     let count = bounds::count("count", count, 10_000)?;
-    let command = ops::list::List {
-        team,
-        keys: &keys,
-        after,
-        count,
-    };
-    Ok(invoke(&rt.env, &command).await?.reply)
+    ops::list::page(&rt.env, team, &keys, after, count).await
 }
 
 /// The team's counts by state class, reservations and limit.

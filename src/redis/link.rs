@@ -348,6 +348,16 @@ impl Link {
         Ok(conn)
     }
 
+    /// Sends a pipeline; a command's server error is its reply (a
+    /// `Value::ServerError`), for the caller to read.
+    pub(crate) async fn pipeline(
+        &self,
+        cmds: &redis::Pipeline,
+        route: Route,
+    ) -> Result<Vec<Value>, Error> {
+        self.send(cmds, route).await
+    }
+
     /// Sends one command.
     pub(crate) async fn query(&self, cmd: &Cmd, route: Route) -> Result<Value, Error> {
         let mut pipe = redis::pipe();
