@@ -147,7 +147,10 @@ async fn begin_inner(
                 Input::Begun(invoked.map(|i| (i.reply, i.replication)))
             }
             Next::Answer(r) => break r,
-            other => io.perform(other).await,
+            // Waiting, settling, inspecting: the contended paths, boxed so
+            // that an uncontended begin's future does not carry theirs
+            // (several KB, moved with it on every call).
+            other => Box::pin(io.perform(other)).await,
         };
     };
     if let Some(t) = lp.joined {
