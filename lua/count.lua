@@ -2,7 +2,10 @@
   count.lua — a team's sandboxes by state class, read from the team's id
   index (never SCAN): O(team size), atomic, read-only. Also the live
   reservations and the team's own limit. Index entries whose record is
-  missing are not counted.
+  missing are not counted. Records are read, not declared keys (a team has
+  any number): under a migration of the team's slot a record already moved
+  is not found here and not counted; nothing is written on what was not
+  found.
 
   Input:
     KEYS[1] id index     <ns>:{<team>}:ids

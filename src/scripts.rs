@@ -460,6 +460,53 @@ mod tests {
         );
     }
 
+    /// Every key a script names from its team prefix (`TP .. 'expiry'`,
+    /// `TP .. 'rec:' .. id`) is declared in its header's KEYS (Redis
+    /// Cluster checks declared keys during a slot migration); a script
+    /// that reads records it cannot declare says so ("not declared").
+    #[test]
+    fn every_key_a_script_touches_is_declared_in_its_header() {
+        let scripts = Scripts::assemble(&Lifecycle::sandbox(), &settings());
+        for s in scripts.all() {
+            let text = s.source();
+            let header = text.find("]]").map_or("", |end| &text[..end]);
+            let mut declared = Vec::new();
+            for line in header
+                .lines()
+                .filter(|l| l.trim_start().starts_with("KEYS["))
+            {
+                for part in line.split(['}', ',']).skip(1) {
+                    let name: String = part
+                        .trim_start()
+                        .trim_start_matches(':')
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if !name.is_empty() {
+                        declared.push(name);
+                    }
+                }
+            }
+            let lines: Vec<&str> = text.lines().collect();
+            let code = code_of(&lines).join("\n");
+            for (at, _) in code.match_indices("TP .. '") {
+                let name: String = code[at + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if name == "notify" {
+                    continue; // the team's channel, not a key
+                }
+                let undeclared_records = name == "rec" && header.contains("not declared");
+                assert!(
+                    declared.contains(&name) || undeclared_records,
+                    "{} touches <team>:{name} but its header declares only {declared:?}",
+                    s.name()
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_helper_named_only_by_an_unused_helper_goes_too() {
         let text = "--[[ a b c ]]\n-- a: b\nlocal function a(x)\n  return b(x) -- c\nend\nlocal function b(x)\n  return x\nend\nlocal function c()\nend\nreturn c()\n";
