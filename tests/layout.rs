@@ -371,6 +371,24 @@ fn no_module_imports_another_in_a_circle() {
     for (krate, root) in crates() {
         let modules = read_crate(&root);
         assert!(!modules.is_empty(), "no sources under {}", root.display());
+        // LAYOUT_GRAPH=1: the graph between top-level modules, printed.
+        if std::env::var_os("LAYOUT_GRAPH").is_some() {
+            let mut top: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (m, deps) in graph(&modules) {
+                let from = m.first().cloned().unwrap_or_else(|| "crate".into());
+                for d in deps {
+                    let to = d.first().cloned().unwrap_or_else(|| "crate".into());
+                    if to != from {
+                        top.entry(from.clone()).or_default().insert(to);
+                    }
+                }
+                top.entry(from).or_default();
+            }
+            for (from, to) in &top {
+                let to: Vec<&str> = to.iter().map(String::as_str).collect();
+                println!("{krate}: {from} -> {}", to.join(", "));
+            }
+        }
         if let Some(c) = circle(&graph(&modules)) {
             panic!("{krate}: import circle {}", c.join(" -> "));
         }
