@@ -95,7 +95,7 @@ local mine = queue_find(q, HOLDER)
 local function leave_queue(fields)
   if not mine then return false end
   table.remove(q, mine)
-  queue_put(REC, q, fields)
+  queue_put(REC, r, q, fields)
   return mine == 1 and #q > 0
 end
 
@@ -104,7 +104,7 @@ end
 local function refuse(reply)
   local fields = {}
   local next_up = leave_queue(fields)
-  if #fields > 0 then redis.call('HSET', REC, unpack(fields)) end
+  if #fields > 0 then write_record(REC, r, fields) end
   if next_up then notify('c ' .. ID) end
   return reply
 end
@@ -180,7 +180,7 @@ if decision == 'start' and not behind then
     redis.call('ZADD', TP .. 'expiry', end_n, ID)
   end
   local next_up = leave_queue(fields)
-  redis.call('HSET', REC, unpack(fields))
+  write_record(REC, r, fields)
   announce(change_line(ID, IN_FLIGHT, r.exec, fence, end_ms, ACTION, HOLDER, until_ms, r.resv, nil),
            next_up and ('c ' .. ID) or nil, now, seq)
   return {'started', fence, int(LEASE_MS), r.exec}
@@ -189,7 +189,7 @@ end
 if decision == 'wait' or decision == 'start' then
   -- Queue (or keep our place, refreshed), and say when to look again.
   if mine then q[mine].d = now + QUEUE_MS else q[#q + 1] = {h = HOLDER, d = now + QUEUE_MS} end
-  redis.call('HSET', REC, 'queue', queue_string(q))
+  write_record(REC, r, {'queue', queue_string(q)})
   -- At most half the place: the waiter re-checks (and refreshes it) well
   -- before it runs out.
   local wake = math.floor(QUEUE_MS / 2)
@@ -204,10 +204,10 @@ end
 -- Decided without starting anything: leave the queue if queued.
 local fields = {}
 if leave_queue(fields) then
-  redis.call('HSET', REC, unpack(fields))
+  write_record(REC, r, fields)
   notify('c ' .. ID)
 elseif #fields > 0 then
-  redis.call('HSET', REC, unpack(fields))
+  write_record(REC, r, fields)
 end
 if decision == 'join' then return {'join', r.fence, int(r.until_n - now), r.holder} end
 if decision == 'same' or decision == 'absorbed' or decision == 'invalid' then return {decision, r.state} end

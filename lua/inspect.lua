@@ -12,7 +12,8 @@
   Output:
     {"record", now_ms, record_pttl, v, lc, state, exec, end_ms, fence, action, holder,
      until_ms, started_ms, last_fence, last_action, last_outcome, last_reason, queue,
-     resv, data}                         record_pttl -1: the record does not expire
+     resv, data}                         record_pttl -1: the record does not expire;
+                                         data: its pieces joined (data.lua)
     {"not_found"}
     {"corrupt", detail} | {"schema", version}
 
@@ -26,6 +27,7 @@ local REC, TP, ID = KEYS[1], ARGV[1], ARGV[2]
 --!include errors.lua
 --!include clock.lua
 --!include record.lua
+--!include data.lua
 --!include record_reply.lua
 
 local now = clock()

@@ -1,6 +1,13 @@
 --[[
-  migrate.lua — convert one record written by schema 1 to this schema, in
-  place and atomically: the lease moves into the record (refused while a
+  migrate.lua — convert one record written by schema 1 or 2 to this
+  schema, in place and atomically.
+
+  Schema 2 → 3: the record is validated as every script does and written
+  anew with its opaque data in pieces of at most 64 bytes (data.lua) and
+  its PTTL kept, so that it is a listpack under the default
+  hash-max-listpack-value; a transition in flight stays in flight.
+
+  Schema 1 → 3: the lease moves into the record (refused while a
   schema-1 lease is live: migrate while no transition is in flight), the
   record joins the schema-2 indexes (ids, tombs; expiry is the same in both),
   the team's schema-1 fence counter becomes the team's floor, and the team
@@ -24,6 +31,7 @@
 
   Output:
     {"migrated", slot_unlisted} | {"current"} | {"restamped", previous_digest}
+                                  (slot_unlisted: "0" from schema 2)
     {"busy", fence, action}       a schema-1 lease is live
     {"not_found"} | {"corrupt", detail} | {"schema", version}
 
@@ -40,7 +48,32 @@ local TEAM, RESTAMP, SLOT = ARGV[3], ARGV[4] == '1', ARGV[5]
 --!include errors.lua
 --!include clock.lua
 --!include record.lua
+--!include data.lua
 --!include indexes.lua
+
+-- Writes record `key` anew as this schema lays it out: `v`, the data in
+-- pieces, every other field as it is; its PTTL kept.
+local function relayout(key)
+  local all = redis.call('HGETALL', key)
+  local fields, data = {}, ''
+  for i = 1, #all, 2 do
+    local f = all[i]
+    if f == 'data' then
+      data = all[i + 1]
+    elseif f == 'v' then
+      fields[#fields + 1] = 'v'
+      fields[#fields + 1] = SCHEMA
+    else
+      fields[#fields + 1] = f
+      fields[#fields + 1] = all[i + 1]
+    end
+  end
+  put_data(fields, data)
+  local pttl = redis.call('PTTL', key)
+  redis.call('DEL', key)
+  redis.call('HSET', key, unpack(fields))
+  if pttl > 0 then redis.call('PEXPIRE', key, pttl) end
+end
 
 local now = clock()
 local v = redis.pcall('HGET', REC, 'v')
@@ -54,6 +87,15 @@ if v == SCHEMA then
     return {'restamped', r.lc}
   end
   return {'current'}
+end
+if v == '2' then
+  -- The fields of schema 2 are those of this schema, under the same rules.
+  local x = redis.call('HMGET', REC, unpack(FIELDS))
+  x[1] = SCHEMA
+  local _, err = record_of(REC, x)
+  if err then return err end
+  relayout(REC)
+  return {'migrated', '0'}
 end
 if v ~= '1' then return {'schema', v} end
 
@@ -87,6 +129,7 @@ end
 local bad = foreign_indexes({'expiry', 'tombs', 'ids', 'team'}, {{SLOT .. 'teams', 'set'}})
 if bad then return bad end
 redis.call('HSET', REC, unpack(fields))
+relayout(REC)
 
 redis.call('ZADD', TP .. 'ids', 0, ID)
 if is_tombstone(state) then

@@ -30,7 +30,7 @@
     ARGV[4] end time mode: "at" (ARGV[5] is ms since the Unix epoch) |
             "in" (ARGV[5] ms after the server's now)
     ARGV[5] end time value, ms
-    ARGV[6] opaque data
+    ARGV[6] opaque data (stored in pieces of at most 64 bytes: data.lua)
     ARGV[7] default team limit, or "" for none
     ARGV[8] team id
     ARGV[9] slot prefix "<ns>:{<tag of the team's slot>}:"
@@ -61,6 +61,7 @@ local DEFAULT_LIMIT, TEAM, SLOT, TOKEN = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 --!include errors.lua
 --!include clock.lua
 --!include record.lua
+--!include data.lua
 --!include notify.lua
 --!include outcome.lua
 --!include indexes.lua
@@ -120,7 +121,10 @@ if redis.call('EXISTS', SLOT .. 'listed') == 0 then unlisted = '1' end
 
 if r then
   redis.call('ZREM', TP .. 'tombs', ID)
-  redis.call('HSET', REC, 'state', INITIAL, 'exec', EXEC, 'end_ms', int(end_n), 'data', DATA, 'resv', '')
+  local fields = {'state', INITIAL, 'exec', EXEC, 'end_ms', int(end_n), 'resv', ''}
+  local after = put_data(fields, DATA)
+  write_record(REC, r, fields)
+  drop_data_from(REC, after)
   redis.call('PERSIST', REC)
   announce(record_change(ID), 'c ' .. ID, now)
   return registered('resumed', unlisted, r.exec, now)
@@ -128,7 +132,8 @@ end
 
 local floor = uint(team[3] or '') or 0
 local fields = {'v', SCHEMA, 'lc', LIFECYCLE, 'state', INITIAL, 'exec', EXEC,
-                'end_ms', int(end_n), 'fence', '0', 'data', DATA}
+                'end_ms', int(end_n), 'fence', '0'}
+put_data(fields, DATA)
 if floor > 0 then
   fields[#fields + 1] = 'floor'
   fields[#fields + 1] = int(floor)

@@ -389,8 +389,11 @@ impl Coordinator {
         protocol::admin::repair(&self.rt, dry_run).await
     }
 
-    /// Converts a namespace written by schema 1 to this schema in place,
-    /// record by record (each atomically). Refuses a record whose schema-1
+    /// Converts a namespace written by schema 1 or 2 to this schema in
+    /// place, record by record (each atomically): schema 2's records are
+    /// written anew with their data in pieces of at most 64 bytes (so each
+    /// is a `listpack`), a transition in flight staying in flight; schema
+    /// 1's get their lease moved into the record. Refuses a record whose schema-1
     /// transition is still in flight ([`Error::Busy`](crate::Error::Busy): run it again when
     /// none is). With `adopt_lifecycle`, records of this schema created
     /// under another rule table are re-stamped with this coordinator's

@@ -28,8 +28,10 @@ use crate::error::Error;
 /// The version of the layout above. Records carry it in their `v` field; a
 /// server speaking another version gets [`Error::SchemaMismatch`] instead of
 /// misreading the keys (schema 1 kept the lease in its own key and recent
-/// outcomes in one hash; `sandboxctl migrate` converts it).
-pub const SCHEMA_VERSION: &str = "2";
+/// outcomes in one hash; schema 2 kept the opaque data in one field, which
+/// made a record with more than 64 bytes of it a `hashtable` rather than a
+/// `listpack`; `sandboxctl migrate` converts both).
+pub const SCHEMA_VERSION: &str = "3";
 
 /// Longest team, sandbox, execution id or namespace, in bytes.
 pub const MAX_ID_LEN: usize = 128;

@@ -1,4 +1,4 @@
-//! The sandbox record as stored (schema 2), and its validation: the same
+//! The sandbox record as stored (schema 3), and its validation: the same
 //! rules as `lua/include/record.lua`, which every script runs before its
 //! first write. A record either side refuses is refused by both
 //! (`tests/record_validation.rs` feeds the same corrupt values to each).
@@ -68,6 +68,43 @@ fn queue(s: &str) -> Option<Vec<(&str, u64)>> {
     }
     s.split(' ').map(stamp).collect()
 }
+
+/// The number of the data piece a record field holds (`data` is 1,
+/// `data:2` 2, …), or None for another field.
+pub(crate) fn data_piece(field: &str) -> Option<usize> {
+    match field.strip_prefix("data") {
+        Some("") => Some(1),
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n >= 2),
+        None => None,
+    }
+}
+
+/// The caller's data from a record's pieces ((number, bytes), in any
+/// order), joined by `data.lua`'s rule: pieces 1, 2, … while each is
+/// present, ending at the first shorter than [`DATA_PIECE`] bytes. Bytes,
+/// not text, are joined: a piece may end inside a character.
+pub(crate) fn join_data<'a>(pieces: impl IntoIterator<Item = (usize, &'a [u8])>) -> String {
+    let mut pieces: Vec<(usize, &[u8])> = pieces.into_iter().collect();
+    pieces.sort_unstable_by_key(|(n, _)| *n);
+    let mut data = Vec::new();
+    for (want, (n, piece)) in (1..).zip(pieces) {
+        if n != want {
+            break;
+        }
+        data.extend_from_slice(piece);
+        if piece.len() < DATA_PIECE {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&data).into_owned()
+}
+
+/// The longest piece of data a record field holds (`data.lua`): Redis's
+/// default `hash-max-listpack-value`, so the record stays a listpack.
+pub(crate) const DATA_PIECE: usize = 64;
 
 /// The fields of one record as replied by `inspect.lua` / `register.lua`, or
 /// read by `list` with `HGETALL`.
@@ -251,6 +288,36 @@ pub fn refusal(lifecycle: &Lifecycle, fields: &[(&str, &str)]) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_pieces_are_named_data_then_data_colon_n() {
+        assert_eq!(data_piece("data"), Some(1));
+        assert_eq!(data_piece("data:2"), Some(2));
+        assert_eq!(data_piece("data:17"), Some(17));
+        for other in ["data:1", "data:0", "data:", "data:x", "datum", "v", "data2"] {
+            assert_eq!(data_piece(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn data_is_joined_in_piece_order_up_to_the_first_short_piece() {
+        let full = [b'a'; DATA_PIECE];
+        let full: &[u8] = &full;
+        assert_eq!(join_data([]), "");
+        assert_eq!(join_data([(1, &b"abc"[..])]), "abc");
+        // Out of order, as HGETALL of a hashtable gives them.
+        let joined = join_data([(3, &b"z"[..]), (1, full), (2, full)]);
+        assert_eq!(joined.len(), 2 * DATA_PIECE + 1);
+        assert!(joined.ends_with('z'));
+        // A short piece is the last: what follows it is not data.
+        assert_eq!(join_data([(1, &b"ab"[..]), (2, &b"cd"[..])]), "ab");
+        // A missing piece ends the data.
+        assert_eq!(join_data([(1, full), (3, &b"cd"[..])]).len(), DATA_PIECE);
+        // A character cut between two pieces comes back whole.
+        let text = format!("{}é", "x".repeat(DATA_PIECE - 1));
+        let (one, two) = text.as_bytes().split_at(DATA_PIECE);
+        assert_eq!(join_data([(1, one), (2, two)]), text);
+    }
 
     #[test]
     fn integers_are_plain_decimals_that_a_double_holds() {

@@ -102,10 +102,11 @@ pub(crate) struct ScriptSettings {
 }
 
 /// The shared pieces, by the name `--!include` uses.
-const INCLUDES: [(&str, &str); 10] = [
+const INCLUDES: [(&str, &str); 11] = [
     ("errors.lua", include_str!("../lua/include/errors.lua")),
     ("clock.lua", include_str!("../lua/include/clock.lua")),
     ("record.lua", include_str!("../lua/include/record.lua")),
+    ("data.lua", include_str!("../lua/include/data.lua")),
     ("queue.lua", include_str!("../lua/include/queue.lua")),
     ("notify.lua", include_str!("../lua/include/notify.lua")),
     ("outcome.lua", include_str!("../lua/include/outcome.lua")),
@@ -421,7 +422,7 @@ mod tests {
                 "{} keeps a directive",
                 s.name()
             );
-            assert!(s.source().contains("local SCHEMA = '2'"), "{}", s.name());
+            assert!(s.source().contains("local SCHEMA = '3'"), "{}", s.name());
         }
         assert_eq!(scripts.all().len(), 22);
     }

@@ -16,7 +16,7 @@ use support::TestRedis;
 /// A sound running record's fields (fence 3, one finished snapshot).
 fn sound(digest: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("v", "2".into()),
+        ("v", sandbox_coordinator::keys::SCHEMA_VERSION.into()),
         ("lc", digest.into()),
         ("state", "running".into()),
         ("exec", "e1".into()),

@@ -154,12 +154,20 @@ class Side:
         return f"{self.ns}:{{{team}}}:"
 
 
-def v2_seed(side, digest):
+def data_pieces(data):
+    """The record fields of `data` as lua/include/data.lua writes them."""
+    out = []
+    for k in range(max(1, (len(data) + 63) // 64)):
+        out += ["data" if k == 0 else f"data:{k + 1}", data[64 * k:64 * (k + 1)]]
+    return out
+
+
+def v3_seed(side, digest):
     out = []
     for team, sid, i in side.ids:
         tp = side.tp(team)
-        out.append(resp("HSET", tp + "rec:" + sid, "v", "2", "lc", digest, "state", "running",
-                        "exec", execution_id(i), "end_ms", END_MS, "fence", "0", "data", DATA))
+        out.append(resp("HSET", tp + "rec:" + sid, "v", "3", "lc", digest, "state", "running",
+                        "exec", execution_id(i), "end_ms", END_MS, "fence", "0", *data_pieces(DATA)))
         out.append(resp("ZADD", tp + "expiry", END_MS, sid))
         out.append(resp("ZADD", tp + "ids", "0", sid))
     return out
@@ -180,7 +188,7 @@ class Minimal(Side):
     def setup(self, conn, scripts):
         self.begin_sha = conn.call("SCRIPT", "LOAD", read(BENCH_LUA, "minimal_begin.lua"))
         self.finish_sha = conn.call("SCRIPT", "LOAD", read(BENCH_LUA, "minimal_finish.lua"))
-        conn.pipeline(v2_seed(self, scripts["digest"]))
+        conn.pipeline(v3_seed(self, scripts["digest"]))
 
     def begin(self, conn):
         replies = conn.pipeline([
@@ -203,7 +211,7 @@ class Ours(Side):
     def setup(self, conn, scripts):
         self.begin_sha = conn.call("SCRIPT", "LOAD", scripts["begin_snapshot"])
         self.finish_sha = conn.call("SCRIPT", "LOAD", scripts["finish"])
-        conn.pipeline(v2_seed(self, scripts["digest"]))
+        conn.pipeline(v3_seed(self, scripts["digest"]))
 
     def begin(self, conn):
         # src/ops/begin.rs: KEYS record, expiry, tombs, ids, seq; ARGV team
@@ -335,7 +343,7 @@ class Functions(Ours):
 
     def setup(self, conn, scripts):
         conn.call("FUNCTION", "LOAD", "REPLACE", function_library(scripts))
-        conn.pipeline(v2_seed(self, scripts["digest"]))
+        conn.pipeline(v3_seed(self, scripts["digest"]))
 
     def begin(self, conn):
         replies = conn.pipeline([

@@ -2,8 +2,9 @@
 //! registered, and what does an idle sandbox cost in Redis memory?
 //!
 //! Sandboxes are seeded in bulk with pipelined `HSET` + `ZADD` writing
-//! exactly what `lua/register.lua` writes for a new sandbox (schema 2:
-//! record fields `v lc state exec end_ms fence data`, and the team's
+//! exactly what `lua/register.lua` writes for a new sandbox (schema 3:
+//! record fields `v lc state exec end_ms fence`, the data in pieces of at
+//! most 64 bytes `data data:2 …`, and the team's
 //! `expiry` and `ids` index entries; [`seed_pipe`]);
 //! registering a million through the script one by one would only make the
 //! run longer. One seeded record is read back through `Coordinator::get` to
@@ -62,14 +63,30 @@ pub struct KeySizes {
 
 /// The writes of `lua/register.lua` for new sandboxes `numbers` (sandbox
 /// `n` in team `n % teams`), as one pipeline: the record (`v lc state exec
-/// end_ms fence data`) and its entries in the team's `expiry` and `ids`
-/// indexes.
+/// end_ms fence` and the data's pieces, `lua/include/data.lua`) and its
+/// entries in the team's `expiry` and `ids` indexes.
 pub fn seed_pipe(ns: &Namespace, numbers: &[usize], teams: usize) -> Result<redis::Pipeline> {
     let end_ms = ours::end_time()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis()
         .to_string();
     let digest = sandbox_coordinator::Lifecycle::sandbox().digest();
+    let pieces: Vec<(String, &str)> = DATA
+        .as_bytes()
+        .chunks(64)
+        .enumerate()
+        .map(|(i, piece)| {
+            let name = if i == 0 {
+                "data".to_string()
+            } else {
+                format!("data:{}", i + 1)
+            };
+            (
+                name,
+                std::str::from_utf8(piece).expect("the bench's data is ASCII"),
+            )
+        })
+        .collect();
     let mut pipe = redis::pipe();
     for &i in numbers {
         let (team, id) = (team_id(i % teams), sandbox_id(i));
@@ -83,8 +100,8 @@ pub fn seed_pipe(ns: &Namespace, numbers: &[usize], teams: usize) -> Result<redi
                 ("exec", &execution_id(i)),
                 ("end_ms", &end_ms),
                 ("fence", "0"),
-                ("data", DATA),
             ])
+            .arg(&pieces)
             .ignore()
             .cmd("ZADD")
             .arg(keys.team.key("expiry"))

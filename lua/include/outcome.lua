@@ -1,7 +1,7 @@
 -- outcome.lua — how a transition ends, recorded once, in the same step that
 -- applies it:
 --   * the record's last_* fields (with the caller's other field changes in
---     the same HSET),
+--     the same write: record.lua's write_record),
 --   * <tp>out:<id>:<fence>, kept for the outcome retention, so that a late
 --     joiner or a finish retried after a lost reply reads it back however
 --     many transitions ran meanwhile,
@@ -26,7 +26,7 @@ local function record_outcome(r, outcome, reason, fields, now, seq, change)
   fields[#fields + 1] = outcome
   fields[#fields + 1] = 'last_reason'
   fields[#fields + 1] = reason
-  redis.call('HSET', REC, unpack(fields))
+  write_record(REC, r, fields)
   redis.call('SET', TP .. 'out:' .. ID .. ':' .. fence, act .. ' ' .. outcome .. ' ' .. reason,
              'PX', OUTCOME_MS)
   announce(change, 'o ' .. ID .. ' ' .. fence .. ' ' .. act .. ' ' .. outcome .. ' ' .. reason, now, seq)

@@ -27,6 +27,13 @@ local FIELDS = {'v', 'lc', 'state', 'exec', 'end_ms', 'fence', 'action', 'holder
                 'started_ms', 'last_fence', 'last_action', 'last_outcome', 'last_reason', 'queue', 'resv',
                 'floor'}
 local MAX_INT = 9007199254740991 -- 2^53 - 1, the largest integer a Lua number holds exactly
+-- Redis keeps a hash as a compact `listpack` while every value is at most
+-- hash-max-listpack-value bytes (64 by default; managed Redis rarely lets
+-- anyone change it) and turns it into a `hashtable`, for good, at the first
+-- longer one. The record keeps each value within it: the opaque data in
+-- pieces (data.lua), and a record that held a longer queue or reason is
+-- written anew once they are short again (write_record).
+local LISTPACK_VALUE = 64
 
 -- The integer `s` spells, or nil unless it is a plain decimal in 0..MAX_INT.
 local function uint(s)
@@ -119,7 +126,8 @@ local function record_of(key, x)
              started_ms = x[10] or '', last_fence = x[11] or '', last_action = x[12] or '',
              last_outcome = x[13] or '', last_reason = x[14] or '', queue = x[15] or '', resv = x[16] or '',
              floor = x[17] or '', end_n = 0, fence_n = 0, until_n = 0, resv_n = 0, floor_n = 0,
-             q = false, resv_token = false}
+             q = false, resv_token = false,
+             long = (x[14] and #x[14] > LISTPACK_VALUE) or (x[15] and #x[15] > LISTPACK_VALUE) or false}
   local bad = refusal(r)
   if bad then return nil, {'corrupt', key .. ': ' .. bad} end
   return r, nil
@@ -132,4 +140,57 @@ local function load_record(key)
   if x.err then return nil, wrongtype(x, key, 'hash') end
   if x[1] == false and redis.call('EXISTS', key) == 0 then return nil, nil end
   return record_of(key, x)
+end
+
+-- Writes `fields` (name, value pairs; a value of false removes the field)
+-- into the record `key` that `r` was read from. A record that holds a value
+-- over LISTPACK_VALUE bytes (r.long: a queue or a reason) is a hashtable,
+-- and Redis never makes a hash a listpack again; so once no long value is
+-- left it is written anew (DEL, HSET, its PTTL kept) and is a listpack
+-- again. Only the record's own fields are read, so the loop ends.
+local function write_record(key, r, fields)
+  if not r.long then
+    redis.call('HSET', key, unpack(fields))
+    return
+  end
+  local all = redis.call('HGETALL', key)
+  local at = {}
+  for i = 1, #all, 2 do at[all[i]] = i + 1 end
+  for i = 1, #fields, 2 do
+    local v = at[fields[i]]
+    if v then
+      all[v] = fields[i + 1]
+    else
+      all[#all + 1] = fields[i]
+      all[#all + 1] = fields[i + 1]
+    end
+  end
+  local kept, gone, long = {}, {}, false
+  for i = 1, #all, 2 do
+    local v = all[i + 1]
+    if v then
+      kept[#kept + 1] = all[i]
+      kept[#kept + 1] = v
+      if #v > LISTPACK_VALUE then long = true end
+    else
+      gone[#gone + 1] = all[i]
+    end
+  end
+  if long or #kept > 256 then
+    -- Still a hashtable whatever is written: the changes only.
+    local set = {}
+    for i = 1, #fields, 2 do
+      if fields[i + 1] then
+        set[#set + 1] = fields[i]
+        set[#set + 1] = fields[i + 1]
+      end
+    end
+    if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+    if #set > 0 then redis.call('HSET', key, unpack(set)) end
+    return
+  end
+  local pttl = redis.call('PTTL', key)
+  redis.call('DEL', key)
+  redis.call('HSET', key, unpack(kept))
+  if pttl > 0 then redis.call('PEXPIRE', key, pttl) end
 end

@@ -144,10 +144,10 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Convert a schema-1 namespace to schema 2 in place, record by record;
-    /// refused while a schema-1 transition is in flight.
+    /// Convert a namespace written by schema 1 or 2 to this schema in place,
+    /// record by record; refused while a schema-1 transition is in flight.
     Migrate {
-        /// Also re-stamp schema-2 records created under another rule table
+        /// Also re-stamp records of this schema created under another rule table
         /// with the one of --lifecycle.
         #[arg(long)]
         adopt_lifecycle: bool,

@@ -1,5 +1,6 @@
-//! `migrate`: converts a namespace written by schema 1 to the library's
-//! schema in place (`Coordinator::migrate`, one atomic script per record).
+//! `migrate`: converts a namespace written by schema 1 or 2 to the
+//! library's schema in place (`Coordinator::migrate`, one atomic script per
+//! record).
 //!
 //! Schema 1 kept a transition's lease in its own key
 //! (`<ns>:{<team>}:lease:<id>`, with a PX TTL). sandboxctl looks for live
@@ -44,9 +45,9 @@ pub struct TeamAfter {
 #[derive(Debug, Serialize)]
 pub struct MigrateReport {
     pub namespace: String,
-    /// Records converted from schema 1.
+    /// Records converted from schema 1 or 2.
     pub converted: usize,
-    /// Schema-2 records re-stamped with the rule table (--adopt-lifecycle).
+    /// Records of this schema re-stamped with the rule table (--adopt-lifecycle).
     pub restamped: usize,
     /// Every team of the namespace, counted from its new indexes.
     pub teams: Vec<TeamAfter>,
@@ -183,7 +184,7 @@ pub async fn migrate(
         text.push_str(&table.render());
     }
     text.push_str(&format!(
-        "converted {converted} record(s) of namespace {} from schema 1 to schema {}",
+        "converted {converted} record(s) of namespace {} to schema {}",
         report.namespace,
         sandbox_coordinator::keys::SCHEMA_VERSION
     ));

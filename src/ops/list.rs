@@ -13,7 +13,7 @@ use redis::Value;
 use crate::error::{Error, to_error};
 use crate::keys::TeamKeys;
 use crate::ops::Env;
-use crate::record::{FIELDS, Raw};
+use crate::record::{FIELDS, Raw, data_piece, join_data};
 use crate::redis::{Route, value};
 use crate::retry::Retry;
 use crate::sandbox::{Page, Sandbox};
@@ -129,28 +129,28 @@ fn sandbox(
     pttl: &Value,
     now_ms: u64,
 ) -> Result<Option<Sandbox>, Error> {
-    let pairs: Vec<(String, String)> = match all {
+    let raw: Vec<(&Value, &Value)> = match all {
         Value::ServerError(e) if e.code() == "WRONGTYPE" => {
             return Err(Error::Corrupt {
                 detail: format!("{key} is not a hash"),
             });
         }
         Value::ServerError(e) => return Err(to_error(e.clone().into())),
-        Value::Map(pairs) => pairs
-            .iter()
-            .map(|(f, v)| (value::text_or_empty(f), value::text_or_empty(v)))
-            .collect(),
-        Value::Array(flat) => flat
-            .chunks(2)
-            .map(|p| {
-                (
-                    value::text_or_empty(&p[0]),
-                    p.get(1).map(value::text_or_empty).unwrap_or_default(),
-                )
-            })
-            .collect(),
+        Value::Map(pairs) => pairs.iter().map(|(f, v)| (f, v)).collect(),
+        Value::Array(flat) if flat.len() % 2 == 0 => {
+            flat.chunks(2).map(|p| (&p[0], &p[1])).collect()
+        }
         _ => return Err(short(key)),
     };
+    let pairs: Vec<(String, String)> = raw
+        .iter()
+        .map(|(f, v)| (value::text_or_empty(f), value::text_or_empty(v)))
+        .collect();
+    let pieces = pairs
+        .iter()
+        .zip(&raw)
+        .filter_map(|((f, _), (_, v))| Some((data_piece(f)?, value::bytes(v).unwrap_or_default())));
+    let data = join_data(pieces);
     if pairs.is_empty() {
         return Ok(None);
     }
@@ -171,7 +171,7 @@ fn sandbox(
     };
     let fields: [&str; FIELDS.len()] = std::array::from_fn(|i| get(FIELDS[i]));
     Raw { fields }
-        .to_sandbox(&env.lifecycle, key, team, id, now_ms, pttl, get("data"))
+        .to_sandbox(&env.lifecycle, key, team, id, now_ms, pttl, &data)
         .map(Some)
 }
 

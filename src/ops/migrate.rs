@@ -1,4 +1,4 @@
-//! `migrate.lua`: convert one schema-1 record in place.
+//! `migrate.lua`: convert one schema-1 or schema-2 record in place.
 
 use crate::error::Error;
 use crate::keys::SandboxRef;
@@ -10,7 +10,7 @@ use crate::scripts::Script;
 /// What migrating one record did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Migrated {
-    /// Converted from schema 1 (and whether its slot must be registered).
+    /// Converted from schema 1 or 2 (and whether its slot must be registered).
     Converted { slot_unlisted: bool },
     /// Already at this schema.
     Current,

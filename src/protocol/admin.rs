@@ -1,6 +1,6 @@
 //! The operator's tools over the whole namespace, the only code that uses
 //! `SCAN` (it needs `+scan`, `sandboxctl acl --admin`): repair of the drift
-//! between records and every index, and migration of schema-1 records.
+//! between records and every index, and migration of schema-1 and schema-2 records.
 //! Each team's check and fix, and each record's conversion, is one script
 //! on the state at that moment, so either is safe beside live traffic.
 
@@ -86,7 +86,7 @@ pub(crate) async fn repair(rt: &Runtime, dry_run: bool) -> Result<RepairReport> 
     Ok(report)
 }
 
-/// Converts schema-1 records; with `adopt_lifecycle`, re-stamps records
+/// Converts schema-1 and schema-2 records; with `adopt_lifecycle`, re-stamps records
 /// of another rule table. Returns (converted, re-stamped).
 pub(crate) async fn migrate(rt: &Runtime, adopt_lifecycle: bool) -> Result<(usize, usize)> {
     let env = &rt.env;

@@ -39,6 +39,14 @@ pub(crate) fn as_str(v: &Value) -> Option<&str> {
     }
 }
 
+/// A bulk string's bytes; `None` for anything else.
+pub(crate) fn bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        _ => None,
+    }
+}
+
 /// A reply as an integer: an integer reply, or text holding one.
 pub(crate) fn int(v: &Value) -> Option<i64> {
     match v {
