@@ -83,7 +83,7 @@ local now, now_us = clock()
 local r, err = load_record(REC)
 if err then return err end
 if not r then
-  drop_from_indexes(ID)
+  drop_from_indexes(TP, ID)
   return {'not_found'}
 end
 local q = queue_live(r, now)
@@ -105,7 +105,7 @@ local function refuse(reply)
   local fields = {}
   local next_up = leave_queue(fields)
   if #fields > 0 then write_record(REC, r, fields) end
-  if next_up then notify('c ' .. ID) end
+  if next_up then notify(TP, 'c ' .. ID) end
   return reply
 end
 
@@ -164,13 +164,13 @@ if decision == 'start' and not behind then
     -- Leaving a tombstone (a kill that deletes a paused sandbox): the
     -- record is live again in every index, and no longer expires, in this
     -- same step.
-    bad = foreign_indexes({'expiry', 'tombs'}, nil)
+    bad = foreign_indexes(TP, {'expiry', 'tombs'}, nil)
   elseif end_n ~= r.end_n then
-    bad = foreign_indexes({'expiry'}, nil)
+    bad = foreign_indexes(TP, {'expiry'}, nil)
   end
   if bad then return bad end
   local seq
-  seq, bad = claim_sequence()
+  seq, bad = claim_sequence(TP)
   if bad then return bad end
   if revive then
     redis.call('ZADD', TP .. 'expiry', end_n, ID)
@@ -181,7 +181,7 @@ if decision == 'start' and not behind then
   end
   local next_up = leave_queue(fields)
   write_record(REC, r, fields)
-  announce(change_line(ID, IN_FLIGHT, r.exec, fence, end_ms, ACTION, HOLDER, until_ms, r.resv, nil),
+  announce(TP, change_line(ID, IN_FLIGHT, r.exec, fence, end_ms, ACTION, HOLDER, until_ms, r.resv, nil),
            next_up and ('c ' .. ID) or nil, now, seq)
   return {'started', fence, int(LEASE_MS), r.exec}
 end
@@ -205,7 +205,7 @@ end
 local fields = {}
 if leave_queue(fields) then
   write_record(REC, r, fields)
-  notify('c ' .. ID)
+  notify(TP, 'c ' .. ID)
 elseif #fields > 0 then
   write_record(REC, r, fields)
 end

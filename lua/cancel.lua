@@ -49,5 +49,5 @@ table.remove(q, at)
 local fields = {}
 queue_put(REC, r, q, fields)
 if #fields > 0 then write_record(REC, r, fields) end
-if at == 1 and #q > 0 then notify('c ' .. ID) end
+if at == 1 and #q > 0 then notify(TP, 'c ' .. ID) end
 return {'dequeued'}

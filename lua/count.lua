@@ -29,7 +29,7 @@ local TP = ARGV[1]
 --!include indexes.lua
 
 local now = clock()
-local bad = foreign_indexes({'resv', 'team'}, nil)
+local bad = foreign_indexes(TP, {'resv', 'team'}, nil)
 if bad then return bad end
 local ids = redis.pcall('ZRANGE', KEYS[1], 0, -1)
 if ids.err then return wrongtype(ids, KEYS[1], 'sorted set') end

@@ -1,7 +1,11 @@
 --[[
   due.lua — the ids of one team whose end time has passed by the server
   clock, oldest first, and the stale index entries met on the way
-  (due_team.lua). Read-only.
+  (due_team.lua). Read-only. Records are checked (EXISTS), not declared
+  keys (a team has any number): under a migration of the team's slot a
+  record already moved reads as missing and its id as an orphan, which
+  sweep.lua re-checks with the record declared before it removes anything;
+  nothing is written here.
 
   Input:
     KEYS[1] expiry index <ns>:{<team>}:expiry

@@ -36,11 +36,11 @@ local r, err = load_record(REC)
 if err then return err end
 if not r then return {'fenced', ''} end
 if r.fence ~= FENCE or r.holder ~= HOLDER or r.until_n <= now then return {'fenced', r.fence} end
-local seq, bad = claim_sequence()
+local seq, bad = claim_sequence(TP)
 if bad then return bad end
 local until_ms = int(now + LEASE_MS)
 redis.call('HSET', REC, 'until_ms', until_ms)
 -- (A live lease is on an in-flight state: the record does not expire.)
-announce(change_line(ID, r.state, r.exec, r.fence, r.end_ms, r.action, r.holder, until_ms, r.resv, nil), nil, now,
+announce(TP, change_line(ID, r.state, r.exec, r.fence, r.end_ms, r.action, r.holder, until_ms, r.resv, nil), nil, now,
          seq)
 return {'extended', int(LEASE_MS)}

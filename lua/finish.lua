@@ -55,12 +55,12 @@ if err then return err end
 -- is recorded only as the lease is released.
 local holds = r and r.fence == FENCE and r.holder == HOLDER and r.until_n > now and r.action == ACT
 if not holds then
-  local act, outcome, why = recorded_outcome(r, FENCE)
+  local act, outcome, why = recorded_outcome(TP, ID, r, FENCE)
   if act then return {'recorded', outcome, why} end
   if not r then return {'not_found'} end
   return {'fenced', r.fence}
 end
 if r.lc ~= LIFECYCLE then return {'lifecycle', r.lc} end
-local state, refused = finish_transition(r, OUTCOME, REASON, now)
+local state, refused = finish_transition(TP, ID, r, OUTCOME, REASON, now)
 if refused then return refused end
 return {'finished', state}

@@ -126,7 +126,7 @@ if last_fence ~= '' then
 end
 -- Every key written below must be of its type: checked before the first
 -- write (Redis does not roll back a script that fails half-way).
-local bad = foreign_indexes({'expiry', 'tombs', 'ids', 'team'}, {{SLOT .. 'teams', 'set'}})
+local bad = foreign_indexes(TP, {'expiry', 'tombs', 'ids', 'team'}, {{SLOT .. 'teams', 'set'}})
 if bad then return bad end
 redis.call('HSET', REC, unpack(fields))
 relayout(REC)

@@ -80,7 +80,7 @@ local end_n = tonumber(END_VALUE)
 if END_MODE == 'in' then end_n = now + end_n end
 local r, err = load_record(REC)
 if err then return err end
-err = foreign_indexes({'expiry', 'tombs', 'ids', 'resv', 'team'}, {{SLOT .. 'teams', 'set'}})
+err = foreign_indexes(TP, {'expiry', 'tombs', 'ids', 'resv', 'team'}, {{SLOT .. 'teams', 'set'}})
 if err then return err end
 if r then
   if r.lc ~= LIFECYCLE then return {'lifecycle', r.lc} end
@@ -96,16 +96,16 @@ local held = redis.call('ZSCORE', TP .. 'resv', ID)
 if held and tonumber(held) > now and team[4] ~= TOKEN then return {'busy', '0', 'reserve'} end
 local limit = team_limit(team[1], DEFAULT_LIMIT)
 if limit then
-  local taken = places_taken(now, ID)
+  local taken = places_taken(TP, now, ID)
   if taken + 1 > limit then return {'team_limit', int(taken), int(limit)} end
 end
 
 -- (announce() below must not fail after the writes.)
-err = sequence_refusal()
+err = sequence_refusal(TP)
 if err then return err end
 
 -- Every check has passed: the writes begin (expired reservations first).
-sweep_reservations(now)
+sweep_reservations(TP, now)
 
 -- Consume this id's reservation, if any: its place is now the record's.
 redis.call('ZREM', TP .. 'resv', ID)
@@ -126,7 +126,7 @@ if r then
   write_record(REC, r, fields)
   drop_data_from(REC, after)
   redis.call('PERSIST', REC)
-  announce(record_change(ID), 'c ' .. ID, now)
+  announce(TP, record_change(TP, ID), 'c ' .. ID, now)
   return registered('resumed', unlisted, r.exec, now)
 end
 
@@ -141,5 +141,5 @@ end
 redis.call('HSET', REC, unpack(fields))
 redis.call('ZADD', TP .. 'ids', 0, ID)
 redis.call('ZREM', TP .. 'tombs', ID)
-announce(record_change(ID), nil, now)
+announce(TP, record_change(TP, ID), nil, now)
 return registered('created', unlisted, '', now)

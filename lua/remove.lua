@@ -45,22 +45,22 @@ local EXPECT, TEAM = ARGV[3], ARGV[4]
 local now = clock()
 local r, err = load_record(REC)
 if err then return err end
-err = foreign_indexes({'expiry', 'tombs', 'ids', 'team'}, {{KEYS[6], 'set'}})
+err = foreign_indexes(TP, {'expiry', 'tombs', 'ids', 'team'}, {{KEYS[6], 'set'}})
 if err then return err end
 if not r then
-  drop_from_indexes(ID)
+  drop_from_indexes(TP, ID)
   return {'not_found'}
 end
 if r.holder ~= '' and r.until_n > now then return {'busy', r.fence, r.action} end
 if r.resv_n > now then return {'busy', r.fence, 'reserve'} end
 if EXPECT ~= '' and r.exec ~= EXPECT then return {'exec_mismatch', r.exec} end
-err = sequence_refusal()
+err = sequence_refusal(TP)
 if err then return err end
 local floor = uint(redis.call('HGET', TP .. 'team', 'floor') or '') or 0
 local highest = math.max(r.fence_n, r.floor_n)
 if highest > floor then redis.call('HSET', TP .. 'team', 'floor', int(highest)) end
 redis.call('DEL', REC)
-drop_from_indexes(ID)
-unlist_if_empty(KEYS[6], TEAM)
-announce(record_change(ID), 'c ' .. ID, now)
+drop_from_indexes(TP, ID)
+unlist_if_empty(TP, KEYS[6], TEAM)
+announce(TP, record_change(TP, ID), 'c ' .. ID, now)
 return {'removed', r.state, r.exec}

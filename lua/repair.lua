@@ -77,7 +77,7 @@ for _, k in ipairs(kinds) do
 end
 -- A damaged sequence: announce() would fail after the fixes (reported,
 -- nothing written, like an index of another type).
-if sequence_refusal() then note('seq', 'type', TEAM) end
+if sequence_refusal(TP) then note('seq', 'type', TEAM) end
 if #found > 0 then return reply() end
 
 local candidates, seen = {}, {}
@@ -200,5 +200,5 @@ elseif records == 0 and (member or listed) and all_examined() then
   write('SREM', TEAMS, TEAM)
   write('HDEL', TEAMHASH, 'listed')
 end
-if not DRY and #found > 0 then announce('*', nil, now) end
+if not DRY and #found > 0 then announce(TP, '*', nil, now) end
 return reply()

@@ -48,7 +48,7 @@ local TOKEN, TTL_MS, DEFAULT_LIMIT, MODE = ARGV[3], tonumber(ARGV[4]), ARGV[5], 
 local now = clock()
 local r, err = load_record(REC)
 if err then return err end
-err = foreign_indexes({'expiry', 'resv', 'team'}, nil)
+err = foreign_indexes(TP, {'expiry', 'resv', 'team'}, nil)
 if err then return err end
 if r and MODE == 'create' then return {'exists', r.exec, r.state} end
 if not r and MODE == 'resume' then return {'not_found'} end
@@ -60,18 +60,18 @@ end
 local held = redis.call('ZSCORE', TP .. 'resv', ID)
 if held and tonumber(held) > now then return {'busy', '0', 'reserve'} end
 local limit = team_limit(redis.call('HGET', TP .. 'team', 'limit'), DEFAULT_LIMIT)
-local taken = places_taken(now, nil)
+local taken = places_taken(TP, now, nil)
 if limit and taken + 1 > limit then return {'team_limit', int(taken), int(limit)} end
-err = sequence_refusal()
+err = sequence_refusal(TP)
 if err then return err end
 -- Every check has passed: the writes begin (expired reservations first;
 -- a refusal above wrote nothing).
-sweep_reservations(now)
+sweep_reservations(TP, now)
 local deadline = now + TTL_MS
 redis.call('ZADD', TP .. 'resv', deadline, ID)
 redis.call('HSET', TP .. 'team', 'tok:' .. ID, TOKEN)
 if r then redis.call('HSET', REC, 'resv', TOKEN .. '@' .. int(deadline)) end
-announce('r ' .. ID .. ' ' .. int(deadline), nil, now)
+announce(TP, 'r ' .. ID .. ' ' .. int(deadline), nil, now)
 local shown = ''
 if limit then shown = int(limit) end
 return {'reserved', int(deadline), int(taken + 1), shown}

@@ -37,13 +37,13 @@ local MODE, VALUE, EXPECT = ARGV[3], ARGV[4], ARGV[5]
 local now = clock()
 local r, err = load_record(REC)
 if err then return err end
-err = foreign_indexes({'expiry'}, nil)
+err = foreign_indexes(TP, {'expiry'}, nil)
 if err then return err end
 if not r then return {'not_found'} end
 if EXPECT ~= '' and r.exec ~= EXPECT then return {'exec_mismatch', r.exec} end
 if is_tombstone(r.state) then return {'settled', r.state} end
 local seq
-seq, err = claim_sequence()
+seq, err = claim_sequence(TP)
 if err then return err end
 local end_n = tonumber(VALUE)
 if MODE == 'in' then end_n = now + end_n end
@@ -51,6 +51,6 @@ local end_ms = int(end_n)
 redis.call('HSET', REC, 'end_ms', end_ms)
 redis.call('ZADD', TP .. 'expiry', end_n, ID)
 -- (Not a tombstone: the record does not expire.)
-announce(change_line(ID, r.state, r.exec, r.fence, end_ms, r.action, r.holder, r.until_ms, r.resv, nil), nil, now,
+announce(TP, change_line(ID, r.state, r.exec, r.fence, end_ms, r.action, r.holder, r.until_ms, r.resv, nil), nil, now,
          seq)
 return {'ok', r.end_ms, int(end_n)}

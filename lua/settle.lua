@@ -48,7 +48,7 @@ local FENCE, HOLDER, MODE, REASON = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local now = clock()
 local r, err = load_record(REC)
 if err then return err end
-local act, outcome, why = recorded_outcome(r, FENCE)
+local act, outcome, why = recorded_outcome(TP, ID, r, FENCE)
 -- The record still shows transition FENCE in flight: an outcome key for it
 -- that the record does not show (both are written in one step), or no
 -- action, is damage no later call can undo. Nothing is written.
@@ -64,8 +64,8 @@ if not r or r.fence ~= FENCE or r.action == '' then return {'unknown'} end
 if HOLDER ~= '' and r.holder ~= '' and r.holder ~= HOLDER then return {'unknown'} end
 if class_of(r.state) ~= 'inflight' then return {'unknown'} end
 if r.holder ~= '' and r.until_n > now and MODE ~= 'force' then return {'live', int(r.until_n - now)} end
-local seq, bad = claim_sequence()
+local seq, bad = claim_sequence(TP)
 if bad then return bad end
-record_outcome(r, 'abandoned', REASON, {'holder', '', 'until_ms', ''}, now, seq,
+record_outcome(TP, ID, r, 'abandoned', REASON, {'holder', '', 'until_ms', ''}, now, seq,
                change_line(ID, r.state, r.exec, r.fence, r.end_ms, r.action, '', '', r.resv, nil))
 return {'abandoned', r.action, REASON}

@@ -33,13 +33,13 @@ local TP = ARGV[2]
 --!include notify.lua
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'present'} end
-local bad = sequence_refusal()
+local bad = sequence_refusal(TP)
 if bad then return bad end
 local dropped = 0
 for i = 2, 4 do
   local n = redis.pcall('ZREM', KEYS[i], ARGV[1])
   if type(n) == 'number' then dropped = dropped + n end
 end
-unlist_if_empty(KEYS[6], ARGV[3])
-if dropped > 0 then announce('x ' .. ARGV[1]) end
+unlist_if_empty(TP, KEYS[6], ARGV[3])
+if dropped > 0 then announce(TP, 'x ' .. ARGV[1]) end
 return {'swept'}

@@ -30,7 +30,7 @@ local TP, LIMIT = ARGV[1], ARGV[2]
 
 local before = redis.pcall('HGET', KEYS[1], 'limit')
 if type(before) == 'table' then return wrongtype(before, KEYS[1], 'hash') end
-local bad = sequence_refusal()
+local bad = sequence_refusal(TP)
 if bad then return bad end
 if LIMIT == '' then
   redis.call('HDEL', KEYS[1], 'limit')
@@ -39,5 +39,5 @@ else
 end
 local shown = LIMIT
 if shown == '' then shown = '-' end
-announce('l ' .. shown, 'c')
+announce(TP, 'l ' .. shown, 'c')
 return {'ok', before or ''}

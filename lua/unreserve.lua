@@ -30,11 +30,11 @@ local TOKEN = ARGV[3]
 --!include notify.lua
 --!include indexes.lua
 
-local bad = foreign_indexes({'resv', 'team'}, nil)
+local bad = foreign_indexes(TP, {'resv', 'team'}, nil)
 if bad then return bad end
 local held = redis.call('HGET', TP .. 'team', 'tok:' .. ID)
 if held ~= TOKEN then return {'none'} end
-bad = sequence_refusal()
+bad = sequence_refusal(TP)
 if bad then return bad end
 redis.call('ZREM', TP .. 'resv', ID)
 redis.call('HDEL', TP .. 'team', 'tok:' .. ID)
@@ -42,5 +42,5 @@ local resv = redis.pcall('HGET', REC, 'resv')
 if type(resv) == 'string' and string.sub(resv, 1, #TOKEN + 1) == TOKEN .. '@' then
   redis.call('HSET', REC, 'resv', '')
 end
-announce('r ' .. ID .. ' -', 'c ' .. ID)
+announce(TP, 'r ' .. ID .. ' -', 'c ' .. ID)
 return {'released'}

@@ -488,9 +488,15 @@ mod tests {
                     }
                 }
             }
+            let prose = header.split_whitespace().collect::<Vec<_>>().join(" ");
             let lines: Vec<&str> = text.lines().collect();
             let code = code_of(&lines).join("\n");
-            for (at, _) in code.match_indices("TP .. '") {
+            // The script's team prefix TP, and `tp` in the pieces that take
+            // it as a parameter.
+            let uses = code
+                .match_indices("TP .. '")
+                .chain(code.match_indices("tp .. '"));
+            for (at, _) in uses {
                 let name: String = code[at + 7..]
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -498,9 +504,12 @@ mod tests {
                 if name == "notify" {
                     continue; // the team's channel, not a key
                 }
+                // A read-only script may say in its header that it reads
+                // records (or, per slot, whole teams) without declaring them.
                 let undeclared_records = name == "rec" && header.contains("not declared");
+                let undeclared_teams = prose.contains("read without being declared");
                 assert!(
-                    declared.contains(&name) || undeclared_records,
+                    declared.contains(&name) || undeclared_records || undeclared_teams,
                     "{} touches <team>:{name} but its header declares only {declared:?}",
                     s.name()
                 );

@@ -1,5 +1,6 @@
 -- indexes.lua — the team's indexes, kept exact by the scripts that change a
--- record (all in the team's slot, named from the team prefix TP):
+-- record (all in the team's slot, named from the team prefix `tp` that
+-- each function takes):
 --   <tp>expiry  zset  id -> end_ms of every record that is not a tombstone
 --                     (running or in flight): the evictor's index, and its
 --                     cardinality is the team's live count for limits
@@ -20,12 +21,12 @@ local function foreign(key, want)
 end
 
 -- The first refusal of foreign(), for the team's index keys `names`
--- (suffixes of TP) and the other keys in `extra` ({key, type} pairs).
-local function foreign_indexes(names, extra)
+-- (suffixes of tp) and the other keys in `extra` ({key, type} pairs).
+local function foreign_indexes(tp, names, extra)
   for _, name in ipairs(names) do
     local want = 'zset'
     if name == 'team' then want = 'hash' end
-    local bad = foreign(TP .. name, want)
+    local bad = foreign(tp .. name, want)
     if bad then return bad end
   end
   for _, kt in ipairs(extra or {}) do
@@ -38,10 +39,10 @@ end
 -- Removes an id whose record vanished behind the library's back
 -- (maxmemory eviction, an operator's DEL) from every index.
 -- (pcall: an index of another type is left for repair, not an error here.)
-local function drop_from_indexes(id)
-  redis.pcall('ZREM', TP .. 'expiry', id)
-  redis.pcall('ZREM', TP .. 'tombs', id)
-  redis.pcall('ZREM', TP .. 'ids', id)
+local function drop_from_indexes(tp, id)
+  redis.pcall('ZREM', tp .. 'expiry', id)
+  redis.pcall('ZREM', tp .. 'tombs', id)
+  redis.pcall('ZREM', tp .. 'ids', id)
 end
 
 -- A team whose last record went (no entry left in ids, expiry or tombs)
@@ -49,21 +50,21 @@ end
 -- its next record lists it again): fleet-wide eviction reads only teams
 -- that have records. (pcall: an index of another type leaves the team
 -- listed, for repair to report.)
-local function unlist_if_empty(teams_key, team)
+local function unlist_if_empty(tp, teams_key, team)
   for _, name in ipairs({'ids', 'expiry', 'tombs'}) do
-    local n = redis.pcall('ZCARD', TP .. name)
+    local n = redis.pcall('ZCARD', tp .. name)
     if type(n) ~= 'number' or n > 0 then return end
   end
   redis.pcall('SREM', teams_key, team)
-  redis.pcall('HDEL', TP .. 'team', 'listed')
+  redis.pcall('HDEL', tp .. 'team', 'listed')
 end
 
 -- Expired reservations no longer hold a place: forget them.
-local function sweep_reservations(now)
-  local gone = redis.call('ZRANGEBYSCORE', TP .. 'resv', '-inf', now)
+local function sweep_reservations(tp, now)
+  local gone = redis.call('ZRANGEBYSCORE', tp .. 'resv', '-inf', now)
   for _, id in ipairs(gone) do
-    redis.call('ZREM', TP .. 'resv', id)
-    redis.call('HDEL', TP .. 'team', 'tok:' .. id)
+    redis.call('ZREM', tp .. 'resv', id)
+    redis.call('HDEL', tp .. 'team', 'tok:' .. id)
   end
 end
 
@@ -77,10 +78,10 @@ end
 
 -- Places taken: records that are not tombstones, plus live reservations
 -- other than `except_id`'s (whose place a register consumes).
-local function places_taken(now, except_id)
-  local taken = redis.call('ZCARD', TP .. 'expiry') + redis.call('ZCOUNT', TP .. 'resv', '(' .. int(now), '+inf')
+local function places_taken(tp, now, except_id)
+  local taken = redis.call('ZCARD', tp .. 'expiry') + redis.call('ZCOUNT', tp .. 'resv', '(' .. int(now), '+inf')
   if except_id then
-    local mine = redis.call('ZSCORE', TP .. 'resv', except_id)
+    local mine = redis.call('ZSCORE', tp .. 'resv', except_id)
     if mine and tonumber(mine) > now then taken = taken - 1 end
   end
   return taken

@@ -8,8 +8,8 @@
 --                                                  removal, reservation)
 --   "c"                                            the team's places changed
 
-local function notify(message)
-  redis.call(PUBLISH, TP .. 'notify', message)
+local function notify(tp, message)
+  redis.call(PUBLISH, tp .. 'notify', message)
 end
 
 -- Announcements for team views (src/view/): every change a reader of the
@@ -36,14 +36,14 @@ end
 -- roll back a script that fails half-way, so every path that announces
 -- calls this before its first write and returns the refusal, nothing
 -- written. nil when the sequence is fine (or absent).
-local function sequence_refusal()
-  local seq = redis.pcall('GET', TP .. 'seq')
-  if type(seq) == 'table' then return wrongtype(seq, TP .. 'seq', 'string') end
+local function sequence_refusal(tp)
+  local seq = redis.pcall('GET', tp .. 'seq')
+  if type(seq) == 'table' then return wrongtype(seq, tp .. 'seq', 'string') end
   -- What INCR takes (no sign, no leading zero) and leaves below 2^53, the
   -- last integer a Lua number holds exactly.
   if seq and not ((seq == '0' or string.match(seq, '^[1-9]%d*$')) and #seq < 17
                   and tonumber(seq) < 9007199254740991) then
-    return {'corrupt', TP .. 'seq is not a sequence number'}
+    return {'corrupt', tp .. 'seq is not a sequence number'}
   end
   return nil
 end
@@ -56,18 +56,18 @@ end
 -- nothing written. One command where
 -- sequence_refusal() and announce() take two. Any other error (READONLY,
 -- OOM, NOPERM) is raised as Redis gave it (errors.lua).
-local function claim_sequence()
-  local seq = redis.pcall('INCR', TP .. 'seq')
+local function claim_sequence(tp)
+  local seq = redis.pcall('INCR', tp .. 'seq')
   if type(seq) == 'number' then
     if seq > 0 and seq <= 9007199254740991 then return string.format('%d', seq), nil end
     -- A negative sequence, or one past what a Lua number holds exactly:
     -- the INCR is undone (Redis counts in 64-bit integers: exactly).
-    redis.call('DECR', TP .. 'seq')
-    return nil, {'corrupt', TP .. 'seq is not a sequence number'}
+    redis.call('DECR', tp .. 'seq')
+    return nil, {'corrupt', tp .. 'seq is not a sequence number'}
   end
-  if string.find(seq.err, 'WRONGTYPE', 1, true) then return nil, wrongtype(seq, TP .. 'seq', 'string') end
+  if string.find(seq.err, 'WRONGTYPE', 1, true) then return nil, wrongtype(seq, tp .. 'seq', 'string') end
   if string.find(seq.err, 'not an integer', 1, true) or string.find(seq.err, 'overflow', 1, true) then
-    return nil, {'corrupt', TP .. 'seq is not a sequence number'}
+    return nil, {'corrupt', tp .. 'seq is not a sequence number'}
   end
   error(seq)
 end
@@ -75,21 +75,21 @@ end
 -- `now`: the script's clock (ms) when it read one (clock.lua); a script
 -- that did not is the only one that pays a TIME here. `seq`: the number
 -- claim_sequence() took, or nil to take it here (after sequence_refusal()).
-local function announce(change, message, now, seq)
+local function announce(tp, change, message, now, seq)
   if not now then
     local t = redis.call('TIME')
     now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
-  seq = seq or redis.call('INCR', TP .. 'seq')
+  seq = seq or redis.call('INCR', tp .. 'seq')
   local text = '=' .. seq .. ' ' .. string.format('%d', now) .. ' ' .. change
   if message then text = text .. '\n' .. message end
-  redis.call(PUBLISH, TP .. 'notify', text)
+  redis.call(PUBLISH, tp .. 'notify', text)
 end
 
 -- The change "s ..." (or "x <id>") of record <id> as it is now, read back
 -- after the script's writes, so the announcement is exactly what is stored.
-local function record_change(id)
-  local key = TP .. 'rec:' .. id
+local function record_change(tp, id)
+  local key = tp .. 'rec:' .. id
   local f = redis.call('HMGET', key, 'state', 'exec', 'fence', 'end_ms', 'action', 'holder', 'until_ms', 'resv')
   if not f[1] then return 'x ' .. id end
   local words = {'s', id}

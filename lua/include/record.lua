@@ -126,7 +126,7 @@ local function record_of(key, x)
              started_ms = x[10] or '', last_fence = x[11] or '', last_action = x[12] or '',
              last_outcome = x[13] or '', last_reason = x[14] or '', queue = x[15] or '', resv = x[16] or '',
              floor = x[17] or '', end_n = 0, fence_n = 0, until_n = 0, resv_n = 0, floor_n = 0,
-             q = false, resv_token = false,
+             q = false, resv_token = false, key = key,
              long = (x[14] and #x[14] > LISTPACK_VALUE) or (x[15] and #x[15] > LISTPACK_VALUE) or false}
   local bad = refusal(r)
   if bad then return nil, {'corrupt', key .. ': ' .. bad} end
