@@ -137,7 +137,7 @@ pub(crate) async fn finish(env: &Env, finish: &Finish<'_>) -> Result<(), Error> 
         team: target.sandbox.team.clone(),
         id: target.sandbox.id.clone(),
         fence: target.fence,
-        action: target.action.as_str().into(),
+        action: target.action,
     };
     match done.reply {
         Finished::Applied(_) => crate::ops::replicated("finish", done.replication),

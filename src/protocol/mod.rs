@@ -54,7 +54,8 @@ pub(crate) enum Input {
     Start,
     Begun(Result<(Decided, Replication), Error>),
     Settled(Result<Settled, Error>),
-    Inspected(Result<Option<Sandbox>, Error>),
+    /// The record, boxed as the answer `Idle` carries it.
+    Inspected(Result<Option<Box<Sandbox>>, Error>),
     Subscribed,
     Woke(Woke),
 }
