@@ -23,6 +23,8 @@ pub(crate) mod settle;
 pub(crate) mod team_limit;
 
 #[cfg(test)]
+pub(crate) mod keys_tests;
+#[cfg(test)]
 mod reply_tests;
 
 use redis::Value;
