@@ -123,7 +123,6 @@ mod sandbox;
 pub mod scripts;
 mod transition;
 mod view;
-mod wait;
 
 pub use crate::redis::{Connections, PASSWORD_ENV, RedisOptions, RedisTarget};
 pub use acl::acl_rules;
