@@ -177,7 +177,7 @@ async fn raw_transitions(
     n: usize,
 ) -> Result<(u64, u64)> {
     let tk = coord.namespace().team(TEAM)?;
-    let rec = tk.key(&format!("rec:{id}"));
+    let rec = tk.record(id);
     let begin = redis::Script::new(begin);
     let finish = redis::Script::new(finish);
     reset(conn).await?;
@@ -185,10 +185,10 @@ async fn raw_transitions(
         let holder = format!("bench/{i}");
         let started: Vec<String> = begin
             .key(&rec)
-            .key(tk.key("expiry"))
-            .key(tk.key("tombs"))
-            .key(tk.key("ids"))
-            .key(tk.key("seq"))
+            .key(tk.expiry())
+            .key(tk.tombs())
+            .key(tk.ids())
+            .key(tk.seq())
             .arg(&tk.prefix)
             .arg(id)
             .arg(&holder)
@@ -203,9 +203,9 @@ async fn raw_transitions(
         let done: Vec<String> = finish
             .key(&rec)
             .key(tk.key(&format!("out:{id}:{fence}")))
-            .key(tk.key("expiry"))
-            .key(tk.key("tombs"))
-            .key(tk.key("seq"))
+            .key(tk.expiry())
+            .key(tk.tombs())
+            .key(tk.seq())
             .arg(&tk.prefix)
             .arg(id)
             .arg(fence)

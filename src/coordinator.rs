@@ -336,8 +336,11 @@ impl Coordinator {
     /// until its ttl (its handle never reached the caller); nothing else is
     /// left behind.
     pub async fn reserve(&self, team: &str, id: &str, ttl: Duration) -> Result<Reservation> {
-        protocol::reserve::reserve(&self.rt, team, id, ttl, protocol::reserve::Purpose::Create)
-            .await
+        let purpose = protocol::reserve::Purpose::Create;
+        Reservation::made(
+            &self.rt,
+            protocol::reserve::reserve(&self.rt, team, id, ttl, purpose).await?,
+        )
     }
 
     /// Holds one place of the team's limit, and the paused sandbox `id`, for
@@ -352,8 +355,11 @@ impl Coordinator {
     ///
     /// Cancel safety: as for [`reserve`](Coordinator::reserve).
     pub async fn reserve_resume(&self, team: &str, id: &str, ttl: Duration) -> Result<Reservation> {
-        protocol::reserve::reserve(&self.rt, team, id, ttl, protocol::reserve::Purpose::Resume)
-            .await
+        let purpose = protocol::reserve::Purpose::Resume;
+        Reservation::made(
+            &self.rt,
+            protocol::reserve::reserve(&self.rt, team, id, ttl, purpose).await?,
+        )
     }
 
     /// Like [`reserve`](Coordinator::reserve), but while the team is full it
@@ -369,7 +375,8 @@ impl Coordinator {
         ttl: Duration,
         timeout: Duration,
     ) -> Result<Reservation> {
-        protocol::reserve::reserve_waiting(&self.rt, team, id, ttl, timeout).await
+        let reserved = protocol::reserve::reserve_waiting(&self.rt, team, id, ttl, timeout).await?;
+        Reservation::made(&self.rt, reserved)
     }
 
     /// Finds (and unless `dry_run`, fixes) drift between records and every

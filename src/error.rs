@@ -90,20 +90,19 @@ pub enum Error {
         /// The execution the record holds.
         execution: String,
         /// Its state.
-        state: String,
+        state: State,
     },
 
-    /// A transition holds the lease; the operation must wait for it.
-    #[error("sandbox {team}/{id} is busy with {action} (fence {fence}); try again when it ends")]
+    /// A transition holds the lease, or another caller's reservation holds
+    /// the id; the operation must wait for it.
+    #[error("sandbox {team}/{id} is busy with {with}; try again when it ends")]
     Busy {
         /// Team id.
         team: String,
         /// Sandbox id.
         id: String,
-        /// Fence of the transition in flight.
-        fence: u64,
-        /// Its action.
-        action: String,
+        /// What holds it.
+        with: BusyWith,
     },
 
     /// The transition this call joined failed.
@@ -171,7 +170,7 @@ pub enum Error {
         /// The transition's fence.
         fence: u64,
         /// The transition's action.
-        action: String,
+        action: Action,
     },
 
     /// A bounded wait ran out.
@@ -194,7 +193,7 @@ pub enum Error {
         /// Sandbox id.
         id: String,
         /// Its state.
-        state: String,
+        state: State,
     },
 
     /// An argument is unusable; nothing was sent to Redis.
@@ -335,6 +334,31 @@ pub enum Error {
         /// What kept failing.
         why: String,
     },
+}
+
+/// What holds a sandbox that an operation found [`Error::Busy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusyWith {
+    /// A transition holds the lease.
+    Transition {
+        /// The transition's action.
+        action: Action,
+        /// Its fence.
+        fence: u64,
+    },
+    /// Another caller's reservation (a create or a resume under way) holds
+    /// the id until it registers, gives the id back or runs out.
+    Reservation,
+}
+
+impl std::fmt::Display for BusyWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BusyWith::Transition { action, fence } => write!(f, "{action} (fence {fence})"),
+            BusyWith::Reservation => f.write_str("another caller's reservation"),
+        }
+    }
 }
 
 impl Error {

@@ -342,6 +342,22 @@ impl SandboxRef {
     pub(crate) fn outcome(&self, fence: u64) -> String {
         self.keys.outcome(&self.id, fence)
     }
+
+    /// The KEYS of a script that takes the record out of every index
+    /// (`remove.lua`, `sweep.lua`): the record, the team's `expiry`,
+    /// `tombs`, `ids` and hash, the slot's team set, the team's `seq`.
+    pub(crate) fn removal_keys(&self) -> Vec<String> {
+        let team = &self.keys.team;
+        vec![
+            self.keys.record.clone(),
+            team.expiry(),
+            team.tombs(),
+            team.ids(),
+            team.hash(),
+            team.slot_teams(),
+            team.seq(),
+        ]
+    }
 }
 
 /// The keys one sandbox's scripts are called with.

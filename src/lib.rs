@@ -123,14 +123,13 @@ mod sandbox;
 pub mod scripts;
 mod transition;
 mod view;
-mod wait;
 
 pub use crate::redis::{Connections, PASSWORD_ENV, RedisOptions, RedisTarget};
 pub use acl::acl_rules;
 pub use bounds::MAX_DURATION_MS;
 pub use builder::Builder;
 pub use coordinator::Coordinator;
-pub use error::{Error, Result};
+pub use error::{BusyWith, Error, Result};
 pub use lifecycle::{
     Action, ActionSpec, Decision, LeaseView, Lifecycle, Outcome, State, StateClass,
 };

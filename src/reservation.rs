@@ -1,6 +1,7 @@
 //! [`Reservation`]: a place of a team's limit, and the id, held for a slow
-//! create or resume. It holds the runtime (never the façade) and
-//! registers through `protocol::register`.
+//! create or resume. It holds the runtime (never the façade), is made from
+//! what `protocol::reserve` reserved, and registers through
+//! `protocol::register`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use crate::keys::SandboxRef;
 use crate::ops;
 use crate::ops::command::invoke;
 use crate::protocol::register;
+use crate::protocol::reserve::Reserved;
 use crate::runtime::Runtime;
 use crate::sandbox::{NewSandbox, Registration, Sandbox};
 
@@ -38,19 +40,19 @@ impl std::fmt::Debug for Reservation {
 }
 
 impl Reservation {
-    pub(crate) fn new(
-        rt: Arc<Runtime>,
-        sandbox: SandboxRef,
-        token: String,
-        ttl: Duration,
-    ) -> Reservation {
-        Reservation {
-            rt,
-            sandbox,
-            token,
-            ttl,
+    /// The handle of what `protocol::reserve` reserved; a reservation too
+    /// few replicas acknowledged is given back (the handle dropped) and is
+    /// [`Error::NotReplicated`].
+    pub(crate) fn made(rt: &Arc<Runtime>, reserved: Reserved) -> Result<Reservation> {
+        let reservation = Reservation {
+            rt: Arc::clone(rt),
+            sandbox: reserved.sandbox,
+            token: reserved.token,
+            ttl: reserved.ttl,
             done: false,
-        }
+        };
+        ops::replicated("reserve", reserved.replication)?;
+        Ok(reservation)
     }
 
     /// Team id.

@@ -828,26 +828,7 @@ async fn soak_cluster() {
         profile.seed
     );
     let table = format!("{}\n{}", tally.table(&title), run.faults.table());
-    println!("{table}");
-    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let _ = std::fs::create_dir_all(&target);
-    let _ = std::fs::write(target.join("soak-cluster-summary.md"), &table);
-    for p in problems.iter().take(20) {
-        println!("problem: {p}");
-    }
-    for v in violations.iter().take(3) {
-        println!("--- sandbox {}: {}\n{}", v.sandbox, v.why, v.excerpt());
-    }
-    let all: String = violations
-        .iter()
-        .map(|v| format!("--- sandbox {}: {}\n{}\n", v.sandbox, v.why, v.history))
-        .collect();
-    let _ = std::fs::write(target.join("soak-cluster-violations.txt"), all);
-    let _ = std::fs::write(
-        target.join("soak-cluster-problems.txt"),
-        problems.join("\n"),
-    );
-    let undecided = violations.iter().filter(|v| v.undecided).count();
+    let undecided = history::report::publish_soak("soak-cluster", &table, &problems, &violations);
     assert!(
         violations.is_empty() && problems.is_empty() && run.faults.lost == 0,
         "cluster soak: {} violations, {undecided} undecided, {} problems, {} acknowledged \

@@ -44,8 +44,8 @@ where
 /// With a replica, every write script is followed by `WAIT 1 ..` in the
 /// same round trip and succeeds; with the replica gone, a write is
 /// `NotReplicated` (retryable) — it happened on the primary, and a begin
-/// whose start was not replicated is failed in the background, never
-/// handed out.
+/// whose start was not replicated is failed in the background, and a
+/// reservation given back, never handed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_replicas_reports_fewer_acknowledgements_as_not_replicated() {
     let group = TestReplicated::start(1).await;
@@ -111,7 +111,24 @@ async fn wait_for_replicas_reports_fewer_acknowledgements_as_not_replicated() {
         ),
         "{err:?}"
     );
+    // A reservation whose write was not replicated is not handed out
+    // either; it is given back in the background.
+    let err = coord
+        .reserve(TEAM, "s3", Duration::from_secs(600))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotReplicated {
+                operation: "reserve",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(coord.close(BOUND).await);
+    assert_eq!(coord.count(TEAM).await.unwrap().reserved, 0);
     let sb = coord.get(TEAM, "s2").await.unwrap().unwrap();
     assert_eq!(sb.state, State::Running);
     let last = sb.last.unwrap();

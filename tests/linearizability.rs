@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use history::Handmade;
 use history::checker::{CHECK_BUDGET, check, check_sandbox_stateright, check_with_budget};
 use history::model::{Op, Ret};
-use history::report::{Tally, progress_bar};
+use history::report::{Tally, progress_bar, publish_soak};
 use history::workload::{self, Profile};
 use sandbox_coordinator::{Action, Lifecycle, Outcome, State};
 
@@ -975,27 +975,7 @@ async fn soak() {
         began.elapsed(),
         profile.seed
     );
-    let table = tally.table(&title);
-    println!("{table}");
-    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let _ = std::fs::create_dir_all(&target);
-    let _ = std::fs::write(target.join("soak-summary.md"), &table);
-    for p in problems.iter().take(20) {
-        println!("problem: {p}");
-    }
-    for v in violations.iter().take(3) {
-        println!("--- sandbox {}: {}\n{}", v.sandbox, v.why, v.excerpt());
-    }
-    let all: String = violations
-        .iter()
-        .map(|v| format!("--- sandbox {}: {}\n{}\n", v.sandbox, v.why, v.history))
-        .collect();
-    let _ = std::fs::write(target.join("soak-violations.txt"), all);
-    // Every problem (only the first 20 are printed).
-    let _ = std::fs::write(target.join("soak-problems.txt"), problems.join("\n"));
-    // An undecided history proves nothing either way: it fails the soak
-    // like a violation, counted apart.
-    let undecided = violations.iter().filter(|v| v.undecided).count();
+    let undecided = publish_soak("soak", &tally.table(&title), &problems, &violations);
     assert!(
         violations.is_empty() && problems.is_empty(),
         "soak: {} violations, {undecided} undecided, {} problems",

@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use fixture::{TEAM, assert_index_agrees, coordinator_with, dump_all, sandbox};
 use sandbox_coordinator::{
-    Action, BeginOptions, Begun, Coordinator, DoneReason, Error, Registration, State, Transition,
+    Action, BeginOptions, Begun, BusyWith, Coordinator, DoneReason, Error, Registration, State,
+    Transition,
 };
 use support::TestRedis;
 
@@ -90,7 +91,7 @@ async fn the_same_execution_again_is_idempotent_and_writes_nothing() {
     assert_eq!(sb.state, State::Pausing);
     let err = coord.register(sandbox("s1", "e2")).await.unwrap_err();
     assert!(
-        matches!(&err, Error::AlreadyExists { execution, state, .. } if execution == "e1" && state == "pausing"),
+        matches!(&err, Error::AlreadyExists { execution, state, .. } if execution == "e1" && *state == State::Pausing),
         "{err:?}"
     );
     assert_eq!(dump_all(&redis).await, before);
@@ -112,7 +113,7 @@ async fn another_execution_over_a_live_record_is_refused() {
         } => {
             assert_eq!((team.as_str(), id.as_str()), (TEAM, "s1"));
             assert_eq!(execution, "e1");
-            assert_eq!(state, "running");
+            assert_eq!(*state, State::Running);
         }
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
@@ -137,10 +138,13 @@ async fn registration_is_refused_while_a_lease_is_live() {
     for exec in ["e2", "e1"] {
         let err = coord.register(sandbox("s1", exec)).await.unwrap_err();
         match &err {
-            Error::Busy { fence, action, .. } => {
-                assert_eq!(*fence, pause.fence());
-                assert_eq!(action, "pause");
-            }
+            Error::Busy { with, .. } => assert_eq!(
+                *with,
+                BusyWith::Transition {
+                    action: Action::Pause,
+                    fence: pause.fence()
+                }
+            ),
             other => panic!("{exec}: expected Busy, got {other:?}"),
         }
         assert!(err.is_retryable());
@@ -163,6 +167,70 @@ async fn registration_is_refused_while_a_lease_is_live() {
     );
     assert_eq!(sb.state, State::Running);
     assert_index_agrees(&redis, &coord, IDS).await;
+}
+
+/// Another caller's reservation is `Busy` with the reservation, never with
+/// a made-up transition: not for a register or a second reservation of a
+/// new id, nor for a remove of a paused record reserved for its resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_over_another_callers_reservation_names_the_reservation() {
+    let (redis, coord) = setup().await;
+    let ttl = Duration::from_secs(30);
+    let _create = coord.reserve(TEAM, "s1", ttl).await.unwrap();
+    coord.register(sandbox("s2", "e1")).await.unwrap();
+    start(&coord, "s2", Action::Pause)
+        .await
+        .succeed()
+        .await
+        .unwrap();
+    let _resume = coord.reserve_resume(TEAM, "s2", ttl).await.unwrap();
+    let before = dump_all(&redis).await;
+    let refusals = [
+        ("register", coord.register(sandbox("s1", "e9")).await.err()),
+        ("reserve", coord.reserve(TEAM, "s1", ttl).await.err()),
+        (
+            "reserve_resume",
+            coord.reserve_resume(TEAM, "s2", ttl).await.err(),
+        ),
+        ("remove", coord.remove(TEAM, "s2").await.err()),
+    ];
+    for (what, err) in refusals {
+        assert!(
+            matches!(
+                err,
+                Some(Error::Busy {
+                    with: BusyWith::Reservation,
+                    ..
+                })
+            ),
+            "{what}: {err:?}"
+        );
+    }
+    assert_eq!(dump_all(&redis).await, before, "a refusal wrote something");
+}
+
+/// A live lease on a record whose action field is empty (a damaged
+/// record the validation lets through) is `Corrupt` at once, with nothing
+/// written: a busy answer must name the action that holds the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_without_an_action_is_corrupt_not_busy() {
+    let (redis, coord) = setup().await;
+    coord.register(sandbox("s1", "e1")).await.unwrap();
+    let _pause = start(&coord, "s1", Action::Pause).await;
+    let mut conn = redis.client().await;
+    let record = coord.namespace().team(TEAM).unwrap().record("s1");
+    fixture::raw(&mut conn, &["HSET", &record, "action", ""]).await;
+    let before = dump_all(&redis).await;
+    for (what, err) in [
+        ("register", coord.register(sandbox("s1", "e2")).await.err()),
+        ("remove", coord.remove(TEAM, "s1").await.err()),
+    ] {
+        assert!(
+            matches!(&err, Some(Error::Corrupt { detail }) if detail.contains("action")),
+            "{what}: {err:?}"
+        );
+    }
+    assert_eq!(dump_all(&redis).await, before, "a refusal wrote something");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,7 +318,7 @@ async fn a_killed_tombstone_refuses_registration_and_expires() {
                 execution, state, ..
             } => {
                 assert_eq!(execution, "e1");
-                assert_eq!(state, "killed");
+                assert_eq!(*state, State::Killed);
             }
             other => panic!("{exec}: expected AlreadyExists, got {other:?}"),
         }
@@ -370,14 +438,14 @@ async fn set_end_time_moves_live_records_only() {
         .unwrap();
     assert_index_agrees(&redis, &coord, IDS).await;
     let before = dump_all(&redis).await;
-    for (id, state) in [("s2", "paused"), ("s3", "killed")] {
+    for (id, state) in [("s2", State::Paused), ("s3", State::Killed)] {
         for expect in [None, Some("e1")] {
             let err = coord
                 .set_end_time(TEAM, id, later, expect)
                 .await
                 .unwrap_err();
             match &err {
-                Error::NotLive { state: s, .. } => assert_eq!(s, state),
+                Error::NotLive { state: s, .. } => assert_eq!(*s, state),
                 other => panic!("{id}: expected NotLive, got {other:?}"),
             }
         }

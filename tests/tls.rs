@@ -214,18 +214,7 @@ async fn credentials_never_appear_in_debug_output() {
     const OPTION_SECRET: &str = "option-s3cret-9b7c";
     let tls = TestTls::start(TlsOptions::default().client_auth(ClientAuth::Required)).await;
     let mut admin = server::admin_connection(&tls.client(true)).await.unwrap();
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("coord")
-        .arg("on")
-        .arg(format!(">{URL_SECRET}"))
-        .arg(format!(">{OPTION_SECRET}"))
-        .arg("~*")
-        .arg("&*")
-        .arg("+@all")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    support::add_user(&mut admin, "coord", &[URL_SECRET, OPTION_SECRET]).await;
     let key_pem = String::from_utf8(tls.client_key_pem()).unwrap();
     let key_body = key_pem
         .lines()

@@ -82,7 +82,7 @@ impl Minimal {
                     .arg(&self.begin_sha)
                     .arg(2)
                     .arg(&keys.record)
-                    .arg(keys.team.key("fence"))
+                    .arg(keys.team.fence())
                     .arg(&holder)
                     .arg(LEASE_MS),
             )
@@ -102,7 +102,7 @@ impl Minimal {
                     .arg(&fence)
                     .arg(&holder)
                     .arg("succeeded")
-                    .arg(keys.team.key("notify"))
+                    .arg(keys.team.channel())
                     .arg(id)
                     .arg(OUTCOME_MS),
             )

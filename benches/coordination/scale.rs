@@ -104,12 +104,12 @@ pub fn seed_pipe(ns: &Namespace, numbers: &[usize], teams: usize) -> Result<redi
             .arg(&pieces)
             .ignore()
             .cmd("ZADD")
-            .arg(keys.team.key("expiry"))
+            .arg(keys.team.expiry())
             .arg(&end_ms)
             .arg(&id)
             .ignore()
             .cmd("ZADD")
-            .arg(keys.team.key("ids"))
+            .arg(keys.team.ids())
             .arg(0)
             .arg(&id)
             .ignore();
@@ -231,9 +231,9 @@ impl Scale {
             .await?;
         let record_after = admin.memory_usage(&keys.record).await?;
         let members: u64 = admin
-            .cmd(redis::cmd("ZCARD").arg(keys.team.key("expiry")))
+            .cmd(redis::cmd("ZCARD").arg(keys.team.expiry()))
             .await?;
-        let expiry = admin.memory_usage(&keys.team.key("expiry")).await?;
+        let expiry = admin.memory_usage(&keys.team.expiry()).await?;
         Ok(KeySizes {
             record,
             record_after,

@@ -6,7 +6,7 @@
 use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sandbox_coordinator::Error as CoordError;
+use sandbox_coordinator::{Error as CoordError, State};
 
 use crate::node_client::NodeError;
 
@@ -33,7 +33,7 @@ pub enum ApiError {
     NotPaused {
         team: String,
         id: String,
-        state: String,
+        state: State,
     },
     /// The transition's lease was lost while the node worked (Redis was
     /// unreachable past the lease): its outcome was not recorded.

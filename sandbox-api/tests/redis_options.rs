@@ -115,17 +115,7 @@ async fn serve_over_mutual_tls_as_an_acl_user_never_logs_the_password() {
         .get_multiplexed_async_connection()
         .await
         .expect("an admin connection");
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg(user)
-        .arg("on")
-        .arg(format!(">{PASSWORD}"))
-        .arg("~*")
-        .arg("&*")
-        .arg("+@all")
-        .query_async(&mut admin)
-        .await
-        .expect("ACL SETUSER");
+    support::add_user(&mut admin, user, &[PASSWORD]).await;
     let m = tls.material();
     let password_file = m.dir.join("redis-password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("write the password file");
@@ -161,17 +151,7 @@ async fn serve_with_credentials_from_the_environment_logs_in_and_never_shows_the
     let redis = TestRedis::start().await;
     let mut admin = redis.client().await;
     let user = format!("api-{:08x}", rand::random::<u32>());
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg(&user)
-        .arg("on")
-        .arg(format!(">{PASSWORD}"))
-        .arg("~*")
-        .arg("&*")
-        .arg("+@all")
-        .query_async(&mut admin)
-        .await
-        .expect("ACL SETUSER");
+    support::add_user(&mut admin, &user, &[PASSWORD]).await;
     let url = redis.url();
     let log = create_and_get(
         "env-credentials",

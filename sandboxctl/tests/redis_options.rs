@@ -309,17 +309,7 @@ async fn credentials_from_a_file_or_the_environment_log_in_and_are_never_shown()
     let redis = TestRedis::start().await;
     let mut admin = redis.client().await;
     let user = format!("ctl-{:08x}", rand::random::<u32>());
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg(&user)
-        .arg("on")
-        .arg(format!(">{PASSWORD}"))
-        .arg("~*")
-        .arg("&*")
-        .arg("+@all")
-        .query_async(&mut admin)
-        .await
-        .expect("ACL SETUSER");
+    support::add_user(&mut admin, &user, &[PASSWORD]).await;
     let ns = redis.namespace();
     let dir = tempfile::tempdir().expect("a temp dir");
     let good = dir.path().join("password");

@@ -150,19 +150,10 @@ impl Notifier {
                 refs: 0,
             });
         slot.refs += 1;
-        let rx = slot.tx.subscribe();
+        let rx = Rx::Sandbox(slot.tx.subscribe());
         let subscribed = route.subscribed.subscribe();
         drop(teams);
-        let mut epoch = self.shared.epoch.subscribe();
-        epoch.mark_unchanged();
-        Watch {
-            shared: Arc::clone(&self.shared),
-            team: team.to_string(),
-            id: Some(id.to_string()),
-            rx: Rx::Sandbox(rx),
-            epoch,
-            subscribed,
-        }
+        self.handle(team, Some(id), rx, subscribed)
     }
 
     /// Registers interest in every notice of a team (a waiter for a free
@@ -175,13 +166,25 @@ impl Notifier {
         rx.mark_unchanged();
         let subscribed = route.subscribed.subscribe();
         drop(teams);
+        self.handle(team, None, Rx::Team(rx), subscribed)
+    }
+
+    /// The handle of an interest registered (the lock released): it sees
+    /// the epoch's changes from now on.
+    fn handle(
+        &self,
+        team: &str,
+        id: Option<&str>,
+        rx: Rx,
+        subscribed: watch::Receiver<bool>,
+    ) -> Watch {
         let mut epoch = self.shared.epoch.subscribe();
         epoch.mark_unchanged();
         Watch {
             shared: Arc::clone(&self.shared),
             team: team.to_string(),
-            id: None,
-            rx: Rx::Team(rx),
+            id: id.map(str::to_string),
+            rx,
             epoch,
             subscribed,
         }

@@ -159,16 +159,7 @@ impl Command for Sweep<'_> {
     }
 
     fn keys(&self) -> Vec<String> {
-        let (sb, t) = (self.sandbox, &self.sandbox.keys.team);
-        vec![
-            sb.record().to_string(),
-            t.expiry(),
-            t.tombs(),
-            t.ids(),
-            t.hash(),
-            t.slot_teams(),
-            t.seq(),
-        ]
+        self.sandbox.removal_keys()
     }
 
     fn args(&self) -> Vec<String> {

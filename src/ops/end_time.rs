@@ -55,11 +55,7 @@ impl Command for SetEndTime<'_> {
             "ok" => Ok(()),
             "not_found" => Err(sb.not_found()),
             "exec_mismatch" => Err(sb.exec_mismatch(&reply, self.expect_execution.unwrap_or(""))),
-            "settled" => Err(Error::NotLive {
-                team: sb.team.clone(),
-                id: sb.id.clone(),
-                state: reply.str(1).into(),
-            }),
+            "settled" => Err(sb.not_live(&reply)),
             _ => Err(reply.refusal(sb.record(), &env.digest)),
         }
     }

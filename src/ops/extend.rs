@@ -31,14 +31,9 @@ impl Command for Extend<'_> {
     }
 
     fn args(&self) -> Vec<String> {
-        let t = self.target;
-        vec![
-            t.sandbox.prefix().to_string(),
-            t.sandbox.id.clone(),
-            t.fence.to_string(),
-            t.holder.clone(),
-            self.lease.as_millis().to_string(),
-        ]
+        let mut args = self.target.args();
+        args.push(self.lease.as_millis().to_string());
+        args
     }
 
     /// Idempotent for the same arguments.

@@ -23,6 +23,17 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// The ARGV the holder's scripts open with (`finish.lua`,
+    /// `extend.lua`): team prefix, sandbox id, fence, holder.
+    pub(crate) fn args(&self) -> Vec<String> {
+        vec![
+            self.sandbox.prefix().to_string(),
+            self.sandbox.id.clone(),
+            self.fence.to_string(),
+            self.holder.clone(),
+        ]
+    }
+
     pub(crate) fn fenced(&self, current: Option<u64>) -> Error {
         Error::Fenced {
             team: self.sandbox.team.clone(),
@@ -87,16 +98,13 @@ impl Command for Finish<'_> {
     }
 
     fn args(&self) -> Vec<String> {
-        let t = self.target;
-        vec![
-            t.sandbox.prefix().to_string(),
-            t.sandbox.id.clone(),
-            t.fence.to_string(),
-            t.holder.clone(),
-            t.action.as_str().to_string(),
+        let mut args = self.target.args();
+        args.extend([
+            self.target.action.as_str().to_string(),
             self.outcome.as_str().to_string(),
             self.reason.to_string(),
-        ]
+        ]);
+        args
     }
 
     fn retry(&self) -> Retry {
@@ -137,7 +145,7 @@ pub(crate) async fn finish(env: &Env, finish: &Finish<'_>) -> Result<(), Error> 
         team: target.sandbox.team.clone(),
         id: target.sandbox.id.clone(),
         fence: target.fence,
-        action: target.action.as_str().into(),
+        action: target.action,
     };
     match done.reply {
         Finished::Applied(_) => crate::ops::replicated("finish", done.replication),

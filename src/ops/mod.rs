@@ -22,14 +22,24 @@ pub(crate) mod reserve;
 pub(crate) mod settle;
 pub(crate) mod team_limit;
 
+#[cfg(test)]
+pub(crate) mod keys_tests;
+#[cfg(test)]
+mod reply_tests;
+
 use redis::Value;
 
-use crate::error::Error;
+use crate::error::{BusyWith, Error};
 use crate::keys::{Namespace, SCHEMA_VERSION, SandboxRef};
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{Action, Lifecycle, State};
 use crate::redis::{Link, Replication, Route, value};
 use crate::retry::Retry;
 use crate::scripts::{Script, Scripts};
+
+/// The action word of a `busy` answer when another caller's reservation,
+/// not a transition, holds the id (`register.lua`, `reserve.lua`,
+/// `remove.lua`).
+pub(crate) const RESERVED: &str = "reserve";
 
 /// What every script call needs: the connections, this coordinator's
 /// assembled scripts, its lifecycle (and digest) and its namespace.
@@ -61,6 +71,15 @@ impl Reply {
             other => Err(Error::Corrupt {
                 detail: format!("{} gave an unexpected reply: {other:?}", script.name()),
             }),
+        }
+    }
+
+    /// A reply made by hand, for tests of the parsing.
+    #[cfg(test)]
+    pub(crate) fn from_items(script: &str, items: Vec<Value>) -> Reply {
+        Reply {
+            script: script.to_string(),
+            items,
         }
     }
 
@@ -96,12 +115,27 @@ impl Reply {
         usize::try_from(self.u64(i)?).map_err(|_| self.bad(i))
     }
 
+    /// Field `i` as a state; a word this build does not know is damage.
+    pub(crate) fn state(&self, i: usize) -> Result<State, Error> {
+        self.str(i)
+            .parse()
+            .map_err(|e: String| self.damaged(i, format!("names an {e}")))
+    }
+
+    /// Field `i` as an action; a word this build does not know is damage.
+    pub(crate) fn action(&self, i: usize) -> Result<Action, Error> {
+        self.str(i)
+            .parse()
+            .map_err(|e: String| self.damaged(i, format!("names an {e}")))
+    }
+
     fn bad(&self, i: usize) -> Error {
+        self.damaged(i, "is not a number".into())
+    }
+
+    fn damaged(&self, i: usize, why: String) -> Error {
         Error::Corrupt {
-            detail: format!(
-                "{} replied {:?}: field {i} is not a number",
-                self.script, self.items
-            ),
+            detail: format!("{} replied {:?}: field {i} {why}", self.script, self.items),
         }
     }
 
@@ -137,21 +171,47 @@ impl SandboxRef {
         }
     }
 
+    /// `{"busy", fence, action}`: a transition's lease, or (action
+    /// [`RESERVED`]) another caller's reservation, whose fence says nothing.
+    /// An action this build does not know is damage.
     pub(crate) fn busy(&self, reply: &Reply, at: usize) -> Error {
+        let with = if reply.str(at + 1) == RESERVED {
+            BusyWith::Reservation
+        } else {
+            match (reply.action(at + 1), reply.u64(at)) {
+                (Ok(action), Ok(fence)) => BusyWith::Transition { action, fence },
+                (Err(e), _) | (_, Err(e)) => return e,
+            }
+        };
         Error::Busy {
             team: self.team.clone(),
             id: self.id.clone(),
-            fence: reply.u64(at).unwrap_or(0),
-            action: reply.str(at + 1).into(),
+            with,
         }
     }
 
+    /// `{"exists", execution, state}`.
     pub(crate) fn exists(&self, reply: &Reply) -> Error {
-        Error::AlreadyExists {
-            team: self.team.clone(),
-            id: self.id.clone(),
-            execution: reply.str(1).into(),
-            state: reply.str(2).into(),
+        match reply.state(2) {
+            Ok(state) => Error::AlreadyExists {
+                team: self.team.clone(),
+                id: self.id.clone(),
+                execution: reply.str(1).into(),
+                state,
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// `{"settled", state}`: a tombstone where a live record is needed.
+    pub(crate) fn not_live(&self, reply: &Reply) -> Error {
+        match reply.state(1) {
+            Ok(state) => Error::NotLive {
+                team: self.team.clone(),
+                id: self.id.clone(),
+                state,
+            },
+            Err(e) => e,
         }
     }
 

@@ -20,10 +20,10 @@ use crate::ops::command::invoke;
 use crate::ops::finish::Target as FinishTarget;
 use crate::options::{BeginOptions, Begun};
 use crate::protocol::step::{Answer, Call, Input, Loop, Mode, Next};
+use crate::protocol::wait::Io;
 use crate::runtime::Runtime;
 use crate::sandbox::{DoneReason, Sandbox};
 use crate::transition::Transition;
-use crate::wait::Io;
 
 /// The dropped-begin guard: while armed, dropping it (the begin future was
 /// dropped, or it returned while still queued) sends the keeper a cancel

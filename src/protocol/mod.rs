@@ -2,7 +2,7 @@
 //! I/O (the sans-I/O style of quinn-proto). This module holds the
 //! vocabulary — a [`Call`] to make, what it brought back ([`Input`]), what
 //! to do [`Next`] — and `step` the begin and wait_idle loops; the
-//! coordinator only performs what they answer (`wait::Io`).
+//! loops only perform what they answer (`wait::Io`).
 
 pub(crate) mod admin;
 pub(crate) mod begin;
@@ -12,6 +12,7 @@ pub(crate) mod register;
 pub(crate) mod reserve;
 pub(crate) mod slots;
 pub(crate) mod step;
+pub(crate) mod wait;
 
 use std::time::{Duration, Instant};
 
@@ -54,7 +55,8 @@ pub(crate) enum Input {
     Start,
     Begun(Result<(Decided, Replication), Error>),
     Settled(Result<Settled, Error>),
-    Inspected(Result<Option<Sandbox>, Error>),
+    /// The record, boxed as the answer `Idle` carries it.
+    Inspected(Result<Option<Box<Sandbox>>, Error>),
     Subscribed,
     Woke(Woke),
 }

@@ -1,7 +1,10 @@
 //! Reservations: a place of a team's limit (and the id) held for a slow
 //! create or resume, made by one script call; and the wait for a place
 //! while the team is full, woken by the team's notifications with the
-//! poll as a fallback.
+//! poll as a fallback. What they make is a [`Reserved`] value; the handle
+//! that holds it (`crate::reservation`) is made from it, and registers
+//! through this module's sibling `register` — so the handle depends on the
+//! protocol, never the other way round.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +13,23 @@ use tokio::time::Instant;
 
 use crate::bounds;
 use crate::error::{Error, Result};
-use crate::ops;
+use crate::keys::SandboxRef;
 use crate::ops::command::invoke;
 pub(crate) use crate::ops::reserve::Purpose;
 use crate::ops::reserve::Reserve;
-use crate::reservation::Reservation;
+use crate::redis::Replication;
 use crate::runtime::Runtime;
+
+/// A reservation the script made: the id, the holder's token, how long it
+/// holds, and whether enough replicas have it (checked by the handle made
+/// from it, which gives it back when they do not).
+#[derive(Debug)]
+pub(crate) struct Reserved {
+    pub sandbox: SandboxRef,
+    pub token: String,
+    pub ttl: Duration,
+    pub replication: Replication,
+}
 
 /// Reserves `id` for `ttl`: a new id, or a paused sandbox to resume.
 pub(crate) async fn reserve(
@@ -24,7 +38,7 @@ pub(crate) async fn reserve(
     id: &str,
     ttl: Duration,
     purpose: Purpose,
-) -> Result<Reservation> {
+) -> Result<Reserved> {
     let ctx = rt.env.ns.sandbox_ref(team, id)?;
     bounds::duration_ms("reservation ttl", ttl, Duration::from_millis(10))?;
     let token = rt.next_holder();
@@ -36,9 +50,12 @@ pub(crate) async fn reserve(
         default_limit: rt.env.default_limit,
     };
     let reserved = invoke(&rt.env, &command).await?;
-    let reservation = Reservation::new(Arc::clone(rt), ctx, token, reserved.reply);
-    ops::replicated("reserve", reserved.replication)?;
-    Ok(reservation)
+    Ok(Reserved {
+        sandbox: ctx,
+        token,
+        ttl: reserved.reply,
+        replication: reserved.replication,
+    })
 }
 
 /// Reserves a new id, waiting for a place while the team is full, at most
@@ -49,7 +66,7 @@ pub(crate) async fn reserve_waiting(
     id: &str,
     ttl: Duration,
     timeout: Duration,
-) -> Result<Reservation> {
+) -> Result<Reserved> {
     let ctx = rt.env.ns.sandbox_ref(team, id)?;
     let deadline = bounds::deadline(Instant::now(), timeout);
     let mut watch = None;

@@ -480,7 +480,7 @@ impl<'a> Loop<'a> {
         }
     }
 
-    fn inspected(&mut self, reply: Result<Option<Sandbox>, Error>, now: Instant) -> Next {
+    fn inspected(&mut self, reply: Result<Option<Box<Sandbox>>, Error>, now: Instant) -> Next {
         let sandbox = match reply {
             Ok(Some(sb)) => sb,
             Ok(None) => {
@@ -510,7 +510,7 @@ impl<'a> Loop<'a> {
                     now,
                 )
             }
-            None => Next::Answer(Ok(Answer::Idle(Box::new(sandbox)))),
+            None => Next::Answer(Ok(Answer::Idle(sandbox))),
             Some(_) if (self.settles > 0 || self.seen.is_some()) && self.past(now) => {
                 Next::Answer(Err(self.timeout(now)))
             }

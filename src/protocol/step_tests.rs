@@ -161,7 +161,7 @@ fn wait_idle_on_a_damaged_record_is_corrupt_at_once() {
         l.step(Input::Start, t0),
         Next::Call(Call::Inspect)
     ));
-    let damaged = || Input::Inspected(Ok(Some(sandbox(State::Pausing, 5, false, None))));
+    let damaged = || Input::Inspected(Ok(Some(Box::new(sandbox(State::Pausing, 5, false, None)))));
     assert!(matches!(
         l.step(damaged(), t0),
         Next::Call(Call::Settle { fence: 5, .. })
@@ -423,10 +423,10 @@ fn every_path_answers_by_the_deadline_whatever_the_replies() {
                             },
                             _ => Settled::Live(Duration::from_millis(rng.next(5))),
                         })),
-                        Call::Inspect => Input::Inspected(Ok(Some(match rng.next(3) {
+                        Call::Inspect => Input::Inspected(Ok(Some(Box::new(match rng.next(3) {
                             0 => sandbox(State::Pausing, fence, false, None),
                             _ => sandbox(State::Pausing, fence, true, None),
-                        }))),
+                        })))),
                     }
                 }
             };
@@ -460,9 +460,12 @@ fn unchanging_replies_end_without_a_deadline() {
         for _ in 0..1000 {
             let input = match next {
                 Next::Call(Call::Begin) => stuck(5),
-                Next::Call(Call::Inspect) => {
-                    Input::Inspected(Ok(Some(sandbox(State::Pausing, 5, false, Some(4)))))
-                }
+                Next::Call(Call::Inspect) => Input::Inspected(Ok(Some(Box::new(sandbox(
+                    State::Pausing,
+                    5,
+                    false,
+                    Some(4),
+                ))))),
                 Next::Call(Call::Settle { .. }) => Input::Settled(Ok(Settled::Unknown)),
                 Next::SleepUntil(t) => {
                     now = t;

@@ -42,15 +42,9 @@ impl Link {
                 for (host, port) in primaries {
                     let mut cursor = 0u64;
                     loop {
-                        let mut cmd = redis::cmd("SCAN");
-                        cmd.arg(cursor)
-                            .arg("MATCH")
-                            .arg(pattern)
-                            .arg("COUNT")
-                            .arg(1000);
                         let reply = conn
                             .route_command(
-                                cmd,
+                                scan_from(cursor, pattern),
                                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                                     host: host.clone(),
                                     port,
@@ -68,13 +62,9 @@ impl Link {
             None => {
                 let mut cursor = 0u64;
                 loop {
-                    let mut cmd = redis::cmd("SCAN");
-                    cmd.arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000);
-                    let reply = self.query(&cmd, Route::default()).await?;
+                    let reply = self
+                        .query(&scan_from(cursor, pattern), Route::default())
+                        .await?;
                     cursor = scan_page(reply, &mut keys);
                     if cursor == 0 {
                         break;
@@ -86,6 +76,17 @@ impl Link {
         keys.dedup();
         Ok(keys)
     }
+}
+
+/// One page of the keys matching `pattern`, from `cursor`.
+fn scan_from(cursor: u64, pattern: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(1000);
+    cmd
 }
 
 /// Adds a SCAN reply's keys to `keys`; returns the next cursor.

@@ -105,3 +105,23 @@ pub(crate) async fn page(
 pub(crate) async fn seq(env: &Env, keys: &TeamKeys) -> Result<u64, Error> {
     page(env, keys, None, 0).await.map(|p| p.seq)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ViewPage;
+    use crate::ops::keys_tests::{Sample, assert_keys_agree};
+
+    /// The other ops' commands are checked in `ops::keys_tests`.
+    #[test]
+    fn a_view_page_passes_the_keys_view_lua_declares() {
+        let s = Sample::new();
+        for (after, count) in [(None, 0), (Some("s1"), 100)] {
+            let page = ViewPage {
+                keys: &s.sandbox.keys.team,
+                after,
+                count,
+            };
+            assert_keys_agree("view", &page, &s);
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::checker::Verdict;
+use super::checker::{Verdict, Violation};
 use super::model::{Op, Ret};
 use super::recorder::Entry;
 
@@ -317,4 +317,37 @@ pub fn progress_bar(duration: Duration) -> ProgressBar {
         .progress_chars("=> "),
     );
     bar
+}
+
+/// A soak's end: prints `table`, the first 20 problems and the first 3
+/// violations, and writes the table and every problem and violation to
+/// `target/<name>-summary.md`, `-problems.txt` and `-violations.txt`.
+/// Returns how many violations are undecided histories (they prove
+/// nothing either way: they fail a soak like a violation, counted apart).
+pub fn publish_soak(
+    name: &str,
+    table: &str,
+    problems: &[String],
+    violations: &[Violation],
+) -> usize {
+    println!("{table}");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let _ = std::fs::create_dir_all(&target);
+    let _ = std::fs::write(target.join(format!("{name}-summary.md")), table);
+    for p in problems.iter().take(20) {
+        println!("problem: {p}");
+    }
+    for v in violations.iter().take(3) {
+        println!("--- sandbox {}: {}\n{}", v.sandbox, v.why, v.excerpt());
+    }
+    let all: String = violations
+        .iter()
+        .map(|v| format!("--- sandbox {}: {}\n{}\n", v.sandbox, v.why, v.history))
+        .collect();
+    let _ = std::fs::write(target.join(format!("{name}-violations.txt")), all);
+    let _ = std::fs::write(
+        target.join(format!("{name}-problems.txt")),
+        problems.join("\n"),
+    );
+    violations.iter().filter(|v| v.undecided).count()
 }

@@ -81,7 +81,7 @@ pub mod tls;
 
 pub use cluster::{ClusterNode, ClusterOptions, Role, TestCluster, slot_of};
 pub use replicated::{Member, TestReplicated};
-pub use server::{ServerInfo, ServerKind};
+pub use server::{ServerInfo, ServerKind, add_user};
 pub use tls::{ClientAuth, TestTls, TlsOptions};
 
 use std::{

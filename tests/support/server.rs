@@ -288,6 +288,27 @@ pub async fn admin_query<T: redis::FromRedisValue>(
     cmd.query_async(&mut conn).await
 }
 
+/// `ACL SETUSER <user> on ><password>... ~* &* +@all`: a user allowed
+/// everything, who logs in with any of `passwords`.
+pub async fn add_user<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    user: &str,
+    passwords: &[&str],
+) {
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER").arg(user).arg("on");
+    for password in passwords {
+        cmd.arg(format!(">{password}"));
+    }
+    let () = cmd
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|e| panic!("ACL SETUSER {user}: {e}"));
+}
+
 /// `redis://127.0.0.1:PORT` as a client (panics only on a malformed URL,
 /// which would be a harness bug).
 pub fn loopback_client(port: u16) -> redis::Client {

@@ -114,7 +114,11 @@ impl<'a> Io<'a> {
                     sandbox: ctx,
                     deadline: self.deadline,
                 };
-                Input::Inspected(invoke(&rt.env, &command).await.map(|i| i.reply))
+                Input::Inspected(
+                    invoke(&rt.env, &command)
+                        .await
+                        .map(|i| i.reply.map(Box::new)),
+                )
             }
             Next::Call(Call::Begin) | Next::Answer(_) => Input::Begun(Err(Error::Corrupt {
                 detail: "the request loop asked the wrong performer".into(),
