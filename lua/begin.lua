@@ -58,7 +58,9 @@
     {"not_found"}                               (a stale index entry is swept)
     {"exec_mismatch", exec}                     (a queued caller leaves the queue,
                                                 as with "lifecycle")
-    {"eviction_in_progress", fence, action}     evictor: something is in flight
+    {"eviction_in_progress", fence, action}     evictor: a transition is in flight, or
+                                                fence "0" and action "reserve" (a live
+                                                reservation) or "queue" (requests queued)
     {"eviction_not_needed", end_ms, now_ms}
     {"corrupt", detail} | {"schema", version} | {"lifecycle", digest}
 
@@ -133,7 +135,9 @@ local behind = #q > 0 and mine ~= 1 -- someone queued earlier is still to be dec
 local stuck = not live and class == 'inflight' and r.last_fence ~= r.fence and r.fence_n > 0
 
 if EVICT and (live or reserved or behind) then
-  return {'eviction_in_progress', r.fence, r.action}
+  if live then return {'eviction_in_progress', r.fence, r.action} end
+  if reserved then return {'eviction_in_progress', '0', 'reserve'} end
+  return {'eviction_in_progress', '0', 'queue'}
 end
 
 -- The vanished holder's outcome is recorded (settle.lua) before anything

@@ -51,17 +51,16 @@ pub enum Error {
         actual: String,
     },
 
-    /// Eviction found a transition in flight; evictors never wait.
-    #[error("sandbox {team}/{id} has {action} (fence {fence}) in flight; eviction skipped")]
+    /// Eviction found the sandbox held (a transition in flight, another
+    /// caller's reservation, requests queued); evictors never wait.
+    #[error("sandbox {team}/{id} is held by {with}; eviction skipped")]
     EvictionInProgress {
         /// Team id.
         team: String,
         /// Sandbox id.
         id: String,
-        /// Fence of the transition in flight.
-        fence: u64,
-        /// Its action.
-        action: String,
+        /// What holds it.
+        with: BusyWith,
     },
 
     /// Eviction found the end time still in the future by Redis server time.
@@ -350,6 +349,9 @@ pub enum BusyWith {
     /// Another caller's reservation (a create or a resume under way) holds
     /// the id until it registers, gives the id back or runs out.
     Reservation,
+    /// Requests queued to re-decide, first in line before this one (only
+    /// an eviction, which never waits, is refused for them).
+    Queue,
 }
 
 impl std::fmt::Display for BusyWith {
@@ -357,6 +359,7 @@ impl std::fmt::Display for BusyWith {
         match self {
             BusyWith::Transition { action, fence } => write!(f, "{action} (fence {fence})"),
             BusyWith::Reservation => f.write_str("another caller's reservation"),
+            BusyWith::Queue => f.write_str("requests queued before it"),
         }
     }
 }

@@ -9,7 +9,9 @@ use fixture::started;
 use std::time::{Duration, SystemTime};
 
 use fixture::{TEAM, coordinator, sandbox};
-use sandbox_coordinator::{Action, BeginOptions, Begun, Coordinator, DoneReason, Error, State};
+use sandbox_coordinator::{
+    Action, BeginOptions, Begun, BusyWith, Coordinator, DoneReason, Error, State,
+};
 use support::TestRedis;
 use tokio::time::timeout;
 
@@ -21,6 +23,60 @@ async fn server_now_ms(redis: &TestRedis) -> u64 {
 
 fn ago(d: Duration) -> SystemTime {
     SystemTime::now() - d
+}
+
+/// An eviction refused for a reservation or for queued requests says
+/// which (it used to carry an empty action for both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_names_a_reservation_or_a_queue_that_holds_the_sandbox() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    for id in ["reserved", "queued"] {
+        let mut sb = sandbox(id, "e1");
+        sb.end_time = ago(Duration::from_secs(10)).into();
+        coord.register(sb).await.unwrap();
+    }
+    let evict =
+        |id: &'static str| coord.begin(TEAM, id, Action::Kill, BeginOptions::default().eviction());
+    // A resume reserved over a paused sandbox.
+    started(
+        coord
+            .begin(TEAM, "reserved", Action::Pause, BeginOptions::default())
+            .await
+            .unwrap(),
+    )
+    .succeed()
+    .await
+    .unwrap();
+    let _resume = coord
+        .reserve_resume(TEAM, "reserved", Duration::from_secs(60))
+        .await
+        .unwrap();
+    match evict("reserved").await {
+        Err(Error::EvictionInProgress {
+            with: BusyWith::Reservation,
+            ..
+        }) => {}
+        other => panic!("expected EvictionInProgress by a reservation, got {other:?}"),
+    }
+    // A request queued to re-decide (its place lasts a minute), no lease.
+    let mut conn = redis.client().await;
+    let key = format!("{}:{{{TEAM}}}:rec:queued", redis.namespace());
+    let place = format!("other/1@{}", server_now_ms(&redis).await + 60_000);
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("queue")
+        .arg(&place)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    match evict("queued").await {
+        Err(Error::EvictionInProgress {
+            with: BusyWith::Queue,
+            ..
+        }) => {}
+        other => panic!("expected EvictionInProgress by the queue, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +101,13 @@ async fn eviction_fails_at_once_while_a_lease_is_live() {
     .await
     .expect("eviction never waits");
     match answer {
-        Err(Error::EvictionInProgress { fence, .. }) => assert_eq!(fence, snap.fence()),
+        Err(Error::EvictionInProgress {
+            with: BusyWith::Transition { fence, action },
+            ..
+        }) => {
+            assert_eq!(fence, snap.fence());
+            assert_eq!(action, Action::Snapshot);
+        }
         other => panic!("expected EvictionInProgress, got {other:?}"),
     }
     snap.succeed().await.unwrap();

@@ -138,14 +138,7 @@ impl Command for Begin<'_> {
             "exec_mismatch" => {
                 return Err(ctx.exec_mismatch(&reply, self.expect_execution.unwrap_or("")));
             }
-            "eviction_in_progress" => {
-                return Err(Error::EvictionInProgress {
-                    team: ctx.team.clone(),
-                    id: ctx.id.clone(),
-                    fence: reply.u64(1).unwrap_or(0),
-                    action: reply.str(2).into(),
-                });
-            }
+            "eviction_in_progress" => return Err(ctx.eviction_in_progress(&reply, 1)),
             "eviction_not_needed" => {
                 return Err(Error::EvictionNotNeeded {
                     team: ctx.team.clone(),

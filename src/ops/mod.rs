@@ -41,6 +41,24 @@ use crate::scripts::{Script, Scripts};
 /// `remove.lua`).
 pub(crate) const RESERVED: &str = "reserve";
 
+/// The word begin.lua answers an eviction with when requests queued before
+/// it hold the sandbox.
+pub(crate) const QUEUED: &str = "queue";
+
+/// What holds a sandbox, from a reply's fence at `at` and its action (or
+/// [`RESERVED`], [`QUEUED`]) at `at + 1`; an action this build does not
+/// know is damage.
+fn busy_with(reply: &Reply, at: usize) -> Result<BusyWith, Error> {
+    match reply.str(at + 1) {
+        RESERVED => Ok(BusyWith::Reservation),
+        QUEUED => Ok(BusyWith::Queue),
+        _ => Ok(BusyWith::Transition {
+            action: reply.action(at + 1)?,
+            fence: reply.u64(at)?,
+        }),
+    }
+}
+
 /// What every script call needs: the connections, this coordinator's
 /// assembled scripts, its lifecycle (and digest) and its namespace.
 #[derive(Debug)]
@@ -175,18 +193,26 @@ impl SandboxRef {
     /// [`RESERVED`]) another caller's reservation, whose fence says nothing.
     /// An action this build does not know is damage.
     pub(crate) fn busy(&self, reply: &Reply, at: usize) -> Error {
-        let with = if reply.str(at + 1) == RESERVED {
-            BusyWith::Reservation
-        } else {
-            match (reply.action(at + 1), reply.u64(at)) {
-                (Ok(action), Ok(fence)) => BusyWith::Transition { action, fence },
-                (Err(e), _) | (_, Err(e)) => return e,
-            }
-        };
-        Error::Busy {
-            team: self.team.clone(),
-            id: self.id.clone(),
-            with,
+        match busy_with(reply, at) {
+            Ok(with) => Error::Busy {
+                team: self.team.clone(),
+                id: self.id.clone(),
+                with,
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// An eviction refused for what holds the sandbox, named at `at`
+    /// (fence) and `at + 1` (action, [`RESERVED`] or [`QUEUED`]).
+    pub(crate) fn eviction_in_progress(&self, reply: &Reply, at: usize) -> Error {
+        match busy_with(reply, at) {
+            Ok(with) => Error::EvictionInProgress {
+                team: self.team.clone(),
+                id: self.id.clone(),
+                with,
+            },
+            Err(e) => e,
         }
     }
 
