@@ -805,8 +805,8 @@ impl Results {
         if let Some(k) = &self.key_sizes {
             let _ = writeln!(
                 o,
-                "\n`MEMORY USAGE`: record {} when registered (encoding `{}`; the {}-byte `data` is over \
-                 Redis' default `hash-max-listpack-value` 64), {} after its first transition, lease fields {} \
+                "\n`MEMORY USAGE`: record {} when registered (encoding `{}`; the {}-byte `data` in pieces of \
+                 at most Redis' default `hash-max-listpack-value`, 64 bytes), {} after its first transition, lease fields {} \
                  (what the record grows by while a transition runs: holder, deadline, …), outcome key {} (`out:<id>:<fence>`, kept for the outcome retention, 10 min), \
                  expiry index ≈ {:.0} B per member.",
                 bytes(k.record as f64),
