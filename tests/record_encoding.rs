@@ -11,7 +11,7 @@ mod support;
 
 use std::time::Duration;
 
-use fixture::{TEAM, coordinator, coordinator_with, coordinators, raw, sandbox};
+use fixture::{TEAM, coordinator, coordinator_with, coordinators, raw, sandbox, started};
 use sandbox_coordinator::{
     Action, BeginOptions, Begun, Coordinator, Error, Outcome, State, Transition,
 };
@@ -36,14 +36,12 @@ async fn fields(redis: &TestRedis, id: &str) -> Vec<String> {
 }
 
 async fn start(coord: &Coordinator, id: &str, action: Action) -> Transition {
-    match coord
-        .begin(TEAM, id, action, BeginOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{action} {id}: {e}"))
-    {
-        Begun::Started(t) => t,
-        Begun::AlreadyDone(d) => panic!("{action} {id}: expected Started, got {d:?}"),
-    }
+    started(
+        coord
+            .begin(TEAM, id, action, BeginOptions::default())
+            .await
+            .unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
