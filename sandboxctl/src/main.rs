@@ -168,7 +168,8 @@ enum Command {
     },
     /// Print transition outcomes as they are published.
     Watch {
-        /// Only this team's sandboxes.
+        /// Only this team's sandboxes (needed on a Redis Cluster: sharded
+        /// pub/sub has no pattern subscription).
         #[arg(long)]
         team: Option<String>,
         /// Exit after this many notifications.

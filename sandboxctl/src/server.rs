@@ -100,6 +100,23 @@ impl Server {
         self.target.is_cluster()
     }
 
+    /// A cluster connection that hands the pushes it receives (sharded
+    /// pub/sub messages, subscription changes) to `pushes` (RESP3).
+    pub async fn cluster_pushes(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> anyhow::Result<redis::cluster_async::ClusterConnection> {
+        let client = self
+            .target
+            .cluster_client_builder()?
+            .connection_timeout(TIMEOUT)
+            .response_timeout(TIMEOUT)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes)
+            .build()?;
+        Ok(client.get_async_connection().await?)
+    }
+
     /// Every team of the namespace, sorted: the slots in the slot registry
     /// (`<ns>:slots`), then each slot's team set (`<ns>:{<slot tag>}:teams`),
     /// which a team joins with its first record. The same reads the

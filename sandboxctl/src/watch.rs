@@ -1,7 +1,9 @@
 //! `watch`: tails the teams' notification channels (`<ns>:{<team>}:notify`),
 //! where every outcome is published in the same atomic step that records
 //! it: one team's channel with `--team`, else every team's (a pattern
-//! subscription, on a single server). Pub/sub delivers only while
+//! subscription, on a single server; on a Redis Cluster, where the library
+//! publishes with sharded pub/sub, one team's channel with `SSUBSCRIBE`,
+//! so `--team` is needed). Pub/sub delivers only while
 //! subscribed: after a reconnect, notifications sent meanwhile are missed,
 //! and `watch` says so.
 
@@ -71,6 +73,90 @@ fn parse_notice(team: &str, payload: &str, received: SystemTime) -> Option<Notic
     })
 }
 
+/// A subscription's messages: plain pub/sub on one server, sharded pub/sub
+/// (`SSUBSCRIBE`, what the library publishes on a cluster) on a cluster.
+enum Feed {
+    Plain(std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>),
+    Sharded {
+        conn: redis::cluster_async::ClusterConnection,
+        pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+        channel: String,
+    },
+}
+
+/// What a feed delivered.
+enum Delivery {
+    /// (channel, payload).
+    Message(String, String),
+    /// Messages published meanwhile may have been missed (a node's
+    /// connection dropped, or the subscription moved with its slot).
+    Gap(String),
+    Closed,
+}
+
+impl Feed {
+    async fn subscribe(server: &Server, channel: &str, pattern: bool) -> anyhow::Result<Feed> {
+        if server.is_cluster() {
+            let (tx, pushes) = tokio::sync::mpsc::unbounded_channel();
+            let mut conn = server.cluster_pushes(tx).await?;
+            conn.ssubscribe(channel).await?;
+            return Ok(Feed::Sharded {
+                conn,
+                pushes,
+                channel: channel.to_string(),
+            });
+        }
+        let mut pubsub = server.client()?.get_async_pubsub().await?;
+        if pattern {
+            pubsub.psubscribe(channel).await?;
+        } else {
+            pubsub.subscribe(channel).await?;
+        }
+        Ok(Feed::Plain(Box::pin(pubsub.into_on_message())))
+    }
+
+    async fn next(&mut self) -> Delivery {
+        match self {
+            Feed::Plain(messages) => match messages.next().await {
+                Some(msg) => match msg.get_payload::<String>() {
+                    Ok(payload) => Delivery::Message(msg.get_channel_name().to_string(), payload),
+                    Err(e) => Delivery::Gap(format!("unreadable notification: {e}")),
+                },
+                None => Delivery::Closed,
+            },
+            Feed::Sharded {
+                conn,
+                pushes,
+                channel,
+            } => loop {
+                let Some(push) = pushes.recv().await else {
+                    return Delivery::Closed;
+                };
+                let text = |i: usize| {
+                    push.data
+                        .get(i)
+                        .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                        .unwrap_or_default()
+                };
+                match push.kind {
+                    redis::PushKind::SMessage => return Delivery::Message(text(0), text(1)),
+                    redis::PushKind::Disconnection => {
+                        return Delivery::Gap("a node's connection dropped".into());
+                    }
+                    // The slot moved: the server dropped the subscription.
+                    redis::PushKind::SUnsubscribe if text(0) == *channel => {
+                        if let Err(e) = conn.ssubscribe(channel.as_str()).await {
+                            return Delivery::Gap(format!("resubscribing failed: {e}"));
+                        }
+                        return Delivery::Gap("the team's slot moved".into());
+                    }
+                    _ => {}
+                }
+            },
+        }
+    }
+}
+
 /// `sandboxctl watch [--team T] [--count N]`.
 pub async fn watch(
     server: &Server,
@@ -78,11 +164,11 @@ pub async fn watch(
     count: Option<u64>,
     json: bool,
 ) -> anyhow::Result<Verdict> {
-    if server.is_cluster() {
+    if server.is_cluster() && team.is_none() {
         anyhow::bail!(
-            "watch does not support --cluster yet: on a Redis Cluster the library publishes \
-             with sharded pub/sub (SPUBLISH), which has no pattern subscription; \
-             `sandboxctl transitions` shows what is in flight"
+            "watch --cluster needs --team: on a Redis Cluster the library publishes with \
+             sharded pub/sub (SPUBLISH), which has no pattern subscription; \
+             `sandboxctl transitions` shows what is in flight across teams"
         );
     }
     let ns = server.namespace().prefix().to_string();
@@ -90,31 +176,25 @@ pub async fn watch(
         Some(t) => format!("{ns}:{{{t}}}:notify"),
         None => format!("{ns}:{{*}}:notify"),
     };
-    let client = server.client()?;
     let mut seen: u64 = 0;
     let mut first = true;
     loop {
         if count.is_some_and(|c| seen >= c) {
             return Ok(Verdict::Done);
         }
-        let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            if team.is_some() {
-                pubsub.subscribe(&channel).await?;
-            } else {
-                pubsub.psubscribe(&channel).await?;
-            }
-            Ok::<_, redis::RedisError>(pubsub)
-        })
+        let subscribed = tokio::time::timeout(
+            SUBSCRIBE_TIMEOUT,
+            Feed::subscribe(server, &channel, team.is_none()),
+        )
         .await;
-        let pubsub = match subscribed {
-            Ok(Ok(p)) => p,
+        let mut feed = match subscribed {
+            Ok(Ok(feed)) => feed,
             Ok(Err(e)) if first => {
                 return Err(e).with_context(|| format!("cannot subscribe to {channel}"));
             }
             Err(_) if first => anyhow::bail!("subscribing to {channel} timed out"),
             Ok(Err(e)) => {
-                eprintln!("sandboxctl: reconnecting to {channel}: {e}");
+                eprintln!("sandboxctl: reconnecting to {channel}: {e:#}");
                 tokio::time::sleep(RECONNECT_BACKOFF).await;
                 continue;
             }
@@ -127,24 +207,19 @@ pub async fn watch(
         if first {
             eprintln!("sandboxctl: watching {channel} (Ctrl-C to stop)");
         } else {
-            eprintln!(
-                "sandboxctl: resubscribed to {channel}; notifications published while \
-                 disconnected were missed (`sandboxctl transitions` shows what is in flight)"
-            );
+            eprintln!("sandboxctl: resubscribed to {channel}; {MISSED}");
         }
         first = false;
-        let mut messages = pubsub.into_on_message();
-        while let Some(msg) = messages.next().await {
-            let payload: String = match msg.get_payload() {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("sandboxctl: unreadable notification: {e}");
+        loop {
+            let (from, payload) = match feed.next().await {
+                Delivery::Message(from, payload) => (from, payload),
+                Delivery::Gap(why) => {
+                    eprintln!("sandboxctl: {why}; {MISSED}");
                     continue;
                 }
+                Delivery::Closed => break,
             };
-            let from = channel_team(msg.get_channel_name())
-                .unwrap_or("")
-                .to_string();
+            let from = channel_team(&from).unwrap_or("").to_string();
             if payload.starts_with('c') || (payload.starts_with('=') && !payload.contains("\no ")) {
                 continue;
             }
@@ -152,24 +227,7 @@ pub async fn watch(
                 eprintln!("sandboxctl: malformed notification {payload:?}");
                 continue;
             };
-            if json {
-                emit_json_line(&notice)?;
-            } else {
-                emit(&format!(
-                    "{}  {}/{}  fence {}  {} {}{}\n",
-                    notice.received,
-                    notice.team,
-                    notice.id,
-                    notice.fence,
-                    notice.action,
-                    notice.outcome,
-                    if notice.reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", notice.reason)
-                    }
-                ))?;
-            }
+            print_notice(&notice, json)?;
             seen += 1;
             if count.is_some_and(|c| seen >= c) {
                 return Ok(Verdict::Done);
@@ -178,6 +236,30 @@ pub async fn watch(
         eprintln!("sandboxctl: the subscription to {channel} closed; reconnecting");
         tokio::time::sleep(RECONNECT_BACKOFF).await;
     }
+}
+
+/// What a gap in a subscription means for the reader.
+const MISSED: &str = "notifications published meanwhile may have been missed \
+                      (`sandboxctl transitions` shows what is in flight)";
+
+fn print_notice(notice: &NoticeReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        return emit_json_line(notice);
+    }
+    emit(&format!(
+        "{}  {}/{}  fence {}  {} {}{}\n",
+        notice.received,
+        notice.team,
+        notice.id,
+        notice.fence,
+        notice.action,
+        notice.outcome,
+        if notice.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", notice.reason)
+        }
+    ))
 }
 
 #[cfg(test)]

@@ -708,6 +708,100 @@ async fn watch_prints_each_outcome_as_it_is_published() {
     );
 }
 
+/// On a Redis Cluster the library publishes with sharded pub/sub: `watch
+/// --team` follows the team's channel with `SSUBSCRIBE` (it used to refuse
+/// `--cluster` altogether), and without `--team` it says why it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_on_a_redis_cluster_follows_one_teams_outcomes() {
+    let cluster = support::TestCluster::start(3, 0).await;
+    let nodes = cluster.seed_urls().join(",");
+    let ns = format!("ctl{:08x}", rand::random::<u32>());
+    let coord = sandbox_coordinator::Coordinator::builder_cluster(cluster.seed_urls())
+        .namespace(&ns)
+        .build()
+        .await
+        .expect("a cluster coordinator");
+    coord.register(sandbox("s1", "exec-1")).await.unwrap();
+
+    let all = Process::new(BIN)
+        .env_remove("REDIS_URL")
+        .args([
+            "--cluster",
+            &nodes,
+            "--namespace",
+            &ns,
+            "watch",
+            "--count",
+            "1",
+        ])
+        .output()
+        .expect("sandboxctl runs");
+    assert!(!all.status.success());
+    let err = String::from_utf8_lossy(&all.stderr);
+    assert!(err.contains("needs --team"), "{err}");
+
+    let mut child = Process::new(BIN)
+        .env_remove("REDIS_URL")
+        .args(["--cluster", &nodes, "--namespace", &ns])
+        .args(["watch", "--team", TEAM, "--count", "2", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sandboxctl watch starts");
+    let lines = stderr_lines(&mut child);
+    tokio::task::block_in_place(|| wait_for_line(&lines, "watching", Duration::from_secs(20)));
+    let mut fences = Vec::new();
+    for (action, fail) in [(Action::Snapshot, false), (Action::Pause, true)] {
+        let t = started(
+            coord
+                .begin(TEAM, "s1", action, BeginOptions::default())
+                .await
+                .unwrap(),
+        );
+        fences.push(t.fence());
+        if fail {
+            t.fail("vm did not stop").await.unwrap();
+        } else {
+            t.succeed().await.unwrap();
+        }
+    }
+    let status = tokio::task::block_in_place(|| wait_exit(&mut child, Duration::from_secs(20)));
+    assert!(status.success(), "{status}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    let notices: Vec<(u64, String, String, String)> = out
+        .lines()
+        .map(|l| {
+            let n: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            (
+                n["fence"].as_u64().unwrap(),
+                n["action"].as_str().unwrap().to_string(),
+                n["outcome"].as_str().unwrap().to_string(),
+                n["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        notices,
+        [
+            (
+                fences[0],
+                "snapshot".into(),
+                "succeeded".into(),
+                String::new()
+            ),
+            (
+                fences[1],
+                "pause".into(),
+                "failed".into(),
+                "vm did not stop".into()
+            ),
+        ],
+        "{out}"
+    );
+}
+
 // ----- demo and the embedded Redis -------------------------------------------
 
 #[test]
