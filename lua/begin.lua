@@ -97,7 +97,7 @@ local mine = queue_find(q, HOLDER)
 local function leave_queue(fields)
   if not mine then return false end
   table.remove(q, mine)
-  queue_put(REC, r, q, fields)
+  queue_put(q, fields)
   return mine == 1 and #q > 0
 end
 

@@ -47,7 +47,7 @@ local at = queue_find(q, HOLDER)
 if not at then return {'none'} end
 table.remove(q, at)
 local fields = {}
-queue_put(REC, r, q, fields)
+queue_put(q, fields)
 if #fields > 0 then write_record(REC, r, fields) end
 if at == 1 and #q > 0 then notify(TP, 'c ' .. ID) end
 return {'dequeued'}

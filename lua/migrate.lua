@@ -52,27 +52,12 @@ local TEAM, RESTAMP, SLOT = ARGV[3], ARGV[4] == '1', ARGV[5]
 --!include indexes.lua
 
 -- Writes record `key` anew as this schema lays it out: `v`, the data in
--- pieces, every other field as it is; its PTTL kept.
+-- pieces, every other field as it is, its PTTL kept (write_record, as if
+-- the record held a long value: the one it held was the data).
 local function relayout(key)
-  local all = redis.call('HGETALL', key)
-  local fields, data = {}, ''
-  for i = 1, #all, 2 do
-    local f = all[i]
-    if f == 'data' then
-      data = all[i + 1]
-    elseif f == 'v' then
-      fields[#fields + 1] = 'v'
-      fields[#fields + 1] = SCHEMA
-    else
-      fields[#fields + 1] = f
-      fields[#fields + 1] = all[i + 1]
-    end
-  end
-  put_data(fields, data)
-  local pttl = redis.call('PTTL', key)
-  redis.call('DEL', key)
-  redis.call('HSET', key, unpack(fields))
-  if pttl > 0 then redis.call('PEXPIRE', key, pttl) end
+  local fields = {'v', SCHEMA}
+  put_data(fields, redis.call('HGET', key, 'data') or '')
+  write_record(key, {long = true}, fields)
 end
 
 local now = clock()

@@ -33,19 +33,11 @@ local function queue_string(q)
   return table.concat(words, ' ')
 end
 
--- The `queue` field of record `key` (read as `r`) as q leaves it, for the
--- record's one write (record.lua's write_record): appended to `fields`
--- while anyone is queued, else removed, so that a waiter who leaves an
--- otherwise empty queue leaves the record as it found it (at once by HDEL,
--- or by write_record when a long queue leaves a record to be written anew).
-local function queue_put(key, r, q, fields)
-  if #q > 0 then
-    fields[#fields + 1] = 'queue'
-    fields[#fields + 1] = queue_string(q)
-  elseif r.long then
-    fields[#fields + 1] = 'queue'
-    fields[#fields + 1] = false
-  else
-    redis.call('HDEL', key, 'queue')
-  end
+-- The record's `queue` field as q leaves it, for the record's one write
+-- (record.lua's write_record): the waiters while anyone is queued, else
+-- false (the field is removed), so that a waiter who leaves an otherwise
+-- empty queue leaves the record as it found it.
+local function queue_put(q, fields)
+  fields[#fields + 1] = 'queue'
+  fields[#fields + 1] = #q > 0 and queue_string(q) or false
 end

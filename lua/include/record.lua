@@ -147,50 +147,63 @@ end
 -- over LISTPACK_VALUE bytes (r.long: a queue or a reason) is a hashtable,
 -- and Redis never makes a hash a listpack again; so once no long value is
 -- left it is written anew (DEL, HSET, its PTTL kept) and is a listpack
--- again. Only the record's own fields are read, so the loop ends.
+-- again. Only the record's own fields are read, so the loops end.
 local function write_record(key, r, fields)
-  if not r.long then
-    redis.call('HSET', key, unpack(fields))
-    return
-  end
-  local all = redis.call('HGETALL', key)
-  local at = {}
-  for i = 1, #all, 2 do at[all[i]] = i + 1 end
-  for i = 1, #fields, 2 do
-    local v = at[fields[i]]
-    if v then
-      all[v] = fields[i + 1]
-    else
-      all[#all + 1] = fields[i]
-      all[#all + 1] = fields[i + 1]
-    end
-  end
-  local kept, gone, long = {}, {}, false
-  for i = 1, #all, 2 do
-    local v = all[i + 1]
-    if v then
-      kept[#kept + 1] = all[i]
-      kept[#kept + 1] = v
-      if #v > LISTPACK_VALUE then long = true end
-    else
-      gone[#gone + 1] = all[i]
-    end
-  end
-  if long or #kept > 256 then
-    -- Still a hashtable whatever is written: the changes only.
-    local set = {}
+  if r.long then
+    local all = redis.call('HGETALL', key)
+    local at = {}
+    for i = 1, #all, 2 do at[all[i]] = i + 1 end
     for i = 1, #fields, 2 do
-      if fields[i + 1] then
-        set[#set + 1] = fields[i]
-        set[#set + 1] = fields[i + 1]
+      local v = at[fields[i]]
+      if v then
+        all[v] = fields[i + 1]
+      else
+        all[#all + 1] = fields[i]
+        all[#all + 1] = fields[i + 1]
       end
     end
-    if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
-    if #set > 0 then redis.call('HSET', key, unpack(set)) end
-    return
+    local kept, fits = {}, true
+    for i = 1, #all, 2 do
+      local v = all[i + 1]
+      if v then
+        if #v > LISTPACK_VALUE then
+          fits = false
+          break
+        end
+        kept[#kept + 1] = all[i]
+        kept[#kept + 1] = v
+      end
+    end
+    if fits and #kept <= 256 then
+      local pttl = redis.call('PTTL', key)
+      redis.call('DEL', key)
+      redis.call('HSET', key, unpack(kept))
+      if pttl > 0 then redis.call('PEXPIRE', key, pttl) end
+      return
+    end
+    -- Still a hashtable whatever is written: the changes only (below).
+  else
+    local plain = true
+    for i = 2, #fields, 2 do
+      if not fields[i] then
+        plain = false
+        break
+      end
+    end
+    if plain then
+      redis.call('HSET', key, unpack(fields))
+      return
+    end
   end
-  local pttl = redis.call('PTTL', key)
-  redis.call('DEL', key)
-  redis.call('HSET', key, unpack(kept))
-  if pttl > 0 then redis.call('PEXPIRE', key, pttl) end
+  local set, gone = {}, {}
+  for i = 1, #fields, 2 do
+    if fields[i + 1] then
+      set[#set + 1] = fields[i]
+      set[#set + 1] = fields[i + 1]
+    else
+      gone[#gone + 1] = fields[i]
+    end
+  end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  if #set > 0 then redis.call('HSET', key, unpack(set)) end
 end
