@@ -630,16 +630,13 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_prints_each_outcome_as_it_is_published() {
-    let redis = TestRedis::start().await;
-    let coord = coordinator(&redis).await;
-    coord.register(sandbox("s1", "exec-1")).await.unwrap();
-
+/// Starts `sandboxctl ARGS` (a `watch`) and returns once it says it is
+/// watching (at most 20 s), with its stderr lines (kept open: a watch
+/// writes there when it reconnects).
+fn spawn_watching(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     let mut child = Process::new(BIN)
         .env_remove("REDIS_URL")
-        .args(["--url", &redis.url(), "--namespace", &redis.namespace()])
-        .args(["watch", "--count", "2", "--json"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -647,6 +644,25 @@ async fn watch_prints_each_outcome_as_it_is_published() {
         .expect("sandboxctl watch starts");
     let lines = stderr_lines(&mut child);
     tokio::task::block_in_place(|| wait_for_line(&lines, "watching", Duration::from_secs(20)));
+    (child, lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_each_outcome_as_it_is_published() {
+    let redis = TestRedis::start().await;
+    let coord = coordinator(&redis).await;
+    coord.register(sandbox("s1", "exec-1")).await.unwrap();
+
+    let (mut child, _stderr) = spawn_watching(&[
+        "--url",
+        &redis.url(),
+        "--namespace",
+        &redis.namespace(),
+        "watch",
+        "--count",
+        "2",
+        "--json",
+    ]);
 
     let snap = started(
         coord
@@ -740,17 +756,18 @@ async fn watch_on_a_redis_cluster_follows_one_teams_outcomes() {
     let err = String::from_utf8_lossy(&all.stderr);
     assert!(err.contains("needs --team"), "{err}");
 
-    let mut child = Process::new(BIN)
-        .env_remove("REDIS_URL")
-        .args(["--cluster", &nodes, "--namespace", &ns])
-        .args(["watch", "--team", TEAM, "--count", "2", "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sandboxctl watch starts");
-    let lines = stderr_lines(&mut child);
-    tokio::task::block_in_place(|| wait_for_line(&lines, "watching", Duration::from_secs(20)));
+    let (mut child, _stderr) = spawn_watching(&[
+        "--cluster",
+        &nodes,
+        "--namespace",
+        &ns,
+        "watch",
+        "--team",
+        TEAM,
+        "--count",
+        "2",
+        "--json",
+    ]);
     let mut fences = Vec::new();
     for (action, fail) in [(Action::Snapshot, false), (Action::Pause, true)] {
         let t = started(
