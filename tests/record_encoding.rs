@@ -302,3 +302,26 @@ async fn migrate_converts_a_namespace_written_by_schema_2() {
     assert_eq!(get("long").await.state, State::Paused);
     assert_eq!(encoding(&redis, "long").await, "listpack");
 }
+
+/// A damaged schema-2 record is refused by migrate (`Corrupt`, naming it)
+/// with nothing written, like every script's refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_refuses_a_damaged_schema_2_record_and_writes_nothing() {
+    let redis = TestRedis::start().await;
+    let mut v2 = fixture::v2::V2::new(redis.client().await, &redis.namespace());
+    v2.register(TEAM, "s1", "e1", BENCH_DATA).await;
+    let mut conn = redis.client().await;
+    raw(
+        &mut conn,
+        &["HSET", &record_key(&redis, "s1"), "fence", "0x10"],
+    )
+    .await;
+    let coord = coordinator(&redis).await;
+    let before = fixture::dump_all(&redis).await;
+    match coord.migrate(false).await {
+        Err(Error::Corrupt { detail }) => assert!(detail.contains("fence"), "{detail}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(fixture::dump_all(&redis).await, before, "nothing written");
+    assert_eq!(encoding(&redis, "s1").await, "hashtable");
+}
